@@ -1,0 +1,20 @@
+"""paddle_rtseg: real-time segmentation transformers (RTFormer, SeaFormer, SegFormer++) for PaddleSeg.
+
+Importing the package applies the paddleseg-2.8-on-Paddle-3 fixes (:mod:`paddle_rtseg.compat`) and
+registers every model, backbone and dataset with ``paddleseg.cvlibs.manager`` under ``RTSeg_*`` names.
+"""
+import warnings
+
+warnings.filterwarnings("ignore", message="No ccache found")  # printed by every `import paddle`
+
+from . import compat  # noqa: E402
+
+compat.apply()
+
+from . import datasets, layers, models  # noqa: E402,F401  (registration needs the fixes first)
+from .checkpoints import CheckpointMismatchError, load_checkpoint  # noqa: E402
+from .config import ConfigError, build_model, load_config  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = ["build_model", "load_checkpoint", "load_config", "ConfigError",
+           "CheckpointMismatchError"]

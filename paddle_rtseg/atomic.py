@@ -1,0 +1,61 @@
+"""Atomic writes: a file appears complete or not at all (no half-written checkpoint after a kill)."""
+import contextlib
+import os
+import tempfile
+
+import paddle
+
+
+def atomic_save(obj, path, **kwargs):
+    """``paddle.save`` to a temporary file in the same folder, then rename it onto ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)  # paddle.save creates missing folders too
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
+    os.close(fd)
+    try:
+        _PADDLE_SAVE(obj, tmp, **kwargs)
+        _default_mode(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+_PADDLE_SAVE = paddle.save
+
+
+def _default_mode(path):
+    """Give a temp file (mkstemp makes it 0600) the permissions a plain open() would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+@contextlib.contextmanager
+def atomic_paddle_save():
+    """Within the block, ``paddle.save(obj, "<path>")`` is atomic (PaddleSeg's trainer saves with it)."""
+
+    def save(obj, path, **kwargs):
+        if isinstance(path, (str, os.PathLike)):
+            return atomic_save(obj, os.fspath(path), **kwargs)
+        return _PADDLE_SAVE(obj, path, **kwargs)
+
+    paddle.save = save
+    try:
+        yield
+    finally:
+        paddle.save = _PADDLE_SAVE
+
+
+def write_bytes_atomic(path, data):
+    """Write ``data`` (bytes) to ``path`` atomically."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        _default_mode(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -1,0 +1,110 @@
+"""Fixes that let paddleseg 2.8.0 train and evaluate on Paddle >= 2.5 (0-D tensors) and 3.x.
+
+Each fix is applied once by :func:`apply` (called on ``import paddle_rtseg``), only where the running
+versions need it, and keeps the replaced function in :data:`ORIGINALS` so tests can show the failure
+the fix removes:
+
+1. ``CrossEntropyLoss._post_process_loss`` multiplies the float32 mask by ``ones_like(label)`` of
+   dtype int64; Paddle 3 refuses the mixed-type product (``TypeError: Type promotion ...``).
+2. ``paddleseg.core.train`` logs ``l[0]`` of each loss, but losses became 0-D in Paddle 2.5
+   (``IndexError``). The loss list is made 1-D where it is built (``loss_computation``).
+3. ``paddleseg.utils.metrics.calculate_area`` concatenates 0-D sums (``ValueError``); it stacks
+   them instead.
+"""
+import importlib
+
+import paddle
+import paddle.nn.functional as F
+
+ORIGINALS = {}
+APPLIED = []
+
+
+def _paddle_version():
+    parts = paddle.__version__.split(".")[:2]
+    try:
+        return tuple(int(p) for p in parts)
+    except ValueError:  # develop builds report "0.0.0"
+        return (99, 0)
+
+
+def _zero_dim_tensors():
+    """Paddle >= 2.5 returns 0-D tensors from full reductions."""
+    return _paddle_version() == (99, 0) or _paddle_version() >= (2, 5)
+
+
+def _post_process_loss(self, logit, label, semantic_weights, loss):
+    """paddleseg 2.8 ``CrossEntropyLoss._post_process_loss`` with every factor in float32."""
+    if self.avg_non_ignore:
+        mask = paddle.cast(label != self.ignore_index, dtype="float32")
+    else:
+        mask = paddle.ones(label.shape, dtype="float32")
+    mask.stop_gradient = True
+    label.stop_gradient = True
+    if loss.ndim > mask.ndim:
+        loss = paddle.squeeze(loss, axis=-1)
+    loss = loss * mask
+    if semantic_weights is not None:
+        loss = loss * semantic_weights
+    if self.weight is not None:
+        one_hot = F.one_hot(label * paddle.cast(mask, label.dtype), logit.shape[-1])
+        coef = paddle.sum(one_hot * self.weight, axis=-1)
+    else:
+        coef = paddle.ones(label.shape, dtype="float32")
+    coef = paddle.cast(coef, "float32")
+    if self.top_k_percent_pixels == 1.0:
+        return paddle.mean(loss) / (paddle.mean(mask * coef) + self.EPS)
+    loss = loss.reshape((-1,))
+    top_k_pixels = int(self.top_k_percent_pixels * loss.numel())
+    loss, indices = paddle.topk(loss, top_k_pixels)
+    coef = paddle.gather(coef.reshape((-1,)), indices)
+    coef.stop_gradient = True
+    return loss.mean() / (paddle.mean(coef) + self.EPS)
+
+
+def _one_dim_losses(original):
+    def loss_computation(*args, **kwargs):
+        return [paddle.reshape(loss, [1]) for loss in original(*args, **kwargs)]
+
+    loss_computation.__doc__ = original.__doc__
+    return loss_computation
+
+
+def calculate_area(pred, label, num_classes, ignore_index=255):
+    """paddleseg 2.8 ``metrics.calculate_area`` that stacks the per-class 0-D sums."""
+    if len(pred.shape) == 4:
+        pred = paddle.squeeze(pred, axis=1)
+    if len(label.shape) == 4:
+        label = paddle.squeeze(label, axis=1)
+    if not pred.shape == label.shape:
+        raise ValueError("Shape of `pred` and `label should be equal, but there are {} and {}."
+                         .format(pred.shape, label.shape))
+    mask = label != ignore_index
+    pred_area, label_area, intersect_area = [], [], []
+    for i in range(num_classes):
+        pred_i = paddle.logical_and(pred == i, mask)
+        label_i = label == i
+        pred_area.append(paddle.sum(paddle.cast(pred_i, "int64")).reshape([1]))
+        label_area.append(paddle.sum(paddle.cast(label_i, "int64")).reshape([1]))
+        intersect_area.append(
+            paddle.sum(paddle.cast(paddle.logical_and(pred_i, label_i), "int64")).reshape([1]))
+    return paddle.concat(intersect_area), paddle.concat(pred_area), paddle.concat(label_area)
+
+
+def apply():
+    """Install the fixes the running Paddle needs (idempotent)."""
+    if APPLIED or not _zero_dim_tensors():
+        return
+    from paddleseg.models.losses import cross_entropy_loss
+    from paddleseg.utils import metrics
+
+    train_module = importlib.import_module("paddleseg.core.train")
+    ce = cross_entropy_loss.CrossEntropyLoss
+    ORIGINALS["CrossEntropyLoss._post_process_loss"] = ce._post_process_loss
+    ORIGINALS["core.train.loss_computation"] = train_module.loss_computation
+    ORIGINALS["metrics.calculate_area"] = metrics.calculate_area
+
+    ce._post_process_loss = _post_process_loss
+    train_module.loss_computation = _one_dim_losses(train_module.loss_computation)
+    metrics.calculate_area = calculate_area
+    APPLIED.extend(ORIGINALS)

@@ -1,0 +1,56 @@
+"""User-facing errors and the CLI wrapper that prints them as one paragraph (no stack trace)."""
+import os
+import sys
+import tempfile
+
+from .checkpoints import CheckpointMismatchError
+from .config import ConfigError
+from .datasets.checked_io import DataError
+from .torch_reader import UnsafeCheckpointError
+
+
+class OutputError(OSError):
+    """An output location that cannot be written."""
+
+
+USER_ERRORS = (ConfigError, DataError, CheckpointMismatchError, UnsafeCheckpointError, OutputError,
+               FileNotFoundError)
+
+
+def writable_dir(path, what="--save_dir"):
+    """Create ``path`` if needed and prove it is writable; raise :class:`OutputError` otherwise."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise OutputError("Cannot write to {} {} ({}). Choose a folder you can write to, or fix its "
+                          "permissions.".format(what, path, e.strerror or e)) from None
+    return path
+
+
+def _raised_here(error):
+    """True if the innermost frame of ``error``'s traceback is in this package."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    package_dir = os.path.dirname(os.path.abspath(__file__))
+    return tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(package_dir)
+
+
+def run_cli(main):
+    """Run ``main()``; a user error prints ``error: <message>`` on stderr and exits with status 2."""
+    try:
+        return main()
+    except USER_ERRORS as e:
+        message = str(e)
+    except RuntimeError as e:  # PaddleSeg's builder wraps constructor errors in RuntimeError
+        if "Tried to create a" not in str(e) and "was not found" not in str(e):
+            raise
+        message = "The config could not be built: " + " ".join(str(e).split())
+    except ValueError as e:  # our own argument checks (e.g. an unknown token-merging mode)
+        if not _raised_here(e):
+            raise
+        message = str(e)
+    sys.stderr.write("error: {}\n".format(message))
+    sys.exit(2)

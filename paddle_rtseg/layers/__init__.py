@@ -1,0 +1,10 @@
+"""Building blocks defined by the papers, usable on their own (no model code imports back here)."""
+from .adaptive_pool import AdaptiveMaxPool2D, GlobalAvgPool2D
+from .conv_ffn import ConvFFN
+from .cross_resolution import CrossResolutionAttention, cross_kv_projection
+from .dappm import DAPPM
+from .gfa import GPUFriendlyAttention, grouped_double_normalization
+from .residual import BasicBlock, make_stage
+from .seg_head import SegHead
+from .token_merging import (PRESETS, BipartiteSoftMatching, TokenMergingConfig, TokenMergingStrategy,
+                            resolve_token_merging)

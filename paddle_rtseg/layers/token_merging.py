@@ -1,0 +1,300 @@
+"""Token merging of SegFormer++ (Kienzle et al., "SegFormer++: Efficient Token-Merging Strategies for
+High-Resolution Semantic Segmentation", MIPR 2024, arXiv 2405.14467, Sec. 3).
+
+Two ways to shrink the token sets of MiT's efficient self-attention, per stage:
+
+* ``bsm`` -- bipartite soft matching over ``sx x sy`` windows (ToMe for Stable Diffusion, as the paper
+  uses it with ``no_rand=True``): the top-left token of each window is a destination, every other
+  token (including the border tokens outside the last whole window) is a source; each source picks
+  its most cosine-similar destination; the ``r = int(N * ratio)`` sources with the highest
+  similarity are averaged into their destination together with it; unmerging copies a destination's
+  value back to every source merged into it. Deterministic.
+* ``n2d`` -- neighbour merging: ``s x s`` average pooling (ceil mode: partial border windows average
+  their valid tokens), unmerged by nearest upsampling.
+
+Keys/values are merged after the spatial-reduction conv + norm and are never unmerged; queries are
+merged before attention and unmerged after it (the MixFFN sees every token).
+
+Deployment: everything here is gathers, a one-hot matmul (the mean of merged tokens, instead of a
+``scatter_reduce``), ``argsort``/``argmax`` and pooling/nearest interpolation -- ops Paddle Inference,
+ONNX and Paddle Lite have. ``bsm`` needs the token grid size at export (fixed input H/W); ``n2d`` works
+with any input size.
+"""
+import dataclasses
+import functools
+import math
+from typing import Optional, Tuple
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+
+from .shape import dim
+
+MODES = (None, "bsm", "n2d")
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenMergingConfig:
+    """Merging of one MiT stage (every block of the stage uses it), the paper's ``tome_cfg`` keys.
+
+    Args:
+        kv_mode: ``None``, ``"bsm"`` or ``"n2d"`` for the (spatially reduced) keys/values.
+        kv_r: fraction of key/value tokens removed by ``bsm`` (``r = int(N_kv * kv_r)``).
+        kv_sx, kv_sy: ``bsm`` window (one destination per window) for keys/values.
+        kv_s: ``n2d`` pooling window ``(sy, sx)`` for keys/values.
+        q_mode, q_r, q_sx, q_sy, q_s: the same for the queries (merged, then unmerged after attention).
+    """
+    kv_mode: Optional[str] = None
+    kv_r: float = 0.0
+    kv_sx: int = 2
+    kv_sy: int = 2
+    kv_s: Tuple[int, int] = (2, 2)
+    q_mode: Optional[str] = None
+    q_r: float = 0.0
+    q_sx: int = 2
+    q_sy: int = 2
+    q_s: Tuple[int, int] = (2, 2)
+
+    def __post_init__(self):
+        for side in ("kv", "q"):
+            mode = getattr(self, side + "_mode")
+            if mode not in MODES:
+                raise ValueError("{}_mode must be one of {}, got {!r}".format(side, list(MODES), mode))
+            ratio = getattr(self, side + "_r")
+            if mode == "bsm" and not 0.0 < ratio < 1.0:
+                raise ValueError("{}_r is the fraction of tokens merged away and must lie in (0, 1), "
+                                 "got {!r}".format(side, ratio))
+            for name in (side + "_sx", side + "_sy"):
+                if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+                    raise ValueError("{} must be a positive int, got {!r}".format(
+                        name, getattr(self, name)))
+            s = getattr(self, side + "_s")
+            s = (s, s) if isinstance(s, int) else tuple(s)
+            if len(s) != 2 or not all(isinstance(v, int) and v >= 1 for v in s):
+                raise ValueError("{}_s must be a positive int or a pair (sy, sx), got {!r}".format(
+                    side, getattr(self, side + "_s")))
+            object.__setattr__(self, side + "_s", s)
+
+    @property
+    def active(self):
+        return self.kv_mode is not None or self.q_mode is not None
+
+
+NO_MERGING = (TokenMergingConfig(),) * 4
+_HQ_KV = TokenMergingConfig(kv_mode="bsm", kv_r=0.6, kv_sx=2, kv_sy=2)
+_HQ_Q = TokenMergingConfig(q_mode="bsm", q_r=0.8, q_sx=4, q_sy=4)
+_FAST_KV = TokenMergingConfig(kv_mode="bsm", kv_r=0.9, kv_sx=4, kv_sy=4)
+_FAST_Q = TokenMergingConfig(q_mode="bsm", q_r=0.9, q_sx=4, q_sy=4)
+_N2D = TokenMergingConfig(q_mode="n2d", q_s=(2, 2))
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenMergingStrategy:
+    """A whole-backbone strategy: one :class:`TokenMergingConfig` per stage, and whether the input
+    is downsampled by 0.5 (nearest) before stage 1 (the paper's "Downsampling" baseline)."""
+    stages: Tuple[TokenMergingConfig, ...] = NO_MERGING
+    downsample: bool = False
+
+
+# The paper's configs (KieDani/SegformerPlusPlus mmsegmentation/local_configs/cityscapes/B5/*.py).
+PRESETS = {
+    "none": TokenMergingStrategy(),
+    "hq": TokenMergingStrategy((_HQ_KV, _HQ_KV, _HQ_Q, _HQ_Q)),
+    "fast": TokenMergingStrategy((_FAST_KV, _FAST_KV, _FAST_Q, _FAST_Q)),
+    "2x2": TokenMergingStrategy((_N2D,) * 4),
+    "downsample": TokenMergingStrategy(NO_MERGING, downsample=True),
+}
+
+
+def resolve_token_merging(spec):
+    """Turn a user's ``token_merging`` value into a :class:`TokenMergingStrategy`.
+
+    Accepts ``None`` (no merging), a preset name (``none``, ``hq``, ``fast``, ``2x2``,
+    ``downsample``), a strategy, or a list of 4 per-stage configs (each a
+    :class:`TokenMergingConfig`, a dict of its fields, or ``None``).
+    """
+    if spec is None:
+        return PRESETS["none"]
+    if isinstance(spec, TokenMergingStrategy):
+        return spec
+    if isinstance(spec, str):
+        key = spec.strip().lower()
+        if key not in PRESETS:
+            raise ValueError("Unknown token_merging {!r}; valid presets: {} (or None, or a list of 4 "
+                             "per-stage dicts with keys {})".format(
+                                 spec, sorted(PRESETS), _field_names()))
+        return PRESETS[key]
+    if isinstance(spec, (list, tuple)):
+        if len(spec) != 4:
+            raise ValueError("token_merging as a list needs one entry per MiT stage (4), got {}"
+                             .format(len(spec)))
+        return TokenMergingStrategy(tuple(_stage_config(s) for s in spec))
+    raise ValueError("token_merging must be None, a preset name {} or a list of 4 per-stage dicts, "
+                     "got {!r}".format(sorted(PRESETS), spec))
+
+
+def _field_names():
+    return [f.name for f in dataclasses.fields(TokenMergingConfig)]
+
+
+def _stage_config(spec):
+    if spec is None:
+        return TokenMergingConfig()
+    if isinstance(spec, TokenMergingConfig):
+        return spec
+    if isinstance(spec, dict):
+        unknown = sorted(set(spec) - set(_field_names()))
+        if unknown:
+            raise ValueError("Unknown token merging keys {}; valid keys: {}".format(
+                unknown, _field_names()))
+        return TokenMergingConfig(**spec)
+    raise ValueError("A per-stage token merging entry must be a dict, None or TokenMergingConfig, "
+                     "got {!r}".format(spec))
+
+
+# ---------------------------------------------------------------------------------------------
+# Bipartite soft matching
+
+
+def bsm_num_removed(num_tokens, h, w, sx, sy, ratio):
+    """Tokens removed by ``bsm`` on an ``h x w`` grid: ``int(N * ratio)``, at most the number of
+    sources; 0 when the grid holds no whole window (no destination)."""
+    num_dst = (h // sy) * (w // sx)
+    if num_dst == 0:
+        return 0
+    return max(0, min(int(num_tokens * ratio), num_tokens - num_dst))
+
+
+@functools.lru_cache(maxsize=64)
+def _split_order(h, w, sx, sy):
+    """Token indices in ``[destinations | sources]`` order (each part in raster order) and the
+    inverse permutation. Destinations: top-left token of each whole ``sy x sx`` window."""
+    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    is_dst = (rows % sy == 0) & (cols % sx == 0) & (rows < (h // sy) * sy) & (cols < (w // sx) * sx)
+    order = np.concatenate([np.flatnonzero(is_dst.ravel()), np.flatnonzero(~is_dst.ravel())])
+    return order.astype("int64"), np.argsort(order).astype("int64")
+
+
+def _batched_gather(x, index):
+    """``out[b, k] = x[b, index[b, k]]`` for ``x`` (B, M, C) and int64 ``index`` (B, K), with plain
+    ``gather`` on the flattened batch (Paddle Lite has no ``take_along_axis``)."""
+    m, c = x.shape[1], x.shape[2]
+    offsets = paddle.arange(dim(x, 0), dtype="int64").unsqueeze(1) * m
+    out = paddle.gather(x.reshape([-1, c]), (index + offsets).reshape([-1]), axis=0)
+    return out.reshape([-1, index.shape[1], c])
+
+
+class BipartiteSoftMatching:
+    """Match the tokens of ``metric`` (B, N, C), an ``h x w`` grid, once; then :meth:`merge` any
+    tensor with the same tokens (B, N, C') to (B, N - r, C') and :meth:`unmerge` back to (B, N, C').
+
+    Merged layout is ``[unmerged sources | destinations]`` (not spatial; attention does not care).
+    The matching itself is not differentiated (indices only); merge/unmerge are.
+    """
+
+    def __init__(self, metric, h, w, sx, sy, ratio):
+        if not all(isinstance(v, int) for v in (h, w)):
+            raise ValueError(
+                "bsm token merging needs the token grid size when the graph is built: export with a "
+                "fixed input height and width (e.g. InputSpec [None, 3, 1024, 1024] / "
+                "--input_shape 1 3 1024 1024), or use the '2x2'/'downsample' strategies, which take "
+                "any size")
+        n = h * w
+        self.num_dst = (h // sy) * (w // sx)
+        self.r = bsm_num_removed(n, h, w, sx, sy, ratio)
+        if self.r == 0:
+            return
+        order, inverse = _split_order(h, w, sx, sy)
+        self.order = paddle.to_tensor(order)
+        self.inverse = paddle.to_tensor(inverse)
+        self.num_src = n - self.num_dst
+
+        m = metric.detach()
+        m = m / paddle.sqrt(paddle.sum(m * m, axis=-1, keepdim=True))
+        dst, src = self._split(m)
+        scores = paddle.matmul(src, dst, transpose_y=True)             # B, Ns, Nd cosine
+        node_max = paddle.max(scores, axis=-1)                          # best destination's score
+        self.node_idx = paddle.argmax(scores, axis=-1)                  # B, Ns: best destination
+        self.edge_idx = paddle.argsort(node_max, axis=-1, descending=True)  # most similar first
+        self.rank = paddle.argsort(self.edge_idx, axis=-1)              # position in that order
+        self.is_merged = self.rank < self.r                             # B, Ns: top-r sources
+
+    def _split(self, x):
+        x = paddle.gather(x, self.order, axis=1)
+        return x[:, :self.num_dst], x[:, self.num_dst:]
+
+    def merge(self, x):
+        """(B, N, C) -> (B, N - r, C): unmerged sources, then each destination averaged with the
+        sources merged into it (``scatter_reduce(mean, include_self=True)`` as a one-hot matmul)."""
+        if self.r == 0:
+            return x
+        dst, src = self._split(x)
+        unmerged = _batched_gather(src, self.edge_idx[:, self.r:])
+        assign = F.one_hot(self.node_idx, self.num_dst).astype(x.dtype)
+        assign = assign * self.is_merged.astype(x.dtype).unsqueeze(-1)     # B, Ns, Nd
+        sums = paddle.matmul(assign, src, transpose_x=True)                # B, Nd, C
+        counts = paddle.sum(assign, axis=1).unsqueeze(-1)                  # B, Nd, 1
+        return paddle.concat([unmerged, (dst + sums) / (counts + 1.0)], axis=1)
+
+    def unmerge(self, x):
+        """(B, N - r, C) -> (B, N, C): every token takes its own value, or its destination's if it
+        was merged."""
+        if self.r == 0:
+            return x
+        num_unmerged = self.num_src - self.r
+        src_pos = paddle.where(self.is_merged, self.node_idx + num_unmerged,
+                               self.rank - self.r)                                 # B, Ns
+        dst_pos = paddle.arange(num_unmerged, num_unmerged + self.num_dst, dtype="int64")
+        dst_pos = paddle.zeros_like(src_pos[:, :1]) + dst_pos.unsqueeze(0)         # B, Nd
+        pos = paddle.gather(paddle.concat([dst_pos, src_pos], axis=1), self.inverse, axis=1)
+        return _batched_gather(x, pos)
+
+
+# ---------------------------------------------------------------------------------------------
+# Neighbour 2-D merging
+
+
+def neighbor_merge_2d(x, h, w, s):
+    """(B, h*w, C) -> (B, ceil(h/sy) * ceil(w/sx), C) by ``s = (sy, sx)`` average pooling with ceil
+    mode (a partial border window averages its valid tokens). Returns the tokens and their grid."""
+    c = x.shape[2]
+    x = x.transpose([0, 2, 1]).reshape([0, c, h, w])
+    x = F.avg_pool2d(x, kernel_size=list(s), stride=list(s), ceil_mode=True)
+    return x.flatten(2).transpose([0, 2, 1]), (dim(x, 2), dim(x, 3))
+
+
+def neighbor_unmerge_2d(x, merged_hw, hw):
+    """Inverse of :func:`neighbor_merge_2d`: nearest upsampling of the merged grid back to ``hw``."""
+    c = x.shape[2]
+    x = x.transpose([0, 2, 1]).reshape([0, c, merged_hw[0], merged_hw[1]])
+    size = list(hw) if all(isinstance(v, int) for v in hw) else paddle.stack(list(hw))
+    x = F.interpolate(x, size=size, mode="nearest")
+    return x.flatten(2).transpose([0, 2, 1])
+
+
+def merged_token_counts(strategy, h, w, sr_ratios=(8, 4, 2, 1), strides=(4, 2, 2, 2),
+                        patch_sizes=(7, 3, 3, 3)):
+    """Per stage ``(queries, keys/values)`` seen by attention for an ``h x w`` input (no compute).
+    Reproduces SegFormer++'s token bookkeeping (REFERENCES §9 counts at 1024x1024)."""
+    strategy = resolve_token_merging(strategy)
+    if strategy.downsample:
+        h, w = int(h * 0.5), int(w * 0.5)
+    counts = []
+    for cfg, sr, stride, k in zip(strategy.stages, sr_ratios, strides, patch_sizes):
+        pad = k // 2
+        h, w = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+        hk, wk = (h // sr, w // sr) if sr > 1 else (h, w)
+        counts.append((_count(cfg, "q", h, w), _count(cfg, "kv", hk, wk)))
+    return counts
+
+
+def _count(cfg, side, h, w):
+    mode = getattr(cfg, side + "_mode")
+    if mode == "bsm":
+        sx, sy = getattr(cfg, side + "_sx"), getattr(cfg, side + "_sy")
+        return h * w - bsm_num_removed(h * w, h, w, sx, sy, getattr(cfg, side + "_r"))
+    if mode == "n2d":
+        sy, sx = getattr(cfg, side + "_s")
+        return math.ceil(h / sy) * math.ceil(w / sx)
+    return h * w

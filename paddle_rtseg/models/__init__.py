@@ -1,0 +1,3 @@
+"""Models composed from :mod:`paddle_rtseg.layers`; importing registers them with PaddleSeg."""
+from .rtformer import RTFormer, RTFormerBlock
+from .segformer_pp import MixVisionTransformer, SegFormerPP

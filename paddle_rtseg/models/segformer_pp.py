@@ -1,0 +1,185 @@
+"""SegFormer++ (Kienzle et al., "SegFormer++: Efficient Token-Merging Strategies for High-Resolution
+Semantic Segmentation", MIPR 2024, arXiv 2405.14467): SegFormer (Xie et al., NeurIPS 2021) whose MiT
+encoder merges tokens in attention, switchable on the same weights at inference.
+
+Two all-MLP decoders (SegFormer Sec. 3.2, Eq. 4):
+
+* ``head="paddleseg"`` (default) -- PaddleSeg's ``SegFormer``: per-stage Linear to ``embedding_dim``,
+  upsample to 1/4, concat in order 4, 3, 2, 1, 1x1 ConvBNReLU, dropout, 1x1 classifier. State-dict keys
+  and outputs equal ``paddleseg.models.SegFormer`` (merging off), so PaddleSeg checkpoints load.
+* ``head="mmseg"`` -- mmseg's ``SegformerHead`` used by the SegFormer++ checkpoints: per-stage 1x1
+  ConvBNReLU, concat in order 1, 2, 3, 4, ``fusion_conv`` ConvBNReLU, dropout, ``conv_seg``.
+
+``convert_torch_state_dict`` maps mmseg / SegFormer++ PyTorch checkpoints onto this model.
+"""
+import re
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+from paddleseg.cvlibs import manager
+from paddleseg.models import layers
+from paddleseg.utils import utils
+
+from ..layers.shape import dim, spatial_size
+from ..registry import register
+from .mit import MixVisionTransformer
+
+HEADS = ("paddleseg", "mmseg")
+
+
+class _Linear(nn.Layer):
+    """Per-stage token projection of PaddleSeg's head (key ``proj``)."""
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.proj = nn.Linear(in_channels, out_channels)
+
+    def forward(self, x):
+        out = self.proj(x.flatten(2).transpose([0, 2, 1])).transpose([0, 2, 1])
+        return out.reshape([0, 0, dim(x, 2), dim(x, 3)])
+
+
+class _ConvBNReLU(nn.Layer):
+    """mmcv ``ConvModule`` (1x1 conv without bias, BN, ReLU) with mmseg's key names."""
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.conv = nn.Conv2D(in_channels, out_channels, 1, bias_attr=False)
+        self.bn = layers.SyncBatchNorm(out_channels)
+
+    def forward(self, x):
+        return F.relu(self.bn(self.conv(x)))
+
+
+@register(manager.MODELS)
+class SegFormerPP(nn.Layer):
+    """SegFormer++ segmentor (registered as ``RTSeg_SegFormerPP``).
+
+    Args:
+        num_classes: number of classes.
+        backbone: a MiT backbone (``RTSeg_MiT_B0``..``RTSeg_MiT_B5``); PaddleSeg's
+            ``MixVisionTransformer_B*`` also works when ``token_merging`` is None.
+        embedding_dim: decoder width (256 for B0/B1, 768 for B2+ in PaddleSeg; 256 for every
+            variant in mmseg's Cityscapes configs).
+        head: ``"paddleseg"`` or ``"mmseg"`` decoder (see module docstring).
+        token_merging: SegFormer++ strategy applied to the backbone: a preset ``hq``, ``fast``,
+            ``2x2``, ``downsample`` or ``none``, or 4 per-stage dicts; ``None`` keeps the backbone's.
+            Change it later with :meth:`set_token_merging` (no retraining needed).
+        dropout: dropout before the classifier (0.1).
+        align_corners: of the upsampling (False).
+        pretrained: optional checkpoint of the whole model.
+    """
+
+    def __init__(self, num_classes, backbone, embedding_dim=256, head="paddleseg",
+                 token_merging=None, dropout=0.1, align_corners=False, pretrained=None):
+        super().__init__()
+        if head not in HEADS:
+            raise ValueError("head must be one of {}, got {!r}".format(list(HEADS), head))
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.head = head
+        self.align_corners = align_corners
+        channels = list(backbone.feat_channels)
+        if head == "paddleseg":
+            for i in (4, 3, 2, 1):
+                setattr(self, "linear_c{}".format(i), _Linear(channels[i - 1], embedding_dim))
+            self.dropout = nn.Dropout2D(dropout)
+            self.linear_fuse = layers.ConvBNReLU(4 * embedding_dim, embedding_dim, 1, bias_attr=False)
+            self.linear_pred = nn.Conv2D(embedding_dim, num_classes, 1)
+        else:
+            self.convs = nn.LayerList([_ConvBNReLU(c, embedding_dim) for c in channels])
+            self.fusion_conv = _ConvBNReLU(4 * embedding_dim, embedding_dim)
+            self.dropout = nn.Dropout2D(dropout)
+            self.conv_seg = nn.Conv2D(embedding_dim, num_classes, 1)
+        if token_merging is not None:
+            self.set_token_merging(token_merging)
+        self.pretrained = pretrained
+        if pretrained is not None:
+            utils.load_entire_model(self, pretrained)
+
+    def set_token_merging(self, token_merging):
+        """Switch the SegFormer++ strategy of the backbone in place; returns the strategy."""
+        if not isinstance(self.backbone, MixVisionTransformer):
+            raise ValueError("token merging needs a SegFormer++ MiT backbone (RTSeg_MiT_B0..B5), "
+                             "not {}".format(type(self.backbone).__name__))
+        return self.backbone.set_token_merging(token_merging)
+
+    def forward(self, x):
+        feats = self.backbone(x)
+        size = spatial_size(feats[0])
+        up = lambda t: F.interpolate(t, size=size, mode="bilinear", align_corners=self.align_corners)
+        if self.head == "paddleseg":
+            c1, c2, c3, c4 = feats
+            fused = [up(self.linear_c4(c4)), up(self.linear_c3(c3)), up(self.linear_c2(c2)),
+                     self.linear_c1(c1)]
+            logit = self.linear_pred(self.dropout(self.linear_fuse(paddle.concat(fused, axis=1))))
+        else:
+            fused = [conv(f) if i == 0 else up(conv(f))
+                     for i, (conv, f) in enumerate(zip(self.convs, feats))]
+            logit = self.conv_seg(self.dropout(self.fusion_conv(paddle.concat(fused, axis=1))))
+        return [F.interpolate(logit, size=spatial_size(x), mode="bilinear",
+                              align_corners=self.align_corners)]
+
+    def convert_torch_state_dict(self, torch_state):
+        """mmseg / SegFormer++ PyTorch state dict (``backbone.layers.*``, ``decode_head.*``; or a bare
+        mmseg MiT backbone ``layers.*``) -> numpy arrays keyed by this model's names."""
+        out = {}
+        for key, value in torch_state.items():
+            if key.endswith("num_batches_tracked"):
+                continue
+            if key.startswith("layers."):
+                key = "backbone." + key
+            if key.startswith("backbone."):
+                out.update(_convert_mit(key[len("backbone."):], np.asarray(value)))
+            elif key.startswith("decode_head."):
+                if self.head != "mmseg":
+                    raise ValueError("This checkpoint has mmseg's SegformerHead ({!r}); build the "
+                                     "model with head='mmseg' to load it".format(key))
+                out[_convert_head_key(key[len("decode_head."):])] = np.asarray(value)
+            else:
+                out[key] = np.asarray(value)  # left for load_checkpoint to report as unexpected
+        return out
+
+
+_MMSEG_BLOCK = {
+    "norm1": "norm1", "norm2": "norm2", "attn.sr": "attn.sr", "attn.norm": "attn.norm",
+    "attn.attn.out_proj": "attn.proj", "ffn.layers.0": "mlp.fc1", "ffn.layers.1": "mlp.dwconv.dwconv",
+    "ffn.layers.4": "mlp.fc2",
+}
+_LINEAR = ("attn.proj", "mlp.fc1", "mlp.fc2")
+
+
+def _convert_mit(key, value):
+    """One mmseg MiT key -> ``{our_key: array}`` (q/kv split out of the fused ``in_proj``; Linear
+    weights transposed to Paddle's [in, out]; 1x1 conv FC weights flattened)."""
+    m = re.match(r"layers\.(\d)\.0\.(projection|norm)\.(weight|bias)$", key)
+    if m:
+        part = "proj" if m.group(2) == "projection" else "norm"
+        return {"backbone.patch_embed{}.{}.{}".format(int(m.group(1)) + 1, part, m.group(3)): value}
+    m = re.match(r"layers\.(\d)\.2\.(weight|bias)$", key)
+    if m:
+        return {"backbone.norm{}.{}".format(int(m.group(1)) + 1, m.group(2)): value}
+    m = re.match(r"layers\.(\d)\.1\.(\d+)\.(.+)\.(weight|bias|in_proj_weight|in_proj_bias)$", key)
+    if not m:
+        return {"backbone." + key: value}
+    prefix = "backbone.block{}.{}.".format(int(m.group(1)) + 1, m.group(2))
+    module, param = m.group(3), m.group(4)
+    if module == "attn.attn" and param.startswith("in_proj"):
+        c = value.shape[0] // 3
+        kind = param[len("in_proj_"):]
+        q, kv = value[:c], value[c:]
+        if kind == "weight":
+            q, kv = q.T, kv.T
+        return {prefix + "attn.q." + kind: q, prefix + "attn.kv." + kind: kv}
+    if module not in _MMSEG_BLOCK:
+        return {prefix + module + "." + param: value}
+    ours = _MMSEG_BLOCK[module]
+    if ours in _LINEAR and param == "weight":
+        value = value.reshape(value.shape[0], -1).T
+    return {prefix + ours + "." + param: value}
+
+
+def _convert_head_key(key):
+    return (key.replace(".running_mean", "._mean").replace(".running_var", "._variance"))
