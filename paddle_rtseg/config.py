@@ -89,8 +89,9 @@ def load_config(path, learning_rate=None, batch_size=None, iters=None, opts=None
     try:
         cfg = Config(path, learning_rate=learning_rate, batch_size=batch_size, iters=iters,
                      opts=opts)
-    except AssertionError as e:
-        raise ConfigError("Invalid config {}: {}".format(path, e)) from None
+    except (AssertionError, RuntimeError, KeyError, TypeError) as e:  # PaddleSeg's own checks
+        message = " ".join(str(e).split())
+        raise ConfigError("Invalid config {}: {}".format(path, message)) from None
     for key in ("model", "train_dataset", "val_dataset", "optimizer"):
         check_component(cfg.dic.get(key), key)
     for i, item in enumerate((cfg.dic.get("loss") or {}).get("types", [])):

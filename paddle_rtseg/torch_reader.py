@@ -43,7 +43,7 @@ class _StorageType:
 def _rebuild_tensor(storage, offset, size, stride, *unused):
     size, stride = tuple(size), tuple(stride)
     if not size:
-        return storage[offset].copy()
+        return np.array(storage[offset])
     itemsize = storage.dtype.itemsize
     view = np.lib.stride_tricks.as_strided(
         storage[offset:], shape=size, strides=tuple(s * itemsize for s in stride))

@@ -6,6 +6,8 @@ PaddleSeg's ``Compose`` calls ``cv2.imread(path).astype(...)``: a missing or cor
 reads every image through :func:`read_image`.
 """
 import os
+import sys
+import threading
 
 import cv2
 import numpy as np
@@ -66,14 +68,36 @@ def read_label(path):
 
 
 class CheckedCompose(Compose):
-    """``paddleseg.transforms.Compose`` that reads files with :func:`read_image`/:func:`read_label`."""
+    """``paddleseg.transforms.Compose`` that reads files with :func:`read_image`/:func:`read_label`.
+
+    Paddle's ``DataLoader`` reads batches in a background thread and, when that thread raises,
+    waits forever. A :class:`DataError` raised off the main thread therefore prints its message
+    and ends the process with status 2 instead of hanging it.
+    """
 
     def __call__(self, data):
-        if isinstance(data.get("img"), str):
-            data["img"] = read_image(data["img"], self.img_channels)
-        if isinstance(data.get("label"), str):
-            data["label"] = read_label(data["label"])
+        try:
+            if isinstance(data.get("img"), str):
+                data["img"] = read_image(data["img"], self.img_channels)
+            if isinstance(data.get("label"), str):
+                data["label"] = read_label(data["label"])
+        except DataError as e:
+            if threading.current_thread() is threading.main_thread():
+                raise
+            sys.stderr.write("error: {}\n".format(e))
+            sys.stderr.flush()
+            os._exit(2)
         return super().__call__(data)
+
+
+def _unreadable(path):
+    """True if ``path`` does not have a decodable image header (cheap: nothing is decoded)."""
+    try:
+        with Image.open(path) as image:
+            image.size
+        return False
+    except Exception:
+        return True
 
 
 def check_dataset(dataset, name="dataset"):
@@ -89,6 +113,11 @@ def check_dataset(dataset, name="dataset"):
         raise DataError("The {} lists {} file(s) that do not exist, e.g. {}. Check dataset_root "
                         "and the paths in the file list.".format(
                             name, len(missing), ", ".join(missing[:3])))
+    broken = [p for pair in file_list for p in pair if p is not None and _unreadable(p)]
+    if broken:
+        raise DataError("The {} lists {} file(s) that cannot be decoded (corrupt or not images), "
+                        "e.g. {}. Replace or remove them.".format(
+                            name, len(broken), ", ".join(broken[:3])))
     transforms = getattr(dataset, "transforms", None)
     if isinstance(transforms, Compose) and not isinstance(transforms, CheckedCompose):
         transforms.__class__ = CheckedCompose

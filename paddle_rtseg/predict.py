@@ -1,0 +1,129 @@
+"""``python -m paddle_rtseg.predict``: segment an image, a folder or a file list; write PNGs.
+
+For every input image ``<name>`` it writes, under ``--save_dir``:
+``pseudo_color_prediction/<name>.png`` (palette PNG of class ids), ``added_prediction/<name>.png``
+(the colour mask blended over the image) and, with ``--save_label``, ``label/<name>.png``
+(raw class ids). Every file is written atomically.
+"""
+import argparse
+import os
+
+import cv2
+import numpy as np
+import paddle
+
+import paddle_rtseg
+from paddle_rtseg.atomic import write_bytes_atomic
+from paddle_rtseg.datasets.checked_io import DataError, read_image
+from paddle_rtseg.errors import run_cli, writable_dir
+from paddle_rtseg.train import add_common_args, resolve_device
+from paddle_rtseg.val import add_inference_args, check_slide
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def list_images(path):
+    """(list of image paths, root used to name outputs) from an image, a folder or a list file."""
+    if os.path.isdir(path):
+        images = sorted(os.path.join(root, f) for root, _, files in os.walk(path)
+                        for f in files if f.lower().endswith(IMAGE_SUFFIXES) and not f.startswith("."))
+        root = path
+    elif os.path.isfile(path) and path.lower().endswith(IMAGE_SUFFIXES):
+        images, root = [path], os.path.dirname(path)
+    elif os.path.isfile(path):
+        root = os.path.dirname(path)
+        with open(path) as f:
+            images = [os.path.join(root, line.split()[0]) for line in f if line.strip()]
+    else:
+        raise FileNotFoundError("--image_path {} does not exist; give an image, a folder of images "
+                                "or a text file listing images".format(path))
+    if not images:
+        raise DataError("--image_path {} contains no images ({})".format(
+            path, ", ".join(IMAGE_SUFFIXES)))
+    return images, root
+
+
+def _png_bytes(array):
+    ok, buf = cv2.imencode(".png", array)
+    if not ok:
+        raise DataError("Could not encode a PNG")
+    return buf.tobytes()
+
+
+def colorize(pred, color_map):
+    """Class ids -> BGR colour image."""
+    palette = np.asarray(color_map, np.uint8).reshape(-1, 3)
+    return palette[pred][..., ::-1]
+
+
+def predict(model, transforms, images, root, save_dir, color_map, save_label=False, aug=False,
+            scales=1.0, flip_horizontal=False, flip_vertical=False, is_slide=False, stride=None,
+            crop_size=None):
+    """Run ``model`` on ``images`` and write the PNGs; returns the list of written mask paths."""
+    from paddleseg.core import infer
+    from paddleseg.utils import progbar
+
+    model.eval()
+    written = []
+    bar = progbar.Progbar(target=len(images), verbose=1)
+    with paddle.no_grad():
+        for i, path in enumerate(images):
+            image = read_image(path)
+            data = transforms({"img": image.copy(), "trans_info": []})
+            x = paddle.to_tensor(data["img"][None])
+            kwargs = dict(trans_info=data["trans_info"], is_slide=is_slide, stride=stride,
+                          crop_size=crop_size)
+            if aug:
+                pred, _ = infer.aug_inference(model, x, scales=scales, flip_horizontal=flip_horizontal,
+                                              flip_vertical=flip_vertical, **kwargs)
+            else:
+                pred, _ = infer.inference(model, x, **kwargs)
+            pred = paddle.squeeze(pred).numpy().astype("uint8")
+            name = os.path.splitext(os.path.relpath(path, root))[0] + ".png"
+            colour = colorize(pred, color_map)
+            overlay = cv2.addWeighted(image.astype(np.uint8), 0.4, colour, 0.6, 0)
+            outputs = {"pseudo_color_prediction": colour, "added_prediction": overlay}
+            if save_label:
+                outputs["label"] = pred
+            for folder, array in outputs.items():
+                target = os.path.join(save_dir, folder, name)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                write_bytes_atomic(target, _png_bytes(array))
+            written.append(os.path.join(save_dir, "pseudo_color_prediction", name))
+            bar.update(i + 1)
+    return written
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_args(parser)
+    add_inference_args(parser)
+    parser.add_argument("--image_path", required=True, help="an image, a folder, or a list file")
+    parser.add_argument("--save_dir", default="./output/result")
+    parser.add_argument("--save_label", action="store_true", help="also write raw class-id PNGs")
+    parser.add_argument("--custom_color", nargs="+", type=int, default=None,
+                        help="palette as R G B R G B ... (one triple per class)")
+    args = parser.parse_args(argv)
+    check_slide(args)
+    from paddleseg.cvlibs import SegBuilder
+    from paddleseg.transforms import Compose
+    from paddleseg.utils import logger, visualize
+
+    images, root = list_images(args.image_path)
+    writable_dir(args.save_dir)
+    cfg = paddle_rtseg.load_config(args.config, opts=args.opts)
+    resolve_device(args.device)
+    builder = SegBuilder(cfg)
+    model = builder.model
+    paddle_rtseg.load_checkpoint(model, args.model_path)
+    transforms = Compose(builder.val_transforms)
+    color_map = visualize.get_color_map_list(256, custom_color=args.custom_color)
+    written = predict(model, transforms, images, root, args.save_dir, color_map, args.save_label,
+                      args.aug, args.scales, args.flip_horizontal, args.flip_vertical,
+                      args.is_slide, args.stride, args.crop_size)
+    logger.info("Wrote {} predictions to {}".format(len(written), args.save_dir))
+    return written
+
+
+if __name__ == "__main__":
+    run_cli(main)
