@@ -1,0 +1,47 @@
+# paddle_rtseg: `make test` and `make demo` set everything up from nothing (see README.md).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+VENV26 := .venv-paddle26
+STAMP26 := $(VENV26)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: venv test unit smoke-paddle26 demo bench clean
+
+$(STAMP): requirements.txt setup.py scripts/find_python310.sh
+	@python310="$$(scripts/find_python310.sh)" && \
+	  echo "Creating $(VENV) with $$python310" && "$$python310" -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+$(STAMP26): requirements-paddle26.txt setup.py scripts/find_python310.sh
+	@python310="$$(scripts/find_python310.sh)" && "$$python310" -m venv $(VENV26)
+	$(VENV26)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-paddle26.txt
+	$(VENV26)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP26)
+
+venv: $(STAMP)
+
+## make test: the whole suite (unit, parity, CLIs, exports), then the Paddle 2.6 smoke test.
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory smoke-paddle26
+
+## make unit: the suite without the slow (real-size / export / end-to-end) tests.
+unit: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+smoke-paddle26: $(STAMP26)
+	$(VENV26)/bin/python -m pytest -p no:cacheprovider -c compat_tests/pytest.ini compat_tests
+
+## make demo: synthetic data -> train RTFormer-Slim (a few minutes) -> evaluate -> predict PNGs.
+demo: $(STAMP)
+	$(PY) -m paddle_rtseg.demo --save_dir output/demo
+
+bench: $(STAMP)
+	$(PY) -m paddle_rtseg.bench
+
+clean:
+	rm -rf $(VENV) $(VENV26) output build *.egg-info

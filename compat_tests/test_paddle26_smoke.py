@@ -1,0 +1,53 @@
+"""Smoke test on Paddle 2.6 (the PyPI GPU wheel's version): import, build, forward, parity.
+
+Run by `make test` in a second venv (.venv-paddle26, pins in requirements-paddle26.txt).
+"""
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+
+def test_running_on_paddle_26():
+    assert paddle.__version__.startswith("2.6"), paddle.__version__
+
+
+def test_import_registers_without_warnings():
+    out = subprocess.run([sys.executable, "-W", "default", "-c", "import paddle_rtseg"],
+                         capture_output=True, text=True, check=True)
+    assert "exists already" not in out.stderr
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 64, 96), (2, 3, 100, 75)])
+def test_rtformer_matches_paddleseg(shape):
+    import paddle_rtseg  # noqa: F401
+    from paddleseg.models import RTFormer as Reference
+
+    from paddle_rtseg.models import RTFormer
+
+    settings = dict(base_channels=16, head_channels=32, num_heads=4, cross_size=4)
+    paddle.seed(0)
+    ours, theirs = RTFormer(5, **settings), Reference(5, **settings)
+    ours.set_state_dict(theirs.state_dict())
+    ours.eval(), theirs.eval()
+    x = paddle.randn(shape)
+    a, b = ours(x)[0].numpy(), theirs(x)[0].numpy()
+    assert a.shape == (shape[0], 5, shape[2], shape[3])
+    np.testing.assert_allclose(a, b, atol=1e-4 * np.abs(b).max(), rtol=0)
+
+
+def test_compat_fixes_train_step():
+    import paddle_rtseg  # noqa: F401
+    from paddleseg.models.losses import CrossEntropyLoss
+    from paddleseg.utils import metrics
+
+    from paddle_rtseg.models import RTFormer
+
+    model = RTFormer(3, base_channels=8, head_channels=16, num_heads=4, cross_size=4)
+    x, label = paddle.randn([2, 3, 64, 64]), paddle.randint(0, 3, [2, 64, 64], dtype="int64")
+    loss = CrossEntropyLoss()(model(x)[0], label)
+    loss.backward()
+    area = metrics.calculate_area(label, label, 3)
+    assert int(area[0].sum()) == 2 * 64 * 64

@@ -1,0 +1,88 @@
+"""``python -m paddle_rtseg.bench``: dygraph latency of our models, side by side with PaddleSeg's.
+
+RTFormer-Slim at 512x1024, batch 1: ours and ``paddleseg.models.RTFormer`` with the same weights,
+called alternately (medians of ``--repeats`` rounds); prints the ratio and writes a bar chart PNG.
+Other families add their rows here as they land. Deployed-model latency is
+``python -m paddle_rtseg.bench_deploy``; SegFormer++ token merging is
+``python -m paddle_rtseg.bench_segformer_pp``. Numbers are for this machine only.
+"""
+import argparse
+import os
+
+import numpy as np
+import paddle
+
+import paddle_rtseg  # noqa: F401
+from paddle_rtseg.errors import run_cli, writable_dir
+from paddle_rtseg.timing import medians, round_robin
+
+
+def _infer(model):
+    model.eval()
+
+    def run(x):
+        with paddle.no_grad():
+            return model(x)[0].numpy()
+
+    return run
+
+
+def rtformer_rows(repeats, height=512, width=1024):
+    """Ours vs PaddleSeg's RTFormer-Slim on the same weights; returns table rows."""
+    from paddleseg.models import RTFormer as PaddleSegRTFormer
+
+    from paddle_rtseg.models import RTFormer
+
+    settings = dict(base_channels=32, head_channels=64, use_injection=[True, True])
+    ours, theirs = RTFormer(19, **settings), PaddleSegRTFormer(19, **settings)
+    ours.set_state_dict(theirs.state_dict())
+    x = paddle.randn([1, 3, height, width])
+    a, b = _infer(ours)(x), _infer(theirs)(x)
+    diff = float(np.abs(a - b).max() / np.abs(b).max())
+    ms = medians(round_robin({"ours": _infer(ours), "paddleseg": _infer(theirs)}, x, repeats))
+    shape = "{}x{}".format(height, width)
+    return [dict(model="RTFormer-Slim (paddle_rtseg)", input=shape, ms=ms["ours"],
+                 ratio=ms["ours"] / ms["paddleseg"], note="max rel. diff {:.1e}".format(diff)),
+            dict(model="RTFormer-Slim (PaddleSeg)", input=shape, ms=ms["paddleseg"], ratio=1.0,
+                 note="reference")]
+
+
+def print_table(rows):
+    print("\n{:<34} {:>10} {:>12} {:>16}  {}".format("model", "input", "median ms",
+                                                      "vs reference", "note"))
+    for r in rows:
+        print("{:<34} {:>10} {:>12.1f} {:>15.2f}x  {}".format(r["model"], r["input"], r["ms"],
+                                                             r["ratio"], r["note"]))
+
+
+def plot(rows, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 0.6 * len(rows) + 1.5))
+    names = ["{} @{}".format(r["model"], r["input"]) for r in rows]
+    ax.barh(names, [r["ms"] for r in rows], color="tab:blue")
+    for i, r in enumerate(rows):
+        ax.text(r["ms"], i, " {:.0f} ms ({:.2f}x)".format(r["ms"], r["ratio"]), va="center")
+    ax.set_xlabel("dygraph latency, batch 1, median (ms) — lower is better")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--save_dir", default="output/bench")
+    args = parser.parse_args(argv)
+    writable_dir(args.save_dir)
+    rows = rtformer_rows(args.repeats)
+    print_table(rows)
+    print("\nplot: " + plot(rows, os.path.join(args.save_dir, "bench_dygraph.png")))
+    return rows
+
+
+if __name__ == "__main__":
+    run_cli(main)
