@@ -108,6 +108,10 @@ def build_model(config_path, **model_overrides):
     """Build the model a PaddleSeg config describes; keyword arguments override ``model:`` keys,
     e.g. ``build_model(cfg, token_merging="hq", num_classes=19)``."""
     cfg = load_config(config_path)
-    cfg.dic["model"] = dict(cfg.dic.get("model", {}), **model_overrides)
-    check_component(cfg.dic["model"], "model")
-    return SegBuilder(cfg).model
+    model_cfg = dict(cfg.dic.get("model", {}), **model_overrides)
+    check_component(model_cfg, "model")
+    cfg.dic["model"] = model_cfg
+    builder = SegBuilder(cfg)
+    if "num_classes" in model_cfg:  # explicit: no need to agree with the training dataset
+        return builder.build_component(model_cfg)
+    return builder.model
