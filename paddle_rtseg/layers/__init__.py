@@ -5,6 +5,7 @@ from .cross_resolution import CrossResolutionAttention, cross_kv_projection
 from .dappm import DAPPM
 from .gfa import GPUFriendlyAttention, grouped_double_normalization
 from .residual import BasicBlock, make_stage
+from .sea_attention import DetailEnhancement, SeaAttention, SqueezeAxialAttention
 from .seg_head import SegHead
 from .token_merging import (PRESETS, BipartiteSoftMatching, TokenMergingConfig, TokenMergingStrategy,
                             resolve_token_merging)

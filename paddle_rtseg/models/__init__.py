@@ -1,3 +1,4 @@
 """Models composed from :mod:`paddle_rtseg.layers`; importing registers them with PaddleSeg."""
 from .rtformer import RTFormer, RTFormerBlock
+from .seaformer import SeaFormer, SeaFormerSeg
 from .segformer_pp import MixVisionTransformer, SegFormerPP
