@@ -1,8 +1,8 @@
 """``python -m paddle_rtseg.bench``: dygraph latency of our models, side by side with PaddleSeg's.
 
 RTFormer-Slim at 512x1024, batch 1: ours and ``paddleseg.models.RTFormer`` with the same weights,
-called alternately (medians of ``--repeats`` rounds); prints the ratio and writes a bar chart PNG.
-Other families add their rows here as they land. Deployed-model latency is
+called alternately (medians of ``--repeats`` rounds). SeaFormer T/S/B/L at 512x512 (ratios to
+Tiny). Prints the table and writes a bar chart PNG. Deployed-model latency is
 ``python -m paddle_rtseg.bench_deploy``; SegFormer++ token merging is
 ``python -m paddle_rtseg.bench_segformer_pp``. Numbers are for this machine only.
 """
@@ -44,12 +44,43 @@ def rtformer_rows(repeats, height=512, width=1024):
     return [dict(model="RTFormer-Slim (paddle_rtseg)", input=shape, ms=ms["ours"],
                  ratio=ms["ours"] / ms["paddleseg"], note="max rel. diff {:.1e}".format(diff)),
             dict(model="RTFormer-Slim (PaddleSeg)", input=shape, ms=ms["paddleseg"], ratio=1.0,
-                 note="reference")]
+                 note="reference for the ratio above")]
+
+
+def seaformer_rows(repeats, height=512, width=512):
+    """Each SeaFormer variant (150 classes), called in turn: full forward (logits resized to the
+    input) and network only (logits at 1/8, before the final bilinear resize)."""
+    from paddle_rtseg.models import seaformer
+
+    x = paddle.randn([1, 3, height, width])
+    candidates, params = {}, {}
+    for variant in ("tiny", "small", "base", "large"):
+        model = seaformer.SeaFormerSeg(150, getattr(seaformer, "SeaFormer_" + variant)(),
+                                       **seaformer.HEADS[variant])
+        model.eval()
+        name = "SeaFormer-" + variant.capitalize()
+        params[name] = sum(int(np.prod(p.shape)) for p in model.parameters() if not p.stop_gradient)
+        candidates[name] = _infer(model)
+        candidates[name + " (network)"] = _network_only(model)
+    ms = medians(round_robin(candidates, x, repeats))
+    tiny = ms["SeaFormer-Tiny"]
+    return [dict(model=name, input="{}x{}".format(height, width), ms=value, ratio=value / tiny,
+                 note="ratio to SeaFormer-Tiny; {:.2f}M params".format(params[name.split(" ")[0]] / 1e6)
+                 + ("; without the final resize" if "network" in name else ""))
+            for name, value in ms.items()]
+
+
+def _network_only(model):
+    def run(x):
+        with paddle.no_grad():
+            return model.head(model.backbone(x)).numpy()
+
+    return run
 
 
 def print_table(rows):
     print("\n{:<34} {:>10} {:>12} {:>16}  {}".format("model", "input", "median ms",
-                                                      "vs reference", "note"))
+                                                      "ratio", "note"))
     for r in rows:
         print("{:<34} {:>10} {:>12.1f} {:>15.2f}x  {}".format(r["model"], r["input"], r["ms"],
                                                              r["ratio"], r["note"]))
@@ -65,7 +96,7 @@ def plot(rows, path):
     ax.barh(names, [r["ms"] for r in rows], color="tab:blue")
     for i, r in enumerate(rows):
         ax.text(r["ms"], i, " {:.0f} ms ({:.2f}x)".format(r["ms"], r["ratio"]), va="center")
-    ax.set_xlabel("dygraph latency, batch 1, median (ms) — lower is better")
+    ax.set_xlabel("dygraph latency, batch 1, median (ms); lower is better")
     ax.invert_yaxis()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -78,7 +109,7 @@ def main(argv=None):
     parser.add_argument("--save_dir", default="output/bench")
     args = parser.parse_args(argv)
     writable_dir(args.save_dir)
-    rows = rtformer_rows(args.repeats)
+    rows = rtformer_rows(args.repeats) + seaformer_rows(args.repeats)
     print_table(rows)
     print("\nplot: " + plot(rows, os.path.join(args.save_dir, "bench_dygraph.png")))
     return rows

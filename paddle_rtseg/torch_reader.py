@@ -113,9 +113,10 @@ def load_torch_file(path):
 
 
 def load_torch_state_dict(path):
-    """Flat ``{name: numpy array}`` from a PyTorch checkpoint, unwrapping ``state_dict``/``model``."""
+    """Flat ``{name: numpy array}`` from a PyTorch checkpoint, unwrapping ``state_dict_ema`` (the
+    EMA weights, preferred as the authors' loaders do), ``state_dict``, ``model``."""
     obj = load_torch_file(path)
-    for key in ("state_dict", "model", "model_state_dict"):
+    for key in ("state_dict_ema", "state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
             break

@@ -90,3 +90,9 @@ def test_torch_checkpoint_for_model_without_converter(tmp_path):
     path = save_torch_state_dict({"w": np.zeros(2, np.float32)}, str(tmp_path / "x.pth"))
     with pytest.raises(ValueError, match="no converter for PyTorch"):
         load_checkpoint(RTFormer(5, **TINY), path)
+
+
+def test_torch_reader_prefers_ema_weights(tmp_path):
+    path = save_torch_state_dict({"w": np.ones(2, np.float32)}, str(tmp_path / "x.pth"),
+                                 wrap="state_dict_ema")
+    assert load_torch_state_dict(path)["w"].tolist() == [1.0, 1.0]
