@@ -112,6 +112,12 @@ def build_model(config_path, **model_overrides):
     check_component(model_cfg, "model")
     cfg.dic["model"] = model_cfg
     builder = SegBuilder(cfg)
-    if "num_classes" in model_cfg:  # explicit: no need to agree with the training dataset
-        return builder.build_component(model_cfg)
-    return builder.model
+    try:
+        if "num_classes" in model_cfg:  # explicit: no need to agree with the training dataset
+            return builder.build_component(model_cfg)
+        return builder.model
+    except RuntimeError as e:  # PaddleSeg wraps the constructor's own error: show that one
+        cause = e.__context__
+        if isinstance(cause, (ValueError, TypeError)):
+            raise ConfigError("model: {}".format(cause)) from None
+        raise

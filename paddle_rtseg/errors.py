@@ -47,7 +47,8 @@ def run_cli(main):
     except RuntimeError as e:  # PaddleSeg's builder wraps constructor errors in RuntimeError
         if "Tried to create a" not in str(e) and "was not found" not in str(e):
             raise
-        message = "The config could not be built: " + " ".join(str(e).split())
+        cause = e.__context__ if isinstance(e.__context__, (ValueError, TypeError)) else e
+        message = "The config could not be built: " + " ".join(str(cause).split())
     except ValueError as e:  # our own argument checks (e.g. an unknown token-merging mode)
         if not _raised_here(e):
             raise

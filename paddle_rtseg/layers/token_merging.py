@@ -21,11 +21,9 @@ ONNX and Paddle Lite have. ``bsm`` needs the token grid size at export (fixed in
 with any input size.
 """
 import dataclasses
-import functools
 import math
 from typing import Optional, Tuple
 
-import numpy as np
 import paddle
 import paddle.nn.functional as F
 
@@ -69,6 +67,8 @@ class TokenMergingConfig:
                 if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
                     raise ValueError("{} must be a positive int, got {!r}".format(
                         name, getattr(self, name)))
+            if mode == "bsm" and getattr(self, side + "_sx") * getattr(self, side + "_sy") < 2:
+                raise ValueError("a 1x1 {} window has no source token to merge".format(side))
             s = getattr(self, side + "_s")
             s = (s, s) if isinstance(s, int) else tuple(s)
             if len(s) != 2 or not all(isinstance(v, int) and v >= 1 for v in s):
@@ -166,14 +166,54 @@ def bsm_num_removed(num_tokens, h, w, sx, sy, ratio):
     return max(0, min(int(num_tokens * ratio), num_tokens - num_dst))
 
 
-@functools.lru_cache(maxsize=64)
-def _split_order(h, w, sx, sy):
-    """Token indices in ``[destinations | sources]`` order (each part in raster order) and the
-    inverse permutation. Destinations: top-left token of each whole ``sy x sx`` window."""
-    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    is_dst = (rows % sy == 0) & (cols % sx == 0) & (rows < (h // sy) * sy) & (cols < (w // sx) * sx)
-    order = np.concatenate([np.flatnonzero(is_dst.ravel()), np.flatnonzero(~is_dst.ravel())])
-    return order.astype("int64"), np.argsort(order).astype("int64")
+def _split(x, h, w, sx, sy):
+    """Split grid tokens (B, h*w, C) into destinations (B, Nd, C) -- the top-left token of each
+    whole ``sy x sx`` window, in raster order of the windows -- and sources (B, Ns, C): the rest of
+    each window, then the right border columns, then the bottom border rows. Only reshapes and
+    slices (no index constants, which Paddle Lite cannot read from Paddle 3 exports)."""
+    c = x.shape[2]
+    hsy, wsx = h // sy, w // sx
+    hh, ww = hsy * sy, wsx * sx
+    grid = x.reshape([-1, h, w, c])
+    core = _slice(_slice(grid, 1, 0, hh), 2, 0, ww)
+    # 4-D, not 5-D, transposes: Paddle Lite fuses reshape/transpose[0,2,1,3,4]/reshape into a
+    # (here wrong) shuffle_channel
+    core = core.reshape([-1, sy, wsx, sx * c]).transpose([0, 2, 1, 3])
+    core = core.reshape([-1, hsy * wsx, sy * sx, c])
+    first, rest = paddle.split(core, [1, sy * sx - 1], axis=2)
+    parts = [rest.reshape([-1, hsy * wsx * (sy * sx - 1), c])]
+    if ww < w:
+        parts.append(_slice(_slice(grid, 1, 0, hh), 2, ww, w).reshape([-1, hh * (w - ww), c]))
+    if hh < h:
+        parts.append(_slice(grid, 1, hh, h).reshape([-1, (h - hh) * w, c]))
+    return first.reshape([-1, hsy * wsx, c]), paddle.concat(parts, axis=1)
+
+
+def _slice(x, axis, start, end):
+    """``x[start:end]`` along ``axis`` with explicit bounds (Paddle Lite's x86 ``slice`` mis-sizes
+    the open-ended slices Paddle 3 writes)."""
+    return paddle.slice(x, axes=[axis], starts=[start], ends=[end])
+
+
+def _unsplit(dst, src, h, w, sx, sy):
+    """Inverse of :func:`_split`: back to (B, h*w, C) in raster order."""
+    c = dst.shape[2]
+    hsy, wsx = h // sy, w // sx
+    hh, ww = hsy * sy, wsx * sx
+    n_core = hsy * wsx * (sy * sx - 1)
+    core = paddle.concat([dst.unsqueeze(2),
+                          _slice(src, 1, 0, n_core).reshape([-1, hsy * wsx, sy * sx - 1, c])],
+                         axis=2)
+    core = core.reshape([-1, wsx, sy, sx * c]).transpose([0, 2, 1, 3]).reshape([-1, hh, ww, c])
+    offset = n_core
+    if ww < w:
+        right = _slice(src, 1, offset, offset + hh * (w - ww)).reshape([-1, hh, w - ww, c])
+        core = paddle.concat([core, right], axis=2)
+        offset += hh * (w - ww)
+    if hh < h:
+        bottom = _slice(src, 1, offset, offset + (h - hh) * w).reshape([-1, h - hh, w, c])
+        core = paddle.concat([core, bottom], axis=1)
+    return core.reshape([-1, h * w, c])
 
 
 def _batched_gather(x, index):
@@ -189,8 +229,9 @@ class BipartiteSoftMatching:
     """Match the tokens of ``metric`` (B, N, C), an ``h x w`` grid, once; then :meth:`merge` any
     tensor with the same tokens (B, N, C') to (B, N - r, C') and :meth:`unmerge` back to (B, N, C').
 
-    Merged layout is ``[unmerged sources | destinations]`` (not spatial; attention does not care).
-    The matching itself is not differentiated (indices only); merge/unmerge are.
+    Merged layout is ``[unmerged sources | destinations]`` (not spatial; attention does not care,
+    so the result equals the paper's up to exact ties of similarity). The matching itself is not
+    differentiated (indices only); merge/unmerge are.
     """
 
     def __init__(self, metric, h, w, sx, sy, ratio):
@@ -200,37 +241,30 @@ class BipartiteSoftMatching:
                 "fixed input height and width (e.g. InputSpec [None, 3, 1024, 1024] / "
                 "--input_shape 1 3 1024 1024), or use the '2x2'/'downsample' strategies, which take "
                 "any size")
-        n = h * w
+        self.grid = (h, w, sx, sy)
         self.num_dst = (h // sy) * (w // sx)
-        self.r = bsm_num_removed(n, h, w, sx, sy, ratio)
+        self.num_src = h * w - self.num_dst
+        self.r = bsm_num_removed(h * w, h, w, sx, sy, ratio)
         if self.r == 0:
             return
-        order, inverse = _split_order(h, w, sx, sy)
-        self.order = paddle.to_tensor(order)
-        self.inverse = paddle.to_tensor(inverse)
-        self.num_src = n - self.num_dst
-
         m = metric.detach()
         m = m / paddle.sqrt(paddle.sum(m * m, axis=-1, keepdim=True))
-        dst, src = self._split(m)
+        dst, src = _split(m, *self.grid)
         scores = paddle.matmul(src, dst, transpose_y=True)             # B, Ns, Nd cosine
         node_max = paddle.max(scores, axis=-1)                          # best destination's score
         self.node_idx = paddle.argmax(scores, axis=-1)                  # B, Ns: best destination
         self.edge_idx = paddle.argsort(node_max, axis=-1, descending=True)  # most similar first
         self.rank = paddle.argsort(self.edge_idx, axis=-1)              # position in that order
-        self.is_merged = self.rank < self.r                             # B, Ns: top-r sources
-
-    def _split(self, x):
-        x = paddle.gather(x, self.order, axis=1)
-        return x[:, :self.num_dst], x[:, self.num_dst:]
+        # B, Ns: the top-r sources (a 1-D bound: Paddle Lite rejects 0-D fill_constant tensors)
+        self.is_merged = self.rank < paddle.full([1], self.r, dtype="int64")
 
     def merge(self, x):
         """(B, N, C) -> (B, N - r, C): unmerged sources, then each destination averaged with the
         sources merged into it (``scatter_reduce(mean, include_self=True)`` as a one-hot matmul)."""
         if self.r == 0:
             return x
-        dst, src = self._split(x)
-        unmerged = _batched_gather(src, self.edge_idx[:, self.r:])
+        dst, src = _split(x, *self.grid)
+        unmerged = _batched_gather(src, _slice(self.edge_idx, 1, self.r, self.num_src))
         assign = F.one_hot(self.node_idx, self.num_dst).astype(x.dtype)
         assign = assign * self.is_merged.astype(x.dtype).unsqueeze(-1)     # B, Ns, Nd
         sums = paddle.matmul(assign, src, transpose_x=True)                # B, Nd, C
@@ -245,10 +279,8 @@ class BipartiteSoftMatching:
         num_unmerged = self.num_src - self.r
         src_pos = paddle.where(self.is_merged, self.node_idx + num_unmerged,
                                self.rank - self.r)                                 # B, Ns
-        dst_pos = paddle.arange(num_unmerged, num_unmerged + self.num_dst, dtype="int64")
-        dst_pos = paddle.zeros_like(src_pos[:, :1]) + dst_pos.unsqueeze(0)         # B, Nd
-        pos = paddle.gather(paddle.concat([dst_pos, src_pos], axis=1), self.inverse, axis=1)
-        return _batched_gather(x, pos)
+        dst = _slice(x, 1, num_unmerged, num_unmerged + self.num_dst)
+        return _unsplit(dst, _batched_gather(x, src_pos), *self.grid)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,7 +300,11 @@ def neighbor_unmerge_2d(x, merged_hw, hw):
     """Inverse of :func:`neighbor_merge_2d`: nearest upsampling of the merged grid back to ``hw``."""
     c = x.shape[2]
     x = x.transpose([0, 2, 1]).reshape([0, c, merged_hw[0], merged_hw[1]])
-    size = list(hw) if all(isinstance(v, int) for v in hw) else paddle.stack(list(hw))
+    if all(isinstance(v, int) for v in hw):
+        size = list(hw)
+    else:  # a 1-D [H, W] tensor (Paddle Lite's interpolate wants exactly that)
+        size = paddle.concat([paddle.reshape(paddle.to_tensor(v, "int32") if isinstance(v, int) else
+                                             v.astype("int32"), [1]) for v in hw])
     x = F.interpolate(x, size=size, mode="nearest")
     return x.flatten(2).transpose([0, 2, 1])
 

@@ -38,6 +38,17 @@ def _init_weights(layer):
             zeros_(layer.bias)
 
 
+def downsample_nearest_half(x):
+    """The "Downsampling" strategy: torch's ``interpolate(scale_factor=0.5)`` (nearest), i.e. every
+    second row/column, floor(H/2) x floor(W/2), written as an even crop and a 1x1 stride-2 pooling:
+    oneDNN's nearest resize picks the other pixel when downsampling, and Paddle Lite mis-sizes a
+    strided slice with run-time bounds, so neither ``interpolate`` nor ``x[:, :, ::2, ::2]`` is
+    exact in every backend."""
+    h, w = dim(x, 2), dim(x, 3)
+    x = paddle.slice(x, axes=[2, 3], starts=[0, 0], ends=[h // 2 * 2, w // 2 * 2])
+    return F.avg_pool2d(x, kernel_size=1, stride=2)
+
+
 class OverlapPatchEmbed(nn.Layer):
     """``k x k`` conv with stride ``s`` and padding ``k // 2``, then LayerNorm over tokens."""
 
@@ -125,10 +136,11 @@ class MixVisionTransformer(nn.Layer):
         dpr = [float(v) for v in paddle.linspace(0, drop_path_rate, sum(depths)).numpy()]
         cur = 0
         chans = [in_channels] + list(embed_dims)
-        for i in range(4):
+        for i in range(4):  # PaddleSeg's parameter order: the four embeddings, then the stages
             setattr(self, "patch_embed{}".format(i + 1), OverlapPatchEmbed(
                 chans[i], embed_dims[i], 7 if i == 0 else 3, 4 if i == 0 else 2,
                 epsilon=patch_sr_norm_epsilon))
+        for i in range(4):
             setattr(self, "block{}".format(i + 1), nn.LayerList([
                 MiTBlock(embed_dims[i], num_heads[i], mlp_ratio, qkv_bias, drop_rate, attn_drop_rate,
                          dpr[cur + j], epsilon, sr_ratios[i], patch_sr_norm_epsilon)
@@ -152,7 +164,7 @@ class MixVisionTransformer(nn.Layer):
 
     def forward(self, x):
         if self.token_merging.downsample:
-            x = F.interpolate(x, scale_factor=0.5, mode="nearest")
+            x = downsample_nearest_half(x)
         outs = []
         for i in range(4):
             x, h, w = getattr(self, "patch_embed{}".format(i + 1))(x)
