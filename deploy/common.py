@@ -1,0 +1,65 @@
+"""The command line every runner in deploy/ shares: a folder of images in, PNG masks and overlays
+out, PaddleSeg's pre/post-processing from ``deploy.yaml``. Each runner only says how to build its
+predictor.
+
+``paddle_rtseg/deploy_utils.py`` is loaded as a file, not through the package, so that the ONNX and
+Lite runners do not import Paddle (the package's ``__init__`` does).
+"""
+import argparse
+import importlib.util
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_deploy_utils():
+    path = os.path.join(ROOT, "paddle_rtseg", "deploy_utils.py")
+    spec = importlib.util.spec_from_file_location("paddle_rtseg_deploy_utils", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+du = load_deploy_utils()
+
+
+def base_parser(description):
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--model_dir", required=True,
+                        help="directory written by `python -m paddle_rtseg.export` (has deploy.yaml)")
+    parser.add_argument("--image_path", required=True, help="an image or a folder of images")
+    parser.add_argument("--save_dir", default="output/result", help="where masks/overlays go")
+    parser.add_argument("--benchmark", action="store_true",
+                        help="print per-image latency (preprocessing excluded)")
+    return parser
+
+
+def run(args, make_predictor):
+    """Segment every image of ``args.image_path`` with ``make_predictor(info)``; 0 on success."""
+    try:
+        info = du.read_deploy_yaml(args.model_dir)
+        images = du.list_images(args.image_path)
+        predictor = make_predictor(info)
+        channels = info["input_shape"][1] if info["input_shape"][1] > 0 else 3
+        times = []
+        for path in images:
+            image = du.read_image(path, channels)
+            x = du.preprocess(image, info["transforms"])
+            du.check_input(x, info["input_shape"])
+            start = time.perf_counter()
+            output = predictor(x)
+            times.append(time.perf_counter() - start)
+            label = du.to_label_map(output, info["output_op"], image.shape[:2])
+            name = os.path.splitext(os.path.basename(path))[0]
+            du.save_results(label, image, args.save_dir, name)
+            if args.benchmark:
+                print("{}: {:.1f} ms".format(path, 1000 * times[-1]))
+    except du.DeployError as e:
+        print("Error: {}".format(e), file=sys.stderr)
+        return 2
+    print("Segmented {} image(s) into {} ({}; median {:.1f} ms/image)".format(
+        len(images), args.save_dir, getattr(predictor, "name", "predictor"),
+        1000 * sorted(times)[len(times) // 2]))
+    return 0

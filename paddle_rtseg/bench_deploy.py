@@ -1,0 +1,230 @@
+"""Deployment benchmark (not a test): per model and backend, median latency at batch 1, parameters,
+GFLOPs, and PaddleSeg's own RTFormer exported the same way as a peer, on the same weights.
+
+    python -m paddle_rtseg.bench_deploy [--models rtformer_slim seaformer_tiny segformer_pp_b0] \
+        [--repeats 10] [--threads 2] [--save_dir output/bench_deploy]
+
+Every predictor of a model (dygraph and each backend; for RTFormer also PaddleSeg's export) is called
+in turn within each repeat (round robin), so ratios compare latencies measured under the same machine
+load; the table reports medians. Weights are random (latency does not depend on them); accuracy in
+the plot is the published mIoU of each variant, labelled with its dataset. Writes ``results.md`` and
+``speed_accuracy.png`` into ``--save_dir`` (``results.md`` is rewritten after each model).
+Memory: all three models in one process peaked at ~17 GB (Paddle Inference/oneDNN and Lite keep
+their buffers); with less memory, run one model per invocation (``--models segformer_pp_b0``).
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import deploy_utils as du
+from .deploy_all import backend_predictors, dygraph_predictor, format_table
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# name: (config, input shape (batch 1), published mIoU, dataset of that mIoU)
+MODELS = {
+    "rtformer_slim": ("configs/rtformer/rtformer_slim_cityscapes_1024x512_120k.yml",
+                      [1, 3, 512, 1024], 76.31, "Cityscapes (PaddleSeg)"),
+    "seaformer_tiny": ("configs/seaformer/seaformer_tiny_ade20k_512x512_160k.yml",
+                       [1, 3, 512, 512], 35.0, "ADE20K (authors, batch 16)"),
+    "segformer_pp_b0": ("configs/segformer_pp/segformer_pp_b0_cityscapes_1024x1024_160k.yml",
+                        [1, 3, 1024, 1024], 76.54, "Cityscapes (SegFormer-B0, mmseg)"),
+}
+
+
+def _build(config, opts=None):
+    from paddleseg.cvlibs import SegBuilder
+    from .config import load_config
+    from .export import drop_pretrained
+    model = SegBuilder(drop_pretrained(load_config(config, opts=opts))).model
+    model.eval()
+    return model
+
+
+def _gflops(model, shape):
+    import paddle
+    try:
+        return paddle.flops(model, shape, print_detail=False) / 1e9
+    except Exception:  # custom layers paddle.flops cannot walk
+        return float("nan")
+
+
+def _params(model):
+    return sum(int(np.prod(p.shape)) for p in model.parameters()) / 1e6
+
+
+def _round_robin(predictors, x, repeats):
+    """``{name: [ms, ...]}``: each repeat calls every predictor once, in turn."""
+    times = {name: [] for name in predictors}
+    for fn in predictors.values():  # warm-up (oneDNN primitives, Lite buffers)
+        fn(x)
+    for _ in range(repeats):
+        for name, fn in predictors.items():
+            start = time.perf_counter()
+            fn(x)
+            times[name].append(1000 * (time.perf_counter() - start))
+    return times
+
+
+def bench_model(name, save_dir, repeats, threads, log=print):
+    import paddle
+    from .export import export
+
+    config, shape, miou, dataset = MODELS[name]
+    config = os.path.join(ROOT, config)
+    work = os.path.join(save_dir, name)
+    os.makedirs(work, exist_ok=True)
+    paddle.seed(0)
+    model = _build(config)
+    weights = os.path.join(work, "weights.pdparams")
+    paddle.save(model.state_dict(), weights)
+    info = dict(params=_params(model), gflops=_gflops(model, shape), miou=miou, dataset=dataset)
+
+    ours_dir = os.path.join(work, "ours")
+    export(config, ours_dir, weights, output_op="none", fmt="legacy")
+    artifacts = {"onnx": du.convert_onnx(ours_dir, os.path.join(ours_dir, "model.onnx")),
+                 "lite_x86": du.convert_lite(ours_dir, os.path.join(ours_dir, "model_x86"), "x86")}
+    du.convert_lite(ours_dir, os.path.join(ours_dir, "model_arm"), "arm")
+    predictors = {"dygraph": dygraph_predictor(model)}
+    predictors.update({"ours " + k: v for k, v in
+                       backend_predictors(ours_dir, artifacts, threads).items()})
+
+    notes = []
+    if name.startswith("rtformer"):  # PaddleSeg's RTFormer, same weights, static shape required
+        static_dir = os.path.join(work, "ours_static")  # ours exported like PaddleSeg's must be
+        export(config, static_dir, weights, input_shape=shape, output_op="none", fmt="legacy")
+        predictors.update({
+            "ours-static paddle-inference oneDNN": du.PaddleInferencePredictor(static_dir,
+                                                                                threads=threads),
+            "ours-static onnxruntime": du.OnnxPredictor(
+                du.convert_onnx(static_dir, os.path.join(static_dir, "model.onnx")), threads)})
+        ps_dir = os.path.join(work, "paddleseg")
+        try:
+            export(config, ps_dir, weights, input_shape=shape, output_op="none", fmt="legacy",
+                   opts=["model.type=RTFormer"])
+            ps = {"paddle-inference oneDNN": du.PaddleInferencePredictor(ps_dir, threads=threads),
+                  "paddle-inference no oneDNN": du.PaddleInferencePredictor(
+                      ps_dir, use_mkldnn=False, threads=threads)}
+            try:
+                ps["onnxruntime"] = du.OnnxPredictor(
+                    du.convert_onnx(ps_dir, os.path.join(ps_dir, "model.onnx")), threads)
+            except du.DeployError as e:
+                notes.append("PaddleSeg RTFormer -> ONNX failed: " + str(e).splitlines()[0])
+            try:
+                ps["paddle-lite x86 .nb"] = du.LitePredictor(
+                    du.convert_lite(ps_dir, os.path.join(ps_dir, "model_x86"), "x86"))
+            except du.DeployError as e:
+                notes.append("PaddleSeg RTFormer -> Lite x86 failed: " + str(e).splitlines()[0])
+            try:
+                du.convert_lite(ps_dir, os.path.join(ps_dir, "model_arm"), "arm")
+                notes.append("PaddleSeg RTFormer -> Lite ARM .nb: converted")
+            except du.DeployError as e:
+                notes.append("PaddleSeg RTFormer -> Lite ARM failed: " + str(e).splitlines()[0])
+            predictors.update({"paddleseg " + k: v for k, v in ps.items()})
+        except Exception as e:  # report, keep benchmarking our rows
+            notes.append("PaddleSeg RTFormer export failed: {}".format(str(e)[:300]))
+
+    x = np.random.RandomState(0).randn(*shape).astype("float32")
+    ref = predictors["dygraph"](x)
+    errors = {k: float(np.abs(fn(x) - ref).max() / np.abs(ref).max())
+              for k, fn in predictors.items()}
+    log("{}: timing {} predictors x {} repeats at {}".format(name, len(predictors), repeats,
+                                                              "x".join(map(str, shape))))
+    times = _round_robin(predictors, x, repeats)
+    medians = {k: float(np.median(v)) for k, v in times.items()}
+    return dict(info, shape=shape, medians=medians, errors=errors, notes=notes)
+
+
+def report(results):
+    rows, lines = [], []
+    for name, r in results.items():
+        med = r["medians"]
+        for backend, ms in med.items():
+            peer = None
+            if backend.startswith(("ours ", "ours-static ")):
+                peer = med.get("paddleseg " + backend.split(" ", 1)[1])
+            rows.append([name, "x".join(map(str, r["shape"])), backend, "{:.1f}".format(ms),
+                         "{:.2f}x".format(med["dygraph"] / ms),
+                         "{:.2f}".format(ms / peer) if peer else "",
+                         "{:.1e}".format(r["errors"][backend]),
+                         "{:.2f}".format(r["params"]), "{:.1f}".format(r["gflops"])])
+        ours = {k: v for k, v in med.items() if k.startswith("ours ")}
+        best = min(ours, key=ours.get)
+        lines.append("{}: best backend {} {:.1f} ms = {:.2f}x faster than dygraph ({:.1f} ms)"
+                     .format(name, best, ours[best], med["dygraph"] / ours[best], med["dygraph"]))
+        for backend in med:
+            if not backend.startswith(("ours ", "ours-static ")):
+                continue
+            peer = med.get("paddleseg " + backend.split(" ", 1)[1])
+            if peer:
+                lines.append("{}: {}/PaddleSeg on {}: {:.2f} (goal <= 0.85)".format(
+                    name, *backend.split(" ", 1), med[backend] / peer))
+        lines += ["{}: {}".format(name, n) for n in r["notes"]]
+    table = format_table(["model", "input", "backend", "median ms", "speed-up vs dygraph",
+                          "ours/PaddleSeg", "rel. err vs dygraph", "params (M)",
+                          "GFLOPs (paddle.flops)"], rows)
+    return table + "\n\n" + "\n".join(lines)
+
+
+def plot(results, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, r in results.items():
+        ours = {k: v for k, v in r["medians"].items() if not k.startswith("paddleseg")}
+        best = min((v, k) for k, v in ours.items() if k != "dygraph")
+        miou = r["miou"] if r["miou"] is not None else float("nan")
+        ax.scatter([r["medians"]["dygraph"]], [miou], marker="x", color="gray")
+        ax.scatter([best[0]], [miou], marker="o")
+        ax.annotate("{} ({})\n{}".format(name, r["dataset"], best[1]), (best[0], miou),
+                    fontsize=7, xytext=(4, 4), textcoords="offset points")
+        peer = {k: v for k, v in r["medians"].items() if k.startswith("paddleseg")}
+        if peer:
+            v, k = min((v, k) for k, v in peer.items())
+            ax.scatter([v], [miou], marker="s", color="red")
+            ax.annotate(k, (v, miou), fontsize=7, xytext=(4, -10), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("median latency, batch 1, CPU (ms, log scale)")
+    ax.set_ylabel("published mIoU (%)")
+    ax.set_title("Speed/accuracy: o best backend (ours), s PaddleSeg export, x dygraph",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--save_dir", default="output/bench_deploy")
+    args = parser.parse_args(argv)
+    os.makedirs(args.save_dir, exist_ok=True)
+    results = {}
+    for name in args.models:
+        if name not in MODELS:
+            print("Error: unknown model {!r}; known: {}".format(name, ", ".join(MODELS)),
+                  file=sys.stderr)
+            return 2
+        if not os.path.isfile(os.path.join(ROOT, MODELS[name][0])):
+            print("skipping {}: {} does not exist yet".format(name, MODELS[name][0]))
+            continue
+        try:
+            results[name] = bench_model(name, args.save_dir, args.repeats, args.threads)
+        except Exception as e:  # one family failing must not hide the others
+            print("{}: FAILED: {}".format(name, str(e)[:500]))
+            continue
+        with open(os.path.join(args.save_dir, "results.md"), "w") as f:  # kept if a later
+            f.write(report(results) + "\n")                                # model is killed
+    text = report(results)
+    print(text)
+    plot(results, os.path.join(args.save_dir, "speed_accuracy.png"))
+    print("wrote {}".format(os.path.join(args.save_dir, "speed_accuracy.png")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""One command from a config to every backend, checked against dygraph.
+
+    python -m paddle_rtseg.deploy_all --config CFG [--model_path W.pdparams] [--save_dir DIR] \
+        [--shapes 1,3,512,1024 2,3,250,333] [--repeats 5] [--threads 2] [--opts key=value ...]
+
+Exports once with dynamic batch/H/W (legacy format, logits out), converts to ONNX (paddle2onnx,
+opset 13) and to Paddle Lite ``.nb`` for x86 and ARM (checking every op has an ARM kernel), runs
+dygraph, Paddle Inference (oneDNN on and off), ONNX Runtime and Lite x86 on the same inputs, and
+prints, per input shape and backend, the relative max error of the logits against dygraph and the
+median latency.
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import deploy_utils as du
+
+
+def median_ms(fn, x, repeats=5, warmup=1):
+    """Median wall time of ``fn(x)`` in milliseconds after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn(x)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
+def dygraph_predictor(model):
+    import paddle
+
+    def run(x):
+        with paddle.no_grad():
+            return model(paddle.to_tensor(x))[0].numpy()
+    run.name = "dygraph"
+    return run
+
+
+def convert_all(save_dir, log=print):
+    """ONNX + Lite x86 + Lite ARM artifacts of an exported directory; returns their paths."""
+    artifacts = {}
+    start = time.perf_counter()
+    artifacts["onnx"] = du.convert_onnx(save_dir, os.path.join(save_dir, "model.onnx"), opset=13)
+    log("paddle2onnx (opset 13): {} ({:.1f} s)".format(artifacts["onnx"],
+                                                      time.perf_counter() - start))
+    ops, supported = du.lite_model_ops(save_dir, "arm")
+    missing = [op for op, kernels in ops.items() if not kernels]
+    if not supported or missing:
+        raise du.DeployError("Paddle Lite has no ARM kernel for: {}".format(", ".join(missing)))
+    log("paddle_lite_opt --print_model_ops (arm): {} ops, all supported".format(len(ops)))
+    for target in ("arm", "x86"):
+        artifacts["lite_" + target] = du.convert_lite(
+            save_dir, os.path.join(save_dir, "model_" + target), target)
+        log("paddle_lite_opt --valid_targets={}: {}".format(target, artifacts["lite_" + target]))
+    return artifacts
+
+
+def backend_predictors(save_dir, artifacts, threads=2):
+    """Every backend this machine runs, as ``{name: predictor}`` (same exported model)."""
+    return {
+        "paddle-inference oneDNN": du.PaddleInferencePredictor(save_dir, use_mkldnn=True,
+                                                               threads=threads),
+        "paddle-inference no oneDNN": du.PaddleInferencePredictor(save_dir, use_mkldnn=False,
+                                                                  threads=threads),
+        "onnxruntime": du.OnnxPredictor(artifacts["onnx"], threads=threads),
+        "paddle-lite x86 .nb": du.LitePredictor(artifacts["lite_x86"]),
+    }
+
+
+def format_table(header, rows):
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+                     + [line(r) for r in rows])
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--model_path", default=None)
+    parser.add_argument("--save_dir", default="output/deploy_all")
+    parser.add_argument("--shapes", nargs="+", default=["1,3,512,1024", "2,3,250,333"],
+                        help="input shapes N,C,H,W to compare on")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--opts", nargs="+", default=None)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import paddle
+    from . import CheckpointMismatchError, ConfigError, load_checkpoint
+    from .config import load_config
+    from .export import ExportError, drop_pretrained, export
+    from paddleseg.cvlibs import SegBuilder
+
+    try:
+        shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes]
+        cfg = drop_pretrained(load_config(args.config, opts=args.opts))
+        model = SegBuilder(cfg).model
+        weights = args.model_path
+        if weights:
+            load_checkpoint(model, weights)
+        else:  # no weights given: export the very initialisation dygraph runs with
+            os.makedirs(args.save_dir, exist_ok=True)
+            weights = os.path.join(args.save_dir, "init.pdparams")
+            paddle.save(model.state_dict(), weights)
+        model.eval()
+        export(args.config, args.save_dir, weights, output_op="none", fmt="legacy",
+               opts=args.opts)
+        print("exported (dynamic batch/H/W, legacy format): {}".format(args.save_dir))
+        artifacts = convert_all(args.save_dir)
+        predictors = dict(dygraph=dygraph_predictor(model),
+                          **backend_predictors(args.save_dir, artifacts, args.threads))
+    except (ExportError, ConfigError, CheckpointMismatchError, du.DeployError, ValueError) as e:
+        print("Error: {}".format(e), file=sys.stderr)
+        return 2
+
+    rows, worst = [], 0.0
+    for shape in shapes:
+        x = np.random.RandomState(0).randn(*shape).astype("float32")
+        ref = predictors["dygraph"](x)
+        for name, predictor in predictors.items():
+            out = predictor(x)
+            error = float(np.abs(out - ref).max() / np.abs(ref).max())
+            if name != "dygraph":
+                worst = max(worst, error)
+            rows.append(["x".join(map(str, shape)), name, "{:.1e}".format(error),
+                         "{:.1f}".format(median_ms(predictor, x, args.repeats))])
+    print(format_table(["input", "backend", "max rel. error vs dygraph", "median ms"], rows))
+    print("worst relative error over backends: {:.2e} ({})".format(
+        worst, "OK (< 1e-4)" if worst < 1e-4 else "ABOVE 1e-4"))
+    return 0 if worst < 1e-4 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

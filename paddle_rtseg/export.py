@@ -1,0 +1,328 @@
+"""Export a model to a static graph plus PaddleSeg's ``deploy.yaml``.
+
+    python -m paddle_rtseg.export --config CFG --model_path model.pdparams --save_dir output/export \
+        [--input_shape N 3 H W] [--output_op argmax|softmax|none] [--format legacy|pir]
+
+By default batch, height and width are dynamic (``[-1, 3, -1, -1]``): one export serves every batch size
+and image size. ``--format legacy`` (default) writes ``model.pdmodel`` / ``model.pdiparams``, which every
+backend reads (Paddle Inference, paddle2onnx, Paddle Lite's ``opt``); ``--format pir`` writes Paddle 3's
+``model.json``. Paddle picks the format when it is imported (``FLAGS_enable_pir_api``), so when the
+running process has the other one the export re-runs itself in a subprocess with the flag set.
+
+The export is atomic: files are written to a temporary directory next to ``--save_dir`` and moved in
+only once everything succeeded, ``deploy.yaml`` last.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+OUTPUT_OPS = ("argmax", "softmax", "none")
+FORMATS = ("legacy", "pir")
+
+
+class ExportError(ValueError):
+    """The export cannot be done as asked; the message says what to change."""
+
+
+def pir_active():
+    """True when this process's Paddle writes PIR ``model.json`` (Paddle >= 3 and the flag not off)."""
+    import paddle
+    if int(paddle.__version__.split(".")[0]) < 3 and paddle.__version__ != "0.0.0":
+        return False
+    return os.environ.get("FLAGS_enable_pir_api", "1").lower() not in ("0", "false", "off")
+
+
+def model_files(fmt):
+    """(model file, params file) names that ``paddle.jit.save`` writes in ``fmt``."""
+    return ("model.json" if fmt == "pir" else "model.pdmodel"), "model.pdiparams"
+
+
+def check_args(input_shape, output_op, fmt):
+    if output_op not in OUTPUT_OPS:
+        raise ExportError("Unknown --output_op {!r}: use one of {} (argmax: int32 class map N,H,W; "
+                          "softmax: probabilities N,C,H,W; none: logits N,C,H,W).".format(
+                              output_op, ", ".join(OUTPUT_OPS)))
+    if fmt not in FORMATS:
+        raise ExportError("Unknown --format {!r}: use legacy (model.pdmodel, needed by Paddle Lite) "
+                          "or pir (model.json).".format(fmt))
+    if input_shape is not None:
+        if len(input_shape) != 4 or any(d == 0 or d < -1 for d in input_shape):
+            raise ExportError("--input_shape takes 4 numbers N C H W (use -1 for a dynamic "
+                              "dimension), got {}.".format(" ".join(map(str, input_shape))))
+
+
+def check_save_dir(save_dir):
+    parent = os.path.dirname(os.path.abspath(save_dir))
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as e:
+        raise ExportError("Cannot create the parent of --save_dir {}: {}. Choose a writable "
+                          "directory.".format(save_dir, e.strerror)) from None
+    target = save_dir if os.path.isdir(save_dir) else parent
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise ExportError("--save_dir {} is not writable (no write permission on {}). Choose a "
+                          "writable directory.".format(save_dir, target))
+    if os.path.exists(save_dir) and not os.path.isdir(save_dir):
+        raise ExportError("--save_dir {} exists and is a file; pass a directory.".format(save_dir))
+
+
+class _WithOutputOp:
+    """Factory for a Layer that applies PaddleSeg's ``output_op`` to the model's first logits."""
+
+    @staticmethod
+    def build(model, output_op):
+        import paddle
+        import paddle.nn.functional as F
+
+        class SavedSegmentationNet(paddle.nn.Layer):
+            def __init__(self):
+                super().__init__()
+                self.model = model
+
+            def forward(self, x):
+                logit = self.model(x)[0]
+                if output_op == "argmax":
+                    return paddle.argmax(logit, axis=1, dtype="int32")
+                if output_op == "softmax":  # on the last axis (Lite x86 overflows on axis 1)
+                    return F.softmax(logit.transpose([0, 2, 3, 1]), axis=-1).transpose([0, 3, 1, 2])
+                return logit
+
+        return SavedSegmentationNet()
+
+
+def _probe(model, shape, in_channels):
+    """Run the model in dygraph on a zero image of ``shape`` (-1 -> a small size) to find shapes it
+    cannot take before tracing (tracing errors are far less readable)."""
+    import paddle
+    concrete = [d if d > 0 else (1 if i == 0 else 64) for i, d in enumerate(shape)]
+    if shape[1] > 0 and in_channels is not None and shape[1] != in_channels:
+        raise ExportError("--input_shape has {} channels but the model takes {}-channel images; "
+                          "pass --input_shape N {} H W.".format(shape[1], in_channels, in_channels))
+    try:
+        with paddle.no_grad():
+            model(paddle.zeros(concrete, "float32"))
+    except Exception as e:  # the model's own message, without Paddle's stack
+        raise ExportError("The model cannot take input shape {} ({}: {}). Pass --input_shape N C H "
+                          "W with a size the model accepts (e.g. H and W multiples of 32).".format(
+                              concrete, type(e).__name__, str(e).strip().splitlines()[-1][:300])
+                          ) from None
+
+
+# attributes Paddle 3 no longer writes (constants of the op) but Paddle Lite 2.13 requires
+_FIXED_ATTRIBUTES = {"relu6": {"threshold": 6.0},
+                     "hard_swish": {"threshold": 6.0, "scale": 6.0, "offset": 3.0},
+                     "swish": {"beta": 1.0}}
+
+
+def _patch_for_lite(pdmodel_path):
+    """Make Paddle 3.0's legacy program loadable by Paddle Lite 2.13 (the same function for Paddle
+    Inference and paddle2onnx). Two things Paddle 3.0 writes that Lite cannot take:
+
+    * ``flatten_contiguous_range`` (and friends) without their ``XShape`` output: ``opt`` dereferences
+      it and segfaults on any model that calls ``flatten``. The variable is declared here.
+    * 0-D ``fill_constant`` (Python scalars in shape arithmetic of a dynamic-shape graph): Lite's
+      ``InferShape`` aborts with "no valid out_shape". They become shape ``[1]``, which broadcasts
+      identically against the 0-D and 1-element shape values they meet.
+    * activations whose constants became fixed in Paddle 3 and lost their attribute (``relu6``
+      without ``threshold``: "No attributes called threshold found for relu6"). The attribute is
+      added with the value Paddle 3 hard-codes.
+    Returns the number of ops changed.
+    """
+    from paddle.base.proto import framework_pb2
+    program = framework_pb2.ProgramDesc()
+    with open(pdmodel_path, "rb") as f:
+        program.ParseFromString(f.read())
+    patched = 0
+    for block in program.blocks:
+        variables = {v.name: v for v in block.vars}
+        for op in block.ops:
+            for name, value in _FIXED_ATTRIBUTES.get(op.type, {}).items():
+                if not any(a.name == name for a in op.attrs):
+                    attr = op.attrs.add()
+                    attr.name, attr.type, attr.f = name, framework_pb2.AttrType.FLOAT, value
+                    patched += 1
+            if op.type == "fill_constant" and not any(i.arguments for i in op.inputs):
+                for attr in op.attrs:
+                    if attr.name == "shape" and not attr.longs and not attr.ints:
+                        attr.longs.append(1)
+                        out = variables[op.outputs[0].arguments[0]].type.dense_tensor.tensor
+                        if not out.dims:
+                            out.dims.append(1)
+                        patched += 1
+            if op.type not in ("flatten_contiguous_range", "squeeze2", "unsqueeze2", "transpose2"):
+                continue
+            if any(o.parameter == "XShape" for o in op.outputs):
+                continue
+            x = [i for i in op.inputs if i.parameter == "X"][0].arguments[0]
+            out = [o for o in op.outputs if o.parameter == "Out"][0].arguments[0]
+            name = out + "@xshape"
+            var = block.vars.add()
+            var.name = name
+            var.persistable = False
+            var.type.type = variables[x].type.type
+            tensor = var.type.dense_tensor.tensor
+            tensor.data_type = variables[x].type.dense_tensor.tensor.data_type
+            tensor.dims.extend([0] + list(variables[x].type.dense_tensor.tensor.dims))
+            xshape = op.outputs.add()
+            xshape.parameter = "XShape"
+            xshape.arguments.append(name)
+            patched += 1
+    if patched:
+        with open(pdmodel_path, "wb") as f:
+            f.write(program.SerializeToString())
+    return patched
+
+
+def drop_pretrained(cfg):
+    """Remove ``pretrained`` from the model and its backbone (the weights come from elsewhere)."""
+    cfg.dic["model"].pop("pretrained", None)
+    if isinstance(cfg.dic["model"].get("backbone"), dict):
+        cfg.dic["model"]["backbone"].pop("pretrained", None)
+    return cfg
+
+
+def _transforms(cfg):
+    export = cfg.dic.get("export") or {}
+    transforms = export.get("transforms")
+    if transforms is None:
+        transforms = (cfg.dic.get("val_dataset") or {}).get("transforms")
+    return transforms or [{"type": "Normalize"}]
+
+
+def _write_deploy_yaml(path, model_file, params_file, transforms, input_shape, output_op):
+    import yaml
+    info = {"Deploy": {
+        "model": model_file,
+        "params": params_file,
+        "transforms": transforms,
+        "input_shape": list(input_shape),
+        "output_op": output_op,
+        "output_dtype": "int32" if output_op == "argmax" else "float32",
+    }}
+    with open(path, "w") as f:
+        yaml.safe_dump(info, f, default_flow_style=None, sort_keys=False)
+
+
+def _rerun(argv, fmt):
+    """Run the export in a fresh Python whose Paddle writes ``fmt``; its errors become ours."""
+    env = dict(os.environ, FLAGS_enable_pir_api="1" if fmt == "pir" else "0")
+    proc = subprocess.run([sys.executable, "-m", "paddle_rtseg.export"] + argv, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        lines = [l for l in proc.stderr.strip().splitlines() if l.startswith("Error:")]
+        message = lines[-1][len("Error:"):].strip() if lines else proc.stderr.strip()[-2000:]
+        raise ExportError(message or "export subprocess failed with code {}".format(
+            proc.returncode))
+    return proc.stdout
+
+
+def export(config, save_dir, model_path=None, input_shape=None, output_op="argmax",
+           fmt="legacy", opts=None, model_overrides=None):
+    """Export the model of ``config`` (weights from ``model_path``) to ``save_dir``.
+
+    Returns the path of ``deploy.yaml``. Raises :class:`ExportError` (or the config/checkpoint
+    errors of :mod:`paddle_rtseg`) with a message that says which flag to change.
+    """
+    check_args(input_shape, output_op, fmt)
+    if model_path is not None and not os.path.isfile(model_path):
+        raise ExportError("--model_path {} does not exist. Pass the .pdparams written by training "
+                          "(e.g. output/best_model/model.pdparams) or a PyTorch .pth.".format(
+                              model_path))
+    check_save_dir(save_dir)
+    if pir_active() != (fmt == "pir"):
+        argv = ["--config", config, "--save_dir", save_dir, "--output_op", output_op,
+                "--format", fmt]
+        if model_path:
+            argv += ["--model_path", model_path]
+        if input_shape:
+            argv += ["--input_shape"] + [str(d) for d in input_shape]
+        for key, value in (model_overrides or {}).items():
+            opts = list(opts or []) + ["model.{}={}".format(key, value)]
+        if opts:
+            argv += ["--opts"] + list(opts)
+        _rerun(argv, fmt)
+        return os.path.join(save_dir, "deploy.yaml")
+
+    import paddle
+    from . import load_checkpoint, load_config
+    from paddleseg.cvlibs import SegBuilder
+
+    cfg = load_config(config, opts=opts)
+    cfg.dic["model"] = dict(cfg.dic["model"], **(model_overrides or {}))
+    if model_path:  # weights come from --model_path: do not download ImageNet backbones
+        drop_pretrained(cfg)
+    model = SegBuilder(cfg).model
+    if model_path:
+        load_checkpoint(model, model_path)
+    model.eval()
+    shape = list(input_shape) if input_shape else [-1, 3, -1, -1]
+    in_channels = getattr(model, "in_channels", None) or cfg.dic["model"].get("in_channels", 3)
+    if shape[1] == -1:
+        shape[1] = in_channels
+    _probe(model, shape, in_channels)
+
+    net = _WithOutputOp.build(model, output_op)
+    net.eval()
+    spec = [paddle.static.InputSpec([None if d == -1 else d for d in shape], "float32", "x")]
+    model_file, params_file = model_files(fmt)
+    parent = os.path.dirname(os.path.abspath(save_dir))
+    tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    try:
+        try:
+            static = paddle.jit.to_static(net, input_spec=spec, full_graph=True)
+            paddle.jit.save(static, os.path.join(tmp, "model"))
+        except Exception as e:
+            dynamic = [i for i, d in enumerate(shape) if d == -1]
+            hint = ("This model needs a fixed input size: pass --input_shape 1 {} H W."
+                    .format(shape[1]) if dynamic else "Check the model's forward for Python "
+                    "control flow on tensor values.")
+            last = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
+            raise ExportError("Tracing the model with input shape {} failed ({}). {}".format(
+                shape, last, hint)) from None
+        if fmt == "legacy":
+            _patch_for_lite(os.path.join(tmp, model_file))
+        _write_deploy_yaml(os.path.join(tmp, "deploy.yaml"), model_file, params_file,
+                           _transforms(cfg), shape, output_op)
+        if not os.path.isdir(save_dir):
+            os.rename(tmp, save_dir)
+        else:
+            for name in sorted(os.listdir(tmp), key=lambda n: n == "deploy.yaml"):
+                os.replace(os.path.join(tmp, name), os.path.join(save_dir, name))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return os.path.join(save_dir, "deploy.yaml")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="PaddleSeg YAML config of the model")
+    parser.add_argument("--model_path", default=None, help=".pdparams (or authors' .pth) weights")
+    parser.add_argument("--save_dir", default="output/inference_model")
+    parser.add_argument("--input_shape", nargs=4, type=int, default=None, metavar=("N", "C", "H", "W"),
+                        help="fixed input shape; -1 = dynamic (default: -1 3 -1 -1)")
+    parser.add_argument("--output_op", default="argmax",
+                        help="argmax (default), softmax or none (logits)")
+    parser.add_argument("--format", default="legacy", dest="fmt",
+                        help="legacy (model.pdmodel; Paddle Lite needs it) or pir (model.json)")
+    parser.add_argument("--opts", nargs="+", default=None, help="config overrides key=value")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from . import CheckpointMismatchError, ConfigError
+    try:
+        path = export(args.config, args.save_dir, args.model_path, args.input_shape,
+                      args.output_op, args.fmt, args.opts)
+    except (ExportError, ConfigError, CheckpointMismatchError, FileNotFoundError) as e:
+        print("Error: {}".format(str(e).replace("\n", " ")), file=sys.stderr)
+        return 2
+    print("Exported to {} (deploy.yaml: {})".format(args.save_dir, path))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

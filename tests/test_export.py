@@ -1,0 +1,109 @@
+"""`python -m paddle_rtseg.export`: PaddleSeg's deploy.yaml, dynamic shapes by default, both program
+formats, a Lite-loadable legacy program, atomic output and one-paragraph errors."""
+import os
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import ROOT, run_module
+from paddle_rtseg import deploy_utils as du
+from paddle_rtseg.export import ExportError, export
+
+CONFIG = os.path.join(ROOT, "configs", "rtformer", "rtformer_slim_synthetic_128x128_2k.yml")
+TINY = ["model.base_channels=8", "model.head_channels=16", "model.spp_channels=16",
+        "model.num_heads=4"]
+
+
+@pytest.fixture(scope="module")
+def argmax_export(tmp_path_factory):
+    save_dir = str(tmp_path_factory.mktemp("export") / "argmax")
+    proc = run_module("paddle_rtseg.export", "--config", CONFIG, "--save_dir", save_dir,
+                      "--opts", *TINY)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return save_dir
+
+
+def test_deploy_yaml_in_paddleseg_format(argmax_export):
+    with open(os.path.join(argmax_export, "deploy.yaml")) as f:
+        info = yaml.safe_load(f)["Deploy"]
+    assert info["model"] == "model.pdmodel" and info["params"] == "model.pdiparams"
+    assert info["input_shape"] == [-1, 3, -1, -1]
+    assert info["output_op"] == "argmax" and info["output_dtype"] == "int32"
+    assert info["transforms"] == [{"type": "Normalize", "mean": [0.485, 0.456, 0.406],
+                                   "std": [0.229, 0.224, 0.225]}]
+    parent = os.path.dirname(argmax_export)
+    assert not [n for n in os.listdir(parent) if n.startswith(".export-")]  # temp dir gone
+
+
+def test_argmax_export_takes_any_batch_and_size(argmax_export):
+    predictor = du.PaddleInferencePredictor(argmax_export)
+    for shape in [(1, 3, 64, 64), (3, 3, 45, 77)]:
+        out = predictor(np.random.rand(*shape).astype("float32"))
+        assert out.shape == (shape[0],) + shape[2:] and out.dtype == np.int32
+        assert 0 <= out.min() and out.max() < 5
+
+
+def test_legacy_program_is_lite_loadable(argmax_export):
+    """No control flow, no 0-D fill_constant, flatten ops declare XShape (else Lite opt crashes)."""
+    from paddle.base.proto import framework_pb2
+    program = framework_pb2.ProgramDesc()
+    with open(os.path.join(argmax_export, "model.pdmodel"), "rb") as f:
+        program.ParseFromString(f.read())
+    assert len(program.blocks) == 1
+    for op in program.blocks[0].ops:
+        if op.type == "flatten_contiguous_range":
+            assert any(o.parameter == "XShape" for o in op.outputs)
+        if op.type == "fill_constant" and not any(i.arguments for i in op.inputs):
+            shape = [a for a in op.attrs if a.name == "shape"][0]
+            assert list(shape.longs) or list(shape.ints)
+
+
+def test_pir_format(tmp_path):
+    save_dir = str(tmp_path / "pir")
+    export(CONFIG, save_dir, output_op="softmax", fmt="pir", opts=TINY, input_shape=[1, 3, 64, 64])
+    with open(os.path.join(save_dir, "deploy.yaml")) as f:
+        info = yaml.safe_load(f)["Deploy"]
+    assert info["model"] == "model.json" and info["input_shape"] == [1, 3, 64, 64]
+    assert os.path.isfile(os.path.join(save_dir, "model.json"))
+    with pytest.raises(du.DeployError, match="--format legacy"):
+        du.convert_lite(save_dir, str(tmp_path / "m"), "arm")
+
+
+def test_cli_unknown_output_op_is_one_clear_line(tmp_path):
+    proc = run_module("paddle_rtseg.export", "--config", CONFIG, "--save_dir", tmp_path / "x",
+                      "--output_op", "sigmoid")
+    assert proc.returncode == 2
+    assert "Unknown --output_op 'sigmoid': use one of argmax, softmax, none" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_shape_the_model_cannot_take(tmp_path):
+    with pytest.raises(ExportError, match=r"pass --input_shape N 3 H W"):
+        export(CONFIG, str(tmp_path / "x"), input_shape=[1, 4, 64, 64], opts=TINY)
+    with pytest.raises(ExportError, match="4 numbers N C H W"):
+        export(CONFIG, str(tmp_path / "x"), input_shape=[1, 3, 64])
+    assert not (tmp_path / "x").exists()
+
+
+def test_missing_weights_and_unwritable_dir(tmp_path):
+    with pytest.raises(ExportError, match="--model_path .*missing.pdparams does not exist"):
+        export(CONFIG, str(tmp_path / "x"), model_path=str(tmp_path / "missing.pdparams"))
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ExportError, match="Cannot create the parent of --save_dir"):
+        export(CONFIG, str(blocker / "sub" / "out"))
+
+
+def test_reexport_replaces_files_in_place(argmax_export):
+    """Exporting into an existing directory replaces the model files and keeps other files."""
+    keep = os.path.join(argmax_export, "model.onnx")
+    with open(keep, "w") as f:
+        f.write("user file")
+    export(CONFIG, argmax_export, output_op="none", opts=TINY)
+    with open(os.path.join(argmax_export, "deploy.yaml")) as f:
+        assert yaml.safe_load(f)["Deploy"]["output_op"] == "none"
+    assert os.path.isfile(keep)
+    out = du.PaddleInferencePredictor(argmax_export)(np.zeros((1, 3, 32, 32), "float32"))
+    assert out.shape == (1, 5, 32, 32)

@@ -1,0 +1,110 @@
+"""Every SegFormer++ strategy exports (``paddle_rtseg.export`` with ``token_merging`` chosen at export
+time on unmodified weights) to a legacy static graph that Paddle Inference (oneDNN), ONNX Runtime
+(paddle2onnx, opset 13) and Paddle Lite (x86 runtime here; every op has an ARM kernel) run with the
+dygraph outputs. bsm strategies need a fixed H/W; n2d ('2x2') and 'downsample' take any size."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+from conftest import write_config
+
+import paddle_rtseg
+from paddle_rtseg import deploy_utils
+from paddle_rtseg.export import export
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASE = os.path.join(ROOT, "configs", "segformer_pp", "segformer_pp_b0_synthetic_128x128_2k.yml")
+TINY_MODEL = dict(embedding_dim=32, backbone=dict(
+    type="RTSeg_MiT_B0", embed_dims=[16, 32, 48, 64], num_heads=[1, 2, 3, 4], depths=[1, 1, 1, 1]))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny SegFormer++ config and a checkpoint of it with non-trivial BN statistics."""
+    tmp = tmp_path_factory.mktemp("segpp")
+    config = write_config(tmp / "tiny.yml", BASE, model=TINY_MODEL)
+    paddle.seed(0)
+    model = paddle_rtseg.build_model(config)
+    state = {k: v.numpy() for k, v in model.state_dict().items()}
+    rng = np.random.default_rng(0)
+    for k, v in state.items():
+        if k.endswith("_variance"):
+            state[k] = rng.uniform(0.5, 1.5, v.shape).astype(v.dtype)
+        elif k.endswith("_mean"):
+            state[k] = rng.normal(0, 0.1, v.shape).astype(v.dtype)
+    model.set_state_dict(state)
+    path = str(tmp / "model.pdparams")
+    paddle.save(model.state_dict(), path)
+    return config, path, tmp
+
+
+def dygraph(config, path, strategy, x):
+    model = paddle_rtseg.build_model(config, token_merging=strategy)
+    paddle_rtseg.load_checkpoint(model, path)
+    model.eval()
+    with paddle.no_grad():
+        return model(paddle.to_tensor(x))[0].numpy()
+
+
+def lite_x86(model_dir, out_prefix, x):
+    """Paddle Lite's light runtime on an x86 ``.nb``, in a fresh process: in a process where Paddle
+    already ran, Lite's x86 kernels intermittently return garbage for a few elements (seen on every
+    strategy, never in a clean process)."""
+    nb = deploy_utils.convert_lite(model_dir, out_prefix, target="x86")
+    np.save(out_prefix + "_x.npy", np.ascontiguousarray(x))
+    code = ("import numpy as np, sys\n"
+            "from paddlelite.lite import MobileConfig, create_paddle_predictor\n"
+            "c = MobileConfig(); c.set_model_from_file(sys.argv[1])\n"
+            "p = create_paddle_predictor(c); p.get_input(0).from_numpy(np.load(sys.argv[2]))\n"
+            "p.run(); np.save(sys.argv[3], p.get_output(0).numpy())\n")
+    out = subprocess.run([sys.executable, "-c", code, nb, out_prefix + "_x.npy",
+                          out_prefix + "_y.npy"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return np.load(out_prefix + "_y.npy")
+
+
+@pytest.mark.parametrize("strategy", ["none", "hq", "fast", "2x2", "downsample"])
+def test_strategy_exports_and_runs_in_every_backend(tiny, strategy, monkeypatch):
+    config, path, tmp = tiny
+    monkeypatch.chdir(tmp)  # paddle2onnx leaves sym_shape_infer_temp.onnx in the working directory
+    save_dir = str(tmp / ("export_" + strategy))
+    export(config, save_dir, model_path=path, input_shape=[-1, 3, 128, 128], output_op="none",
+           model_overrides={"token_merging": strategy})
+    x = np.random.default_rng(1).normal(size=(2, 3, 128, 128)).astype("float32")
+    expected = dygraph(config, path, strategy, x)
+    tol = 1e-4 * np.abs(expected).max()
+
+    got = deploy_utils.PaddleInferencePredictor(save_dir, use_mkldnn=True)(x)  # dynamic batch
+    np.testing.assert_allclose(got, expected, atol=tol)
+
+    onnx_path = deploy_utils.convert_onnx(save_dir, os.path.join(save_dir, "model.onnx"), opset=13)
+    np.testing.assert_allclose(deploy_utils.OnnxPredictor(onnx_path)(x), expected, atol=tol)
+
+    ops, supported = deploy_utils.lite_model_ops(save_dir, target="arm")
+    assert supported, {op: t for op, t in ops.items() if not t}
+    got = lite_x86(save_dir, os.path.join(save_dir, "lite_x86"), x[:1])
+    np.testing.assert_allclose(got, expected[:1], atol=tol)
+
+
+@pytest.mark.parametrize("strategy", ["2x2", "downsample"])
+def test_size_free_strategies_export_with_dynamic_size(tiny, strategy):
+    config, path, tmp = tiny
+    save_dir = str(tmp / ("dynamic_" + strategy))
+    export(config, save_dir, model_path=path, output_op="none",
+           model_overrides={"token_merging": strategy})  # [-1, 3, -1, -1]
+    predictor = deploy_utils.PaddleInferencePredictor(save_dir, use_mkldnn=True)
+    for size in [(96, 160), (75, 133)]:  # odd sizes: ceil-mode pooling and floor(H/2) crops
+        x = np.random.default_rng(2).normal(size=(1, 3) + size).astype("float32")
+        expected = dygraph(config, path, strategy, x)
+        np.testing.assert_allclose(predictor(x), expected, atol=1e-4 * np.abs(expected).max())
+
+
+def test_bsm_with_dynamic_size_says_to_fix_the_input_shape(tiny):
+    from paddle_rtseg.export import ExportError
+    config, path, tmp = tiny
+    with pytest.raises(ExportError, match="fixed input height and width|--input_shape"):
+        export(config, str(tmp / "dynamic_hq"), model_path=path, output_op="none",
+               model_overrides={"token_merging": "hq"})
