@@ -15,12 +15,12 @@ their buffers); with less memory, run one model per invocation (``--models segfo
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
 from . import deploy_utils as du
 from .deploy_all import backend_predictors, dygraph_predictor, format_table
+from .timing import round_robin
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # name: (config, input shape (batch 1), published mIoU, dataset of that mIoU)
@@ -53,19 +53,6 @@ def _gflops(model, shape):
 
 def _params(model):
     return sum(int(np.prod(p.shape)) for p in model.parameters()) / 1e6
-
-
-def _round_robin(predictors, x, repeats):
-    """``{name: [ms, ...]}``: each repeat calls every predictor once, in turn."""
-    times = {name: [] for name in predictors}
-    for fn in predictors.values():  # warm-up (oneDNN primitives, Lite buffers)
-        fn(x)
-    for _ in range(repeats):
-        for name, fn in predictors.items():
-            start = time.perf_counter()
-            fn(x)
-            times[name].append(1000 * (time.perf_counter() - start))
-    return times
 
 
 def bench_model(name, save_dir, repeats, threads, log=print):
@@ -132,7 +119,7 @@ def bench_model(name, save_dir, repeats, threads, log=print):
               for k, fn in predictors.items()}
     log("{}: timing {} predictors x {} repeats at {}".format(name, len(predictors), repeats,
                                                               "x".join(map(str, shape))))
-    times = _round_robin(predictors, x, repeats)
+    times = round_robin(predictors, x, repeats)
     medians = {k: float(np.median(v)) for k, v in times.items()}
     return dict(info, shape=shape, medians=medians, errors=errors, notes=notes)
 

@@ -25,6 +25,8 @@ import time
 
 import numpy as np
 
+from .timing import medians, round_robin
+
 STRATEGIES = ("none", "hq", "fast", "2x2", "downsample")
 PAPER_GPU_SPEEDUP = {"hq": 1.61, "fast": 1.94, "2x2": 1.90, "downsample": 6.51}  # B5, Cityscapes
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
@@ -116,18 +118,18 @@ def agreement(model, dataset, size, num_classes):
 def time_strategies(model, size, rounds):
     """Median seconds per forward for each strategy, alternating strategies every round."""
     import paddle
-    x = paddle.randn([1, 3, size, size])
-    times = {s: [] for s in STRATEGIES}
-    with paddle.no_grad():
-        for r in range(rounds + 1):  # round 0 warms up
-            for strategy in STRATEGIES:
-                model.set_token_merging(strategy)
-                start = time.perf_counter()
-                model(x)[0].numpy()
-                if r:
-                    times[strategy].append(time.perf_counter() - start)
+
+    def with_strategy(strategy):
+        def run(x):
+            model.set_token_merging(strategy)
+            with paddle.no_grad():
+                return model(x)[0].numpy()
+        return run
+
+    times = round_robin({s: with_strategy(s) for s in STRATEGIES},
+                        paddle.randn([1, 3, size, size]), rounds)
     model.set_token_merging(None)
-    return {s: float(np.median(t)) for s, t in times.items()}
+    return {s: ms / 1000.0 for s, ms in medians(times).items()}
 
 
 def time_paddle_inference(config, weights, size, rounds, threads, save_dir):
@@ -142,14 +144,8 @@ def time_paddle_inference(config, weights, size, rounds, threads, save_dir):
                    output_op="none", model_overrides={"token_merging": strategy})
         predictors[strategy] = PaddleInferencePredictor(out, use_mkldnn=True, threads=threads)
     x = np.random.default_rng(0).normal(size=(1, 3, size, size)).astype("float32")
-    times = {s: [] for s in STRATEGIES}
-    for r in range(rounds + 1):
-        for strategy in STRATEGIES:
-            start = time.perf_counter()
-            predictors[strategy](x)
-            if r:
-                times[strategy].append(time.perf_counter() - start)
-    return {s: float(np.median(t)) for s, t in times.items()}
+    times = round_robin(predictors, x, rounds)
+    return {s: ms / 1000.0 for s, ms in medians(times).items()}
 
 
 def plot(results, path):
