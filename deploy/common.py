@@ -57,7 +57,7 @@ def run(args, make_predictor):
             if args.benchmark:
                 print("{}: {:.1f} ms".format(path, 1000 * times[-1]))
     except du.DeployError as e:
-        print("Error: {}".format(e), file=sys.stderr)
+        print("error: {}".format(e), file=sys.stderr)
         return 2
     print("Segmented {} image(s) into {} ({}; median {:.1f} ms/image)".format(
         len(images), args.save_dir, getattr(predictor, "name", "predictor"),

@@ -21,16 +21,14 @@ APPLIED = []
 
 
 def _paddle_version():
-    parts = paddle.__version__.split(".")[:2]
-    try:
-        return tuple(int(p) for p in parts)
-    except ValueError:  # develop builds report "0.0.0"
+    if paddle.__version__.startswith("0.0.0"):  # develop builds
         return (99, 0)
+    return tuple(int(p) for p in paddle.__version__.split(".")[:2])
 
 
 def _zero_dim_tensors():
     """Paddle >= 2.5 returns 0-D tensors from full reductions."""
-    return _paddle_version() == (99, 0) or _paddle_version() >= (2, 5)
+    return _paddle_version() >= (2, 5)
 
 
 def _post_process_loss(self, logit, label, semantic_weights, loss):

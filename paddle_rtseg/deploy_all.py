@@ -17,18 +17,7 @@ import time
 import numpy as np
 
 from . import deploy_utils as du
-
-
-def median_ms(fn, x, repeats=5, warmup=1):
-    """Median wall time of ``fn(x)`` in milliseconds after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn(x)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
+from .timing import medians, round_robin
 
 
 def dygraph_predictor(model):
@@ -92,47 +81,50 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def prepare(args):
+    """Build and export the model, convert it for every backend; returns (shapes, predictors)."""
     import paddle
-    from . import CheckpointMismatchError, ConfigError, load_checkpoint
+    from . import load_checkpoint
+    from .atomic import atomic_save
     from .config import load_config
-    from .export import ExportError, drop_pretrained, export
+    from .errors import writable_dir
+    from .export import drop_pretrained, export
     from paddleseg.cvlibs import SegBuilder
 
-    try:
-        shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes]
-        cfg = drop_pretrained(load_config(args.config, opts=args.opts))
-        model = SegBuilder(cfg).model
-        weights = args.model_path
-        if weights:
-            load_checkpoint(model, weights)
-        else:  # no weights given: export the very initialisation dygraph runs with
-            os.makedirs(args.save_dir, exist_ok=True)
-            weights = os.path.join(args.save_dir, "init.pdparams")
-            paddle.save(model.state_dict(), weights)
-        model.eval()
-        export(args.config, args.save_dir, weights, output_op="none", fmt="legacy",
-               opts=args.opts)
-        print("exported (dynamic batch/H/W, legacy format): {}".format(args.save_dir))
-        artifacts = convert_all(args.save_dir)
-        predictors = dict(dygraph=dygraph_predictor(model),
-                          **backend_predictors(args.save_dir, artifacts, args.threads))
-    except (ExportError, ConfigError, CheckpointMismatchError, du.DeployError, ValueError) as e:
-        print("Error: {}".format(e), file=sys.stderr)
-        return 2
+    shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes]
+    writable_dir(args.save_dir)
+    cfg = drop_pretrained(load_config(args.config, opts=args.opts))
+    model = SegBuilder(cfg).model
+    weights = args.model_path
+    if weights:
+        load_checkpoint(model, weights)
+    else:  # no weights given: export the very initialisation dygraph runs with
+        weights = os.path.join(args.save_dir, "init.pdparams")
+        atomic_save(model.state_dict(), weights)
+    model.eval()
+    export(args.config, args.save_dir, weights, output_op="none", fmt="legacy", opts=args.opts)
+    print("exported (dynamic batch/H/W, legacy format): {}".format(args.save_dir))
+    artifacts = convert_all(args.save_dir)
+    return shapes, dict(dygraph=dygraph_predictor(model),
+                        **backend_predictors(args.save_dir, artifacts, args.threads))
 
+
+def main(argv=None):
+    args = parse_args(argv)
+    from .errors import run_cli
+
+    shapes, predictors = run_cli(lambda: prepare(args))
     rows, worst = [], 0.0
     for shape in shapes:
         x = np.random.RandomState(0).randn(*shape).astype("float32")
         ref = predictors["dygraph"](x)
+        ms = medians(round_robin(predictors, x, args.repeats))  # backends alternate
         for name, predictor in predictors.items():
-            out = predictor(x)
-            error = float(np.abs(out - ref).max() / np.abs(ref).max())
+            error = float(np.abs(predictor(x) - ref).max() / np.abs(ref).max())
             if name != "dygraph":
                 worst = max(worst, error)
             rows.append(["x".join(map(str, shape)), name, "{:.1e}".format(error),
-                         "{:.1f}".format(median_ms(predictor, x, args.repeats))])
+                         "{:.1f}".format(ms[name])])
     print(format_table(["input", "backend", "max rel. error vs dygraph", "median ms"], rows))
     print("worst relative error over backends: {:.2e} ({})".format(
         worst, "OK (< 1e-4)" if worst < 1e-4 else "ABOVE 1e-4"))

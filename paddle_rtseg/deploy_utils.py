@@ -258,7 +258,7 @@ class LitePredictor(Predictor):
 
     Two defects of the paddlelite 2.13 x86 runtime are worked around here (measured on RTFormer,
     see docs/deployment.md): a predictor that ran one input size gives wrong results for another
-    size, so a predictor is kept per input size; and the x86 ``bilinear_interp_v2`` kernel is wrong
+    size, so a predictor is kept per input size (the last few sizes); and the x86 ``bilinear_interp_v2`` kernel is wrong
     for batch > 1, so a batch runs image by image. The Python ``MobileConfig`` has no thread setting
     (the C++ API has ``set_threads``).
     """
@@ -273,8 +273,12 @@ class LitePredictor(Predictor):
         self._config, self._create = MobileConfig, create_paddle_predictor
         self._predictors = {}
 
+    max_cached_sizes = 4  # a folder of photos of many sizes must not keep every model in memory
+
     def _predictor(self, size):
         if size not in self._predictors:
+            if len(self._predictors) >= self.max_cached_sizes:
+                self._predictors.pop(next(iter(self._predictors)))  # the oldest size
             config = self._config()
             config.set_model_from_file(self.nb_path)
             self._predictors[size] = self._create(config)

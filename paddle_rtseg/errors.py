@@ -6,6 +6,8 @@ import tempfile
 from .checkpoints import CheckpointMismatchError
 from .config import ConfigError
 from .datasets.checked_io import DataError
+from .deploy_utils import DeployError
+from .export import ExportError
 from .torch_reader import UnsafeCheckpointError
 
 
@@ -14,7 +16,7 @@ class OutputError(OSError):
 
 
 USER_ERRORS = (ConfigError, DataError, CheckpointMismatchError, UnsafeCheckpointError, OutputError,
-               FileNotFoundError)
+               ExportError, DeployError, FileNotFoundError)
 
 
 def writable_dir(path, what="--save_dir"):
@@ -29,12 +31,15 @@ def writable_dir(path, what="--save_dir"):
     return path
 
 
-def _raised_here(error):
-    """True if the innermost frame of ``error``'s traceback is in this package."""
+def _raised_here(error, package=None):
+    """True if the innermost frame of ``error``'s traceback is in this package (or ``package``)."""
     tb = error.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
-    package_dir = os.path.dirname(os.path.abspath(__file__))
+    if package is None:
+        package_dir = os.path.dirname(os.path.abspath(__file__))
+    else:
+        package_dir = os.path.dirname(os.path.abspath(__import__(package).__file__))
     return tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(package_dir)
 
 
@@ -53,5 +58,9 @@ def run_cli(main):
         if not _raised_here(e):
             raise
         message = str(e)
-    sys.stderr.write("error: {}\n".format(message))
+    except AssertionError as e:  # PaddleSeg's builder asserts on incomplete configs
+        if not _raised_here(e, "paddleseg") or not str(e):
+            raise
+        message = "Incomplete config: {}".format(e)
+    sys.stderr.write("error: {}\n".format(" ".join(message.split("\n"))))
     sys.exit(2)

@@ -27,10 +27,19 @@ class ExportError(ValueError):
     """The export cannot be done as asked; the message says what to change."""
 
 
+def _paddle_version():
+    import paddle
+    return paddle.__version__
+
+
+def _paddle_3():
+    version = _paddle_version()
+    return version.startswith("0.0.0") or int(version.split(".")[0]) >= 3
+
+
 def pir_active():
     """True when this process's Paddle writes PIR ``model.json`` (Paddle >= 3 and the flag not off)."""
-    import paddle
-    if int(paddle.__version__.split(".")[0]) < 3 and paddle.__version__ != "0.0.0":
+    if not _paddle_3():
         return False
     return os.environ.get("FLAGS_enable_pir_api", "1").lower() not in ("0", "false", "off")
 
@@ -48,10 +57,20 @@ def check_args(input_shape, output_op, fmt):
     if fmt not in FORMATS:
         raise ExportError("Unknown --format {!r}: use legacy (model.pdmodel, needed by Paddle Lite) "
                           "or pir (model.json).".format(fmt))
+    if fmt == "pir" and not _paddle_3():
+        raise ExportError("--format pir needs Paddle >= 3 (this is Paddle {}); use --format legacy."
+                          .format(_paddle_version()))
     if input_shape is not None:
         if len(input_shape) != 4 or any(d == 0 or d < -1 for d in input_shape):
             raise ExportError("--input_shape takes 4 numbers N C H W (use -1 for a dynamic "
                               "dimension), got {}.".format(" ".join(map(str, input_shape))))
+
+
+def _default_dir_mode(path):
+    """``mkdtemp`` makes 0700 folders; give the export the mode a plain mkdir would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o777 & ~umask)
 
 
 def check_save_dir(save_dir):
@@ -208,12 +227,16 @@ def _write_deploy_yaml(path, model_file, params_file, transforms, input_shape, o
 
 def _rerun(argv, fmt):
     """Run the export in a fresh Python whose Paddle writes ``fmt``; its errors become ours."""
-    env = dict(os.environ, FLAGS_enable_pir_api="1" if fmt == "pir" else "0")
+    if os.environ.get("_RTSEG_EXPORT_CHILD"):
+        raise ExportError("Paddle {} cannot write the {} format (FLAGS_enable_pir_api has no effect "
+                          "here); use --format legacy".format(_paddle_version(), fmt))
+    env = dict(os.environ, FLAGS_enable_pir_api="1" if fmt == "pir" else "0",
+               _RTSEG_EXPORT_CHILD="1")
     proc = subprocess.run([sys.executable, "-m", "paddle_rtseg.export"] + argv, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
-        lines = [l for l in proc.stderr.strip().splitlines() if l.startswith("Error:")]
-        message = lines[-1][len("Error:"):].strip() if lines else proc.stderr.strip()[-2000:]
+        lines = [l for l in proc.stderr.strip().splitlines() if l.lower().startswith("error:")]
+        message = lines[-1][len("error:"):].strip() if lines else proc.stderr.strip()[-2000:]
         raise ExportError(message or "export subprocess failed with code {}".format(
             proc.returncode))
     return proc.stdout
@@ -286,11 +309,14 @@ def export(config, save_dir, model_path=None, input_shape=None, output_op="argma
             _patch_for_lite(os.path.join(tmp, model_file))
         _write_deploy_yaml(os.path.join(tmp, "deploy.yaml"), model_file, params_file,
                            _transforms(cfg), shape, output_op)
-        if not os.path.isdir(save_dir):
-            os.rename(tmp, save_dir)
-        else:
-            for name in sorted(os.listdir(tmp), key=lambda n: n == "deploy.yaml"):
-                os.replace(os.path.join(tmp, name), os.path.join(save_dir, name))
+        _default_dir_mode(tmp)
+        old = None
+        if os.path.isdir(save_dir):  # swap whole folders: never old params beside a new model
+            old = tempfile.mkdtemp(prefix=".export-old-", dir=parent)
+            os.rename(save_dir, os.path.join(old, "previous"))
+        os.rename(tmp, save_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return os.path.join(save_dir, "deploy.yaml")
@@ -313,13 +339,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from . import CheckpointMismatchError, ConfigError
-    try:
-        path = export(args.config, args.save_dir, args.model_path, args.input_shape,
-                      args.output_op, args.fmt, args.opts)
-    except (ExportError, ConfigError, CheckpointMismatchError, FileNotFoundError) as e:
-        print("Error: {}".format(str(e).replace("\n", " ")), file=sys.stderr)
-        return 2
+    from .errors import run_cli
+
+    path = run_cli(lambda: export(args.config, args.save_dir, args.model_path, args.input_shape,
+                                  args.output_op, args.fmt, args.opts))
     print("Exported to {} (deploy.yaml: {})".format(args.save_dir, path))
     return 0
 

@@ -20,6 +20,7 @@ from paddle_rtseg.train import add_common_args, resolve_device
 from paddle_rtseg.val import add_inference_args, check_slide
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+LIST_SUFFIXES = (".txt", ".lst")
 
 
 def list_images(path):
@@ -30,10 +31,16 @@ def list_images(path):
         root = path
     elif os.path.isfile(path) and path.lower().endswith(IMAGE_SUFFIXES):
         images, root = [path], os.path.dirname(path)
-    elif os.path.isfile(path):
+    elif os.path.isfile(path) and path.lower().endswith(LIST_SUFFIXES):
         root = os.path.dirname(path)
-        with open(path) as f:
-            images = [os.path.join(root, line.split()[0]) for line in f if line.strip()]
+        try:
+            with open(path) as f:
+                images = [os.path.join(root, line.split()[0]) for line in f if line.strip()]
+        except UnicodeDecodeError:
+            raise DataError("--image_path {} is not a text list of images".format(path)) from None
+    elif os.path.isfile(path):
+        raise DataError("--image_path {} is neither an image ({}) nor a list file ({})".format(
+            path, ", ".join(IMAGE_SUFFIXES), ", ".join(LIST_SUFFIXES)))
     else:
         raise FileNotFoundError("--image_path {} does not exist; give an image, a folder of images "
                                 "or a text file listing images".format(path))
@@ -79,7 +86,10 @@ def predict(model, transforms, images, root, save_dir, color_map, save_label=Fal
             else:
                 pred, _ = infer.inference(model, x, **kwargs)
             pred = paddle.squeeze(pred).numpy().astype("uint8")
-            name = os.path.splitext(os.path.relpath(path, root))[0] + ".png"
+            rel = os.path.relpath(path, root)
+            if rel.startswith(os.pardir) or os.path.isabs(rel):  # listed outside the list's folder
+                rel = os.path.basename(path)
+            name = os.path.splitext(rel)[0] + ".png"
             colour = colorize(pred, color_map)
             overlay = cv2.addWeighted(image.astype(np.uint8), 0.4, colour, 0.6, 0)
             outputs = {"pseudo_color_prediction": colour, "added_prediction": overlay}

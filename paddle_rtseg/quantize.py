@@ -1,7 +1,7 @@
 """int8 for Paddle Lite ARM: post-training quantization and Lite's weight quantization, measured.
 
     python -m paddle_rtseg.quantize --config CFG --model_path trained.pdparams --save_dir DIR \
-        [--calib_batches 8] [--algo KL|hist|avg|abs_max|mse] [--opts key=value ...]
+        [--calib_batches 16] [--algo KL|hist|avg|abs_max|mse] [--opts key=value ...]
 
 1. Exports the fp32 model (legacy format, dynamic shapes, logits out) to ``DIR/fp32``.
 2. Static post-training quantization with Paddle's own API,
@@ -160,11 +160,8 @@ def main(argv=None):
         env = dict(os.environ, FLAGS_enable_pir_api="0")
         return subprocess.call([sys.executable, "-m", "paddle_rtseg.quantize"] +
                                (argv if argv is not None else sys.argv[1:]), env=env)
-    try:
-        return run(args)
-    except (du.DeployError, ValueError) as e:
-        print("Error: {}".format(e), file=sys.stderr)
-        return 2
+    from .errors import run_cli
+    return run_cli(lambda: run(args))
 
 
 if __name__ == "__main__":

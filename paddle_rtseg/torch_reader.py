@@ -41,7 +41,13 @@ class _StorageType:
 
 
 def _rebuild_tensor(storage, offset, size, stride, *unused):
-    size, stride = tuple(size), tuple(stride)
+    size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
+    last = offset + sum((n - 1) * st for n, st in zip(size, stride)) if all(size) else offset - 1
+    if offset < 0 or any(n < 0 for n in size) or any(st < 0 for st in stride) or \
+            len(stride) != len(size) or last >= len(storage):
+        raise UnsafeCheckpointError("A tensor in the checkpoint points outside its storage "
+                                    "(offset {}, size {}, stride {}, storage {}); the file is corrupt "
+                                    "or crafted.".format(offset, size, stride, len(storage)))
     if not size:
         return np.array(storage[offset])
     itemsize = storage.dtype.itemsize
@@ -82,7 +88,7 @@ class _SafeUnpickler(pickle.Unpickler):
             .format(self._path, module, name))
 
     def persistent_load(self, pid):
-        kind, storage_type, key, _location, numel = pid[:5]
+        kind, storage_type, key = pid[:3]
         if kind != "storage":
             raise UnsafeCheckpointError("Unknown persistent id {!r} in {}".format(kind, self._path))
         if key not in self._storages:

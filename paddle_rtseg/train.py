@@ -1,7 +1,7 @@
 """``python -m paddle_rtseg.train``: PaddleSeg's training front-end (same flags as tools/train.py).
 
-Also runs data-parallel under ``python -m paddle.distributed.launch --nproc_per_node N -m
-paddle_rtseg.train ...`` (GPUs, or CPU processes talking over gloo). Checkpoints are written
+Also runs data-parallel under ``python -m paddle.distributed.launch --nproc_per_node N
+paddle_rtseg/train.py ...`` (the launcher takes a script path; GPUs, or CPU processes over gloo). Checkpoints are written
 atomically; a killed run resumes with ``--resume_model <save_dir>/iter_N``.
 """
 import argparse
@@ -13,7 +13,7 @@ import paddle
 import paddle_rtseg
 from paddle_rtseg.atomic import atomic_paddle_save
 from paddle_rtseg.datasets import check_dataset
-from paddle_rtseg.errors import OutputError, run_cli, writable_dir
+from paddle_rtseg.errors import run_cli, writable_dir
 
 
 def add_common_args(parser):
@@ -21,8 +21,8 @@ def add_common_args(parser):
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu", "xpu", "npu", "mlu"],
                         help="device (auto: gpu if Paddle was built with CUDA, else cpu)")
     parser.add_argument("--num_workers", type=int, default=0, help="data-loader worker processes")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
-                        help="fp16/bf16 use automatic mixed precision")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16"],
+                        help="fp16: automatic mixed precision (GPU)")
     parser.add_argument("--amp_level", default="O1", choices=["O1", "O2"])
     parser.add_argument("--opts", nargs="+", default=None,
                         help="config overrides key=value, e.g. model.num_classes=19 batch_size=4")

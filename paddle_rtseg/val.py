@@ -52,7 +52,7 @@ def main(argv=None):
                        is_slide=args.is_slide or test_config.get("is_slide", False))
     if args.is_slide:
         test_config.update(crop_size=args.crop_size, stride=args.stride)
-    miou, acc, class_iou, class_precision, kappa = evaluate(
+    miou, acc, class_iou, _, kappa = evaluate(
         model, val_dataset, num_workers=args.num_workers, precision=args.precision,
         amp_level=args.amp_level, **test_config)
     return dict(miou=float(miou), acc=float(acc), class_iou=[float(v) for v in class_iou],

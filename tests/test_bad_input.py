@@ -174,3 +174,28 @@ def test_truncated_image_found_while_training_stops_the_run(tmp_path, config, sy
                      "--iters", 1, "--save_dir", tmp_path / "out", cwd=tmp_path, timeout=300)
     assert out.returncode == 2, out.stderr[-2000:]
     assert "cannot be decoded" in out.stderr and "labels/train_000" in out.stderr
+
+
+def test_predict_list_with_outside_entries_writes_inside_save_dir(tmp_path, config, checkpoint,
+                                                                  synthetic_root):
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    image = os.path.join(synthetic_root, "images", "val_00002.jpg")
+    (lists / "l.txt").write_text(image + "\n")
+    out = run_module("paddle_rtseg.predict", "--config", config, "--model_path", checkpoint,
+                     "--image_path", lists / "l.txt", "--save_dir", tmp_path / "pred", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert os.listdir(tmp_path / "pred" / "added_prediction") == ["val_00002.png"]
+    assert os.listdir(tmp_path / "pred" / "pseudo_color_prediction") == ["val_00002.png"]
+
+
+def test_predict_refuses_non_image_non_list(tmp_path, config, checkpoint):
+    out = run_module("paddle_rtseg.predict", "--config", config, "--model_path", checkpoint,
+                     "--image_path", checkpoint, "--save_dir", tmp_path / "pred", cwd=tmp_path)
+    assert_clean_error(out, "neither an image")
+
+
+def test_config_without_val_dataset(tmp_path, config, checkpoint):
+    bare = write_config(tmp_path / "bare.yml", config, val_dataset={"_inherited_": False})
+    out = run_module("paddle_rtseg.val", "--config", bare, "--model_path", checkpoint, cwd=tmp_path)
+    assert_clean_error(out, "val_dataset")

@@ -96,3 +96,16 @@ def test_torch_reader_prefers_ema_weights(tmp_path):
     path = save_torch_state_dict({"w": np.ones(2, np.float32)}, str(tmp_path / "x.pth"),
                                  wrap="state_dict_ema")
     assert load_torch_state_dict(path)["w"].tolist() == [1.0, 1.0]
+
+
+def test_tensor_pointing_outside_its_storage_is_refused(tmp_path):
+    import zipfile
+    path = save_torch_state_dict({"w": np.zeros(4, np.float32)}, str(tmp_path / "x.pth"))
+    with zipfile.ZipFile(path) as z:  # keep the pickle (size 4), shrink the storage to 2 floats
+        files = {n: z.read(n) for n in z.namelist()}
+    files["archive/data/0"] = files["archive/data/0"][:8]
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    with pytest.raises(UnsafeCheckpointError, match="outside its storage"):
+        load_torch_state_dict(path)

@@ -96,14 +96,17 @@ def test_missing_weights_and_unwritable_dir(tmp_path):
         export(CONFIG, str(blocker / "sub" / "out"))
 
 
-def test_reexport_replaces_files_in_place(argmax_export):
-    """Exporting into an existing directory replaces the model files and keeps other files."""
-    keep = os.path.join(argmax_export, "model.onnx")
-    with open(keep, "w") as f:
-        f.write("user file")
+def test_reexport_replaces_the_whole_export(argmax_export):
+    """Re-exporting into an existing directory swaps in the new export as a whole: no model file,
+    params file or converted artefact (model.onnx, .nb) of the old export survives beside it."""
+    stale = os.path.join(argmax_export, "model.onnx")
+    with open(stale, "w") as f:
+        f.write("converted from the previous export")
     export(CONFIG, argmax_export, output_op="none", opts=TINY)
     with open(os.path.join(argmax_export, "deploy.yaml")) as f:
         assert yaml.safe_load(f)["Deploy"]["output_op"] == "none"
-    assert os.path.isfile(keep)
+    assert not os.path.exists(stale)
+    parent = os.path.dirname(argmax_export)
+    assert not [n for n in os.listdir(parent) if n.startswith(".export")]
     out = du.PaddleInferencePredictor(argmax_export)(np.zeros((1, 3, 32, 32), "float32"))
     assert out.shape == (1, 5, 32, 32)

@@ -36,7 +36,7 @@ def main(argv=None):
             print("{}: {} ops, all supported -> {} ({:.1f} MB)".format(
                 target, len(ops), nb, os.path.getsize(nb) / 2 ** 20))
     except du.DeployError as e:
-        print("Error: {}".format(e), file=sys.stderr)
+        print("error: {}".format(e), file=sys.stderr)
         return 2
     return 0
 

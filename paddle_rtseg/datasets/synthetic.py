@@ -98,15 +98,36 @@ def generate_synthetic(dataset_root, num_train=64, num_val=16, image_size=128, n
                 return dataset_root
         raise ValueError("{} holds a synthetic dataset generated with other settings; delete the "
                          "folder or choose another dataset_root".format(dataset_root))
+    if os.path.isdir(dataset_root) and os.listdir(dataset_root):
+        raise ValueError("Cannot create the synthetic dataset at {}: the folder exists and is not a "
+                         "synthetic dataset. Choose another dataset_root.".format(dataset_root))
     parent = os.path.dirname(os.path.abspath(dataset_root))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".synthetic-", dir=parent)
     logger.info("Generating the synthetic dataset in {} ({} train + {} val, {}x{})".format(
         dataset_root, num_train, num_val, image_size, image_size))
-    rng = np.random.default_rng(seed)
+    try:
+        _write(tmp, np.random.default_rng(seed), meta)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it 0700
+        os.rename(tmp, dataset_root)
+    except OSError:  # another process finished first, or the folder holds something else
+        if not os.path.isfile(meta_path):
+            raise ValueError("Cannot create the synthetic dataset at {}: the folder exists and is "
+                             "not a synthetic dataset. Choose another dataset_root.".format(
+                                 dataset_root)) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dataset_root
+
+
+def _write(tmp, rng, meta):
+    num_classes, image_size, ignore_index = (meta["num_classes"], meta["image_size"],
+                                             meta["ignore_index"])
     os.makedirs(os.path.join(tmp, "images"))
     os.makedirs(os.path.join(tmp, "labels"))
-    for split, count in (("train", num_train), ("val", num_val)):
+    for split, count in (("train", meta["num_train"]), ("val", meta["num_val"])):
         lines = []
         for i in range(count):
             image, label = make_sample(rng, image_size, num_classes, ignore_index)
@@ -119,13 +140,6 @@ def generate_synthetic(dataset_root, num_train=64, num_val=16, image_size=128, n
             f.write("\n".join(lines) + "\n")
     with open(os.path.join(tmp, "meta.yml"), "w") as f:
         yaml.safe_dump(meta, f)
-    try:
-        os.rename(tmp, dataset_root)
-    except OSError:  # another process finished first (or the folder exists): keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not os.path.isfile(meta_path):
-            raise
-    return dataset_root
 
 
 @register(manager.DATASETS)
