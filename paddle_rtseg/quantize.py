@@ -32,14 +32,14 @@ from .deploy_all import format_table
 
 def miou(predictor, pairs, transforms, num_classes, ignore_index=255):
     """Mean IoU over ``(image path, label path)`` pairs (argmax of the predictor's logits)."""
-    import cv2
+    from .datasets.checked_io import read_label
     hist = np.zeros((num_classes, num_classes), np.int64)
     for image_path, label_path in pairs:
         image = du.read_image(image_path)
-        label = cv2.imread(label_path, cv2.IMREAD_GRAYSCALE).astype(np.int64)
+        label = read_label(label_path).astype(np.int64)
         pred = du.to_label_map(predictor(du.preprocess(image, transforms)), "none",
                                label.shape).astype(np.int64)
-        keep = label != ignore_index
+        keep = (label != ignore_index) & (label < num_classes)
         hist += np.bincount(num_classes * label[keep] + pred[keep],
                             minlength=num_classes ** 2).reshape(num_classes, num_classes)
     iou = np.diag(hist) / np.maximum(hist.sum(0) + hist.sum(1) - np.diag(hist), 1)
@@ -50,22 +50,24 @@ def post_training_quantize(fp32_dir, out_dir, calib_batches, algo):
     """Paddle's static PTQ on the exported program; returns ``out_dir`` (a deployable dir)."""
     import paddle
     from paddle.static.quantization import PostTrainingQuantization
-    paddle.enable_static()
 
     def data_loader():  # Paddle 3.0's PTQ asserts a data_loader: a callable yielding feed dicts
         for x in calib_batches:
             yield {"x": x}
 
-    ptq = PostTrainingQuantization(
-        executor=paddle.static.Executor(paddle.CPUPlace()), model_dir=fp32_dir,
-        model_filename="model.pdmodel", params_filename="model.pdiparams",
-        data_loader=data_loader, batch_nums=len(calib_batches), algo=algo,
-        quantizable_op_type=["conv2d", "depthwise_conv2d", "matmul_v2"],
-        weight_quantize_type="channel_wise_abs_max", onnx_format=False)
-    ptq.quantize()
-    ptq.save_quantized_model(out_dir, model_filename="model.pdmodel",
-                             params_filename="model.pdiparams")
-    paddle.disable_static()
+    paddle.enable_static()
+    try:
+        ptq = PostTrainingQuantization(
+            executor=paddle.static.Executor(paddle.CPUPlace()), model_dir=fp32_dir,
+            model_filename="model.pdmodel", params_filename="model.pdiparams",
+            data_loader=data_loader, batch_nums=len(calib_batches), algo=algo,
+            quantizable_op_type=["conv2d", "depthwise_conv2d", "matmul_v2"],
+            weight_quantize_type="channel_wise_abs_max", onnx_format=False)
+        ptq.quantize()
+        ptq.save_quantized_model(out_dir, model_filename="model.pdmodel",
+                                 params_filename="model.pdiparams")
+    finally:
+        paddle.disable_static()
     shutil.copy(os.path.join(fp32_dir, "deploy.yaml"), os.path.join(out_dir, "deploy.yaml"))
     from .export import _patch_for_lite
     _patch_for_lite(os.path.join(out_dir, "model.pdmodel"))
