@@ -5,6 +5,8 @@ import tempfile
 
 import paddle
 
+from .deploy_utils import default_mode
+
 
 def atomic_save(obj, path, **kwargs):
     """``paddle.save`` to a temporary file in the same folder, then rename it onto ``path``."""
@@ -14,7 +16,7 @@ def atomic_save(obj, path, **kwargs):
     os.close(fd)
     try:
         _PADDLE_SAVE(obj, tmp, **kwargs)
-        _default_mode(tmp)
+        default_mode(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -22,13 +24,6 @@ def atomic_save(obj, path, **kwargs):
 
 
 _PADDLE_SAVE = paddle.save
-
-
-def _default_mode(path):
-    """Give a temp file (mkstemp makes it 0600) the permissions a plain open() would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 @contextlib.contextmanager
@@ -46,16 +41,3 @@ def atomic_paddle_save():
     finally:
         paddle.save = _PADDLE_SAVE
 
-
-def write_bytes_atomic(path, data):
-    """Write ``data`` (bytes) to ``path`` atomically."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        _default_mode(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

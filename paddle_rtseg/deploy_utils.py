@@ -13,6 +13,30 @@ import tempfile
 
 import numpy as np
 
+
+# --------------------------------------------------------------------------- files
+def default_mode(path):
+    """Give ``path`` (made 0600/0700 by ``mkstemp``/``mkdtemp``) the mode a plain open()/mkdir()
+    would, so renamed-into-place outputs are readable like any other."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask)
+
+
+def write_bytes_atomic(path, data):
+    """Write ``data`` (bytes) to ``path`` via a temporary file renamed into place."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        default_mode(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -141,16 +165,26 @@ def color_map(num_classes=256):
 def save_results(label, image_bgr, save_dir, name, weight=0.6):
     """Write ``<name>.png`` (palette PNG whose pixel values are class ids, as PaddleSeg's predict)
     and ``<name>_overlay.jpg`` (image blended with the colored mask)."""
+    import io
+
     import cv2
     from PIL import Image
-    os.makedirs(save_dir, exist_ok=True)
     palette = color_map()
     mask = Image.fromarray(label, mode="P")
     mask.putpalette(palette.flatten().tolist())
-    mask.save(os.path.join(save_dir, name + ".png"))
+    buf = io.BytesIO()
+    mask.save(buf, format="PNG")
     colored = palette[label][:, :, ::-1]  # RGB palette -> BGR
     overlay = cv2.addWeighted(image_bgr, 1 - weight, colored, weight, 0)
-    cv2.imwrite(os.path.join(save_dir, name + "_overlay.jpg"), overlay)
+    ok, jpg = cv2.imencode(".jpg", overlay)
+    if not ok:
+        raise DeployError("Could not encode the overlay of {}".format(name))
+    try:
+        write_bytes_atomic(os.path.join(save_dir, name + ".png"), buf.getvalue())
+        write_bytes_atomic(os.path.join(save_dir, name + "_overlay.jpg"), jpg.tobytes())
+    except OSError as e:
+        raise DeployError("Cannot write to --save_dir {} ({}). Choose a folder you can write "
+                          "to.".format(save_dir, e.strerror or e)) from None
 
 
 def list_images(path):

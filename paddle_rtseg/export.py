@@ -66,13 +66,6 @@ def check_args(input_shape, output_op, fmt):
                               "dimension), got {}.".format(" ".join(map(str, input_shape))))
 
 
-def _default_dir_mode(path):
-    """``mkdtemp`` makes 0700 folders; give the export the mode a plain mkdir would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o777 & ~umask)
-
-
 def check_save_dir(save_dir):
     parent = os.path.dirname(os.path.abspath(save_dir))
     try:
@@ -309,7 +302,8 @@ def export(config, save_dir, model_path=None, input_shape=None, output_op="argma
             _patch_for_lite(os.path.join(tmp, model_file))
         _write_deploy_yaml(os.path.join(tmp, "deploy.yaml"), model_file, params_file,
                            _transforms(cfg), shape, output_op)
-        _default_dir_mode(tmp)
+        from .deploy_utils import default_mode
+        default_mode(tmp)
         old = None
         if os.path.isdir(save_dir):  # swap whole folders: never old params beside a new model
             old = tempfile.mkdtemp(prefix=".export-old-", dir=parent)

@@ -13,13 +13,12 @@ import numpy as np
 import paddle
 
 import paddle_rtseg
-from paddle_rtseg.atomic import write_bytes_atomic
+from paddle_rtseg.deploy_utils import IMAGE_EXTENSIONS, write_bytes_atomic
 from paddle_rtseg.datasets.checked_io import DataError, read_image
 from paddle_rtseg.errors import run_cli, writable_dir
 from paddle_rtseg.train import add_common_args, resolve_device
 from paddle_rtseg.val import add_inference_args, check_slide
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 LIST_SUFFIXES = (".txt", ".lst")
 
 
@@ -27,9 +26,9 @@ def list_images(path):
     """(list of image paths, root used to name outputs) from an image, a folder or a list file."""
     if os.path.isdir(path):
         images = sorted(os.path.join(root, f) for root, _, files in os.walk(path)
-                        for f in files if f.lower().endswith(IMAGE_SUFFIXES) and not f.startswith("."))
+                        for f in files if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
         root = path
-    elif os.path.isfile(path) and path.lower().endswith(IMAGE_SUFFIXES):
+    elif os.path.isfile(path) and path.lower().endswith(IMAGE_EXTENSIONS):
         images, root = [path], os.path.dirname(path)
     elif os.path.isfile(path) and path.lower().endswith(LIST_SUFFIXES):
         root = os.path.dirname(path)
@@ -40,13 +39,13 @@ def list_images(path):
             raise DataError("--image_path {} is not a text list of images".format(path)) from None
     elif os.path.isfile(path):
         raise DataError("--image_path {} is neither an image ({}) nor a list file ({})".format(
-            path, ", ".join(IMAGE_SUFFIXES), ", ".join(LIST_SUFFIXES)))
+            path, ", ".join(IMAGE_EXTENSIONS), ", ".join(LIST_SUFFIXES)))
     else:
         raise FileNotFoundError("--image_path {} does not exist; give an image, a folder of images "
                                 "or a text file listing images".format(path))
     if not images:
         raise DataError("--image_path {} contains no images ({})".format(
-            path, ", ".join(IMAGE_SUFFIXES)))
+            path, ", ".join(IMAGE_EXTENSIONS)))
     return images, root
 
 

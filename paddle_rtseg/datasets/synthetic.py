@@ -20,6 +20,7 @@ from paddleseg.cvlibs import manager
 from paddleseg.datasets import Dataset
 from paddleseg.utils import logger
 
+from ..deploy_utils import default_mode
 from ..registry import register
 
 CLASS_NAMES = ("background", "disc", "box", "triangle", "ring")
@@ -108,9 +109,7 @@ def generate_synthetic(dataset_root, num_train=64, num_val=16, image_size=128, n
         dataset_root, num_train, num_val, image_size, image_size))
     try:
         _write(tmp, np.random.default_rng(seed), meta)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it 0700
+        default_mode(tmp)  # mkdtemp made it 0700
         os.rename(tmp, dataset_root)
     except OSError:  # another process finished first, or the folder holds something else
         if not os.path.isfile(meta_path):
