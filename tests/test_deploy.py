@@ -101,6 +101,32 @@ def test_backends_match_dygraph_at_1024x2048(exported, predictors):
         assert relative_error(predictor(x), ref) < RTOL, predictor.name
 
 
+@pytest.mark.parametrize("exported", ["rtformer"], indirect=True)
+def test_fixed_shape_export_pools_exactly_on_every_backend(exported, tmp_path):
+    """``--input_shape`` export: the pool's known-size path (constant gathers + one max_pool2d).
+    416x544 gives a 13x17 map at 1/32, pooled to 12x12 bins of unequal length."""
+    model = exported[0]
+    weights = str(tmp_path / "model.pdparams")
+    paddle.save(model.state_dict(), weights)
+    save_dir = str(tmp_path / "export")
+    proc = run_module("paddle_rtseg.export", "--config", CONFIG, "--model_path", weights,
+                      "--save_dir", save_dir, "--output_op", "none", "--input_shape", "1", "3",
+                      "416", "544", "--opts", *tiny_opts())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    x = np.random.RandomState(3).randn(1, 3, 416, 544).astype("float32")
+    with paddle.no_grad():
+        ref = model(paddle.to_tensor(x))[0].numpy()
+    predictors = [du.PaddleInferencePredictor(save_dir, use_mkldnn=True),
+                  du.PaddleInferencePredictor(save_dir, use_mkldnn=False),
+                  du.OnnxPredictor(du.convert_onnx(save_dir, str(tmp_path / "model.onnx"))),
+                  du.LitePredictor(du.convert_lite(save_dir, str(tmp_path / "model_x86"), "x86"))]
+    for predictor in predictors:
+        assert relative_error(predictor(x), ref) < RTOL, predictor.name
+    ops, supported = du.lite_model_ops(save_dir, target="arm")
+    assert supported and "pool2d" in ops and "gather" in ops
+    assert [op for op, kernels in ops.items() if not kernels] == []
+
+
 def test_lite_arm_conversion_and_every_op_supported(exported, tmp_path):
     save_dir = exported[1]
     ops, supported = du.lite_model_ops(save_dir, target="arm")
@@ -189,3 +215,21 @@ def test_input_shape_check():
         du.check_input(np.zeros((1, 4, 50, 70), "float32"), [-1, 3, -1, -1])
     with pytest.raises(du.DeployError, match="height 50 != 512"):
         du.check_input(np.zeros((1, 3, 50, 70), "float32"), [1, 3, 512, 512])
+
+
+def test_onnx_predictor_flushes_denormals(tmp_path):
+    """ONNX Runtime runs with denormals flushed to zero, like Paddle Inference (see OnnxPredictor):
+    a product below 1.2e-38 comes out as 0, not as the denormal numpy computes."""
+    import onnx
+    from onnx import TensorProto, helper
+    scale = helper.make_tensor("scale", TensorProto.FLOAT, [1], [1e-30])
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "scale"], ["y"])], "denormal",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+                              initializer=[scale])
+    path = str(tmp_path / "denormal.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    x = np.array([[1e-10, 2e-10, 1.0]], "float32")
+    assert (x * np.float32(1e-30))[0, 0] > 0  # numpy keeps the denormal
+    y = du.OnnxPredictor(path)(x)
+    assert y[0, 0] == 0 and y[0, 1] == 0 and y[0, 2] == np.float32(1e-30)
