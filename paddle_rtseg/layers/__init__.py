@@ -1,5 +1,5 @@
 """Building blocks defined by the papers, usable on their own (no model code imports back here)."""
-from .adaptive_pool import AdaptiveMaxPool2D, GlobalAvgPool2D
+from .adaptive_pool import AdaptiveMaxPool2D
 from .conv_ffn import ConvFFN
 from .cross_resolution import CrossResolutionAttention, cross_kv_projection
 from .dappm import DAPPM

@@ -63,10 +63,3 @@ class AdaptiveMaxPool2D(nn.Layer):
 
     def extra_repr(self):
         return "output_size={}".format(self.output_size)
-
-
-class GlobalAvgPool2D(nn.Layer):
-    """``nn.AdaptiveAvgPool2D(1)`` as a mean over H and W (a plain reduce_mean in every backend)."""
-
-    def forward(self, x):
-        return paddle.mean(x, axis=[2, 3], keepdim=True)

@@ -9,7 +9,6 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from .adaptive_pool import GlobalAvgPool2D
 from .norm import bn2d, conv2d
 from .shape import spatial_size
 
@@ -33,7 +32,8 @@ class DAPPM(nn.Layer):
             pool = nn.AvgPool2D(kernel_size=k, stride=s, padding=k // 2, exclusive=False)
             setattr(self, "scale{}".format(i), _bn_relu_conv(in_channels, inter_channels, 1,
                                                              lr_mult, pool))
-        self.scale4 = _bn_relu_conv(in_channels, inter_channels, 1, lr_mult, GlobalAvgPool2D())
+        self.scale4 = _bn_relu_conv(in_channels, inter_channels, 1, lr_mult,
+                                     nn.AdaptiveAvgPool2D(1))
         for i in range(1, 5):
             setattr(self, "process{}".format(i),
                     _bn_relu_conv(inter_channels, inter_channels, 3, lr_mult))
