@@ -1,13 +1,14 @@
 """One command from a config to every backend, checked against dygraph.
 
     python -m paddle_rtseg.deploy_all --config CFG [--model_path W.pdparams] [--save_dir DIR] \
-        [--shapes 1,3,512,1024 2,3,250,333] [--repeats 5] [--threads 2] [--opts key=value ...]
+        [--input_shape N C H W] [--shapes 1,3,512,1024 2,3,250,333] [--repeats 5] [--threads 2] \
+        [--opts key=value ...]
 
-Exports once with dynamic batch/H/W (legacy format, logits out), converts to ONNX (paddle2onnx,
+Exports once with dynamic batch/H/W, or the fixed ``--input_shape`` (legacy format, logits out), converts to ONNX (paddle2onnx,
 opset 13) and to Paddle Lite ``.nb`` for x86 and ARM (checking every op has an ARM kernel), runs
 dygraph, Paddle Inference (oneDNN on and off), ONNX Runtime and Lite x86 on the same inputs, and
 prints, per input shape and backend, the relative max error of the logits against dygraph and the
-median latency.
+median latency. Exit code 0 when every backend is within 1e-4, 1 otherwise, 2 on bad input.
 """
 import argparse
 import os
@@ -73,8 +74,12 @@ def parse_args(argv=None):
     parser.add_argument("--config", required=True)
     parser.add_argument("--model_path", default=None)
     parser.add_argument("--save_dir", default="output/deploy_all")
-    parser.add_argument("--shapes", nargs="+", default=["1,3,512,1024", "2,3,250,333"],
-                        help="input shapes N,C,H,W to compare on")
+    parser.add_argument("--input_shape", nargs=4, type=int, default=None, metavar=("N", "C", "H", "W"),
+                        help="export with this fixed shape (SegFormer++ hq/fast need one); "
+                             "--shapes then defaults to it")
+    parser.add_argument("--shapes", nargs="+", default=None,
+                        help="input shapes N,C,H,W to compare on (default: 1,3,512,1024 and "
+                             "2,3,250,333, or --input_shape)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--opts", nargs="+", default=None)
@@ -91,7 +96,18 @@ def prepare(args):
     from .export import drop_pretrained, export
     from paddleseg.cvlibs import SegBuilder
 
-    shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes]
+    fixed = args.input_shape
+    if args.shapes:
+        shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes]
+    else:  # a -1 (dynamic) batch in --input_shape is compared at batch 1
+        shapes = [tuple(max(v, 1) for v in fixed)] if fixed else [(1, 3, 512, 1024),
+                                                                 (2, 3, 250, 333)]
+    for shape in shapes if fixed else []:
+        if len(shape) != 4 or any(f not in (-1, v) for f, v in zip(fixed, shape)):
+            raise du.DeployError(
+                "--shapes {} does not fit --input_shape {}: the export takes only that shape "
+                "(-1 = any). Drop --shapes or give shapes of that size.".format(
+                    ",".join(map(str, shape)), " ".join(map(str, fixed))))
     writable_dir(args.save_dir)
     cfg = drop_pretrained(load_config(args.config, opts=args.opts))
     model = SegBuilder(cfg).model
@@ -102,8 +118,11 @@ def prepare(args):
         weights = os.path.join(args.save_dir, "init.pdparams")
         atomic_save(model.state_dict(), weights)
     model.eval()
-    export(args.config, args.save_dir, weights, output_op="none", fmt="legacy", opts=args.opts)
-    print("exported (dynamic batch/H/W, legacy format): {}".format(args.save_dir))
+    export(args.config, args.save_dir, weights, input_shape=args.input_shape, output_op="none",
+           fmt="legacy", opts=args.opts)
+    print("exported ({}, legacy format): {}".format(
+        "fixed shape {}".format("x".join(map(str, args.input_shape))) if args.input_shape
+        else "dynamic batch/H/W", args.save_dir))
     artifacts = convert_all(args.save_dir)
     return shapes, dict(dygraph=dygraph_predictor(model),
                         **backend_predictors(args.save_dir, artifacts, args.threads))
