@@ -91,9 +91,16 @@ def read_image(path, channels=3):
                           "images. Convert it first (e.g. `cv2.cvtColor(im, cv2.COLOR_{}2BGR)`)."
                           .format(path, found, " ({})".format(kind) if kind else "", channels,
                                   "GRAY" if found == 1 else "BGRA"))
-    if image.dtype != np.uint8:
-        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    return image
+    return to_uint8(image)
+
+
+def to_uint8(image):
+    """8-bit copy of a 16-bit or float image, scaled by its maximum (0 stays 0); the CLIs'
+    ``datasets.checked_io.read_image`` uses the same rule, so both see the same pixels."""
+    import cv2
+    if image.dtype == np.uint8:
+        return image
+    return cv2.convertScaleAbs(image, alpha=255.0 / max(float(image.max()), 1.0))
 
 
 def _resize_to(image, size_hw, interp):

@@ -233,3 +233,18 @@ def test_onnx_predictor_flushes_denormals(tmp_path):
     x = np.array([[1e-10, 2e-10, 1.0]], "float32")  # products 1e-40 and 2e-40 are denormal
     y = du.OnnxPredictor(path)(x)
     assert y[0, 0] == 0 and y[0, 1] == 0 and y[0, 2] == np.float32(1e-30)
+
+
+def test_runners_and_clis_read_16bit_images_alike(tmp_path):
+    """One rule for 16-bit input (scale by the maximum), so `predict` and the deploy runners see
+    the same pixels; min-max scaling (the runners' old rule) would map 1000 to 0 here."""
+    from paddle_rtseg.datasets import checked_io
+    image = (np.arange(12 * 10 * 3).reshape(12, 10, 3) * 50 + 1000).astype(np.uint16)
+    path = str(tmp_path / "deep.png")
+    cv2.imwrite(path, image)
+    runner, cli = du.read_image(path), checked_io.read_image(path)
+    assert runner.dtype == np.uint8
+    np.testing.assert_array_equal(runner.astype("float32"), cli)
+    expected = np.clip(np.rint(image * (255.0 / image.max())), 0, 255).astype(np.uint8)
+    assert np.abs(runner.astype(int) - expected).max() <= 1
+    assert runner.min() == expected.min() > 0

@@ -15,6 +15,8 @@ from paddleseg.transforms import Compose
 from paddleseg.utils import logger
 from PIL import Image
 
+from ..deploy_utils import to_uint8
+
 
 class DataError(ValueError):
     """A dataset or image that cannot be used; the message names the file and the fix."""
@@ -33,8 +35,7 @@ def read_image(path, channels=3):
     if img is None or img.size == 0:
         raise DataError("Image {} cannot be decoded: the file is corrupt or not an image "
                         "(supported: PNG, JPEG, BMP, TIFF...). Replace or remove it.".format(path))
-    if img.dtype != np.uint8:
-        img = cv2.convertScaleAbs(img, alpha=255.0 / max(float(img.max()), 1.0))
+    img = to_uint8(img)
     found = 1 if img.ndim == 2 else img.shape[2]
     if channels == 1:
         if found != 1:
