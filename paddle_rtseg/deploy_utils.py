@@ -200,8 +200,8 @@ def list_images(path):
     if not os.path.isdir(path):
         raise DeployError("--image_path {} does not exist (pass an image or a folder of images)."
                           .format(path))
-    images = sorted(os.path.join(path, n) for n in os.listdir(path)
-                    if n.lower().endswith(IMAGE_EXTENSIONS))
+    images = sorted(os.path.join(path, n) for n in os.listdir(path)  # hidden: e.g. macOS "._x.png"
+                    if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith("."))
     if not images:
         raise DeployError("No images ({}) in {}.".format(", ".join(IMAGE_EXTENSIONS), path))
     return images

@@ -160,6 +160,8 @@ def _run_script(path, *args):
 def test_runners_write_the_same_masks(exported, tmp_path):
     _, save_dir, onnx_path, nb_path = exported
     images = _write_images(str(tmp_path / "images"), [(64, 64), (70, 90)])
+    with open(os.path.join(images, "._im0.png"), "wb") as f:  # macOS metadata: skipped, not read
+        f.write(b"\x00\x05\x16\x07")
     runs = {
         "paddle": ("deploy/python/infer.py", "--model_dir", save_dir),
         "onnx": ("deploy/onnx/infer.py", "--model_dir", save_dir, "--onnx_file", onnx_path),
