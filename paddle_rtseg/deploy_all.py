@@ -86,6 +86,39 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def compared_shapes(input_shape, shapes):
+    """The N,C,H,W shapes to compare on, checked against each other; :class:`DeployError` naming
+    the flag otherwise."""
+    if input_shape and any(v == 0 or v < -1 for v in input_shape):
+        raise du.DeployError("--input_shape {}: give positive sizes, or -1 for a dynamic one."
+                             .format(" ".join(map(str, input_shape))))
+    if shapes:
+        parsed = []
+        for text in shapes:
+            try:
+                shape = tuple(int(v) for v in text.split(","))
+            except ValueError:
+                shape = ()
+            if len(shape) != 4 or min(shape) < 1:
+                raise du.DeployError("--shapes {}: give N,C,H,W as four positive integers, e.g. "
+                                     "1,3,512,1024.".format(text))
+            parsed.append(shape)
+    elif not input_shape:
+        parsed = [(1, 3, 512, 1024), (2, 3, 250, 333)]
+    elif min(input_shape[1:]) < 1:
+        raise du.DeployError("--input_shape {} leaves C, H or W dynamic: pass --shapes with the "
+                             "sizes to compare on.".format(" ".join(map(str, input_shape))))
+    else:  # a dynamic (-1) batch is compared at batch 1
+        parsed = [(max(input_shape[0], 1),) + tuple(input_shape[1:])]
+    for shape in parsed if input_shape else []:
+        if any(f not in (-1, v) for f, v in zip(input_shape, shape)):
+            raise du.DeployError(
+                "--shapes {} does not fit --input_shape {}: the export takes only that shape "
+                "(-1 = any). Drop --shapes or give shapes of that size.".format(
+                    ",".join(map(str, shape)), " ".join(map(str, input_shape))))
+    return parsed
+
+
 def prepare(args):
     """Build and export the model, convert it for every backend; returns (shapes, predictors)."""
     import paddle
@@ -96,18 +129,7 @@ def prepare(args):
     from .export import drop_pretrained, export
     from paddleseg.cvlibs import SegBuilder
 
-    fixed = args.input_shape
-    if args.shapes:
-        shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes]
-    else:  # a -1 (dynamic) batch in --input_shape is compared at batch 1
-        shapes = [tuple(max(v, 1) for v in fixed)] if fixed else [(1, 3, 512, 1024),
-                                                                 (2, 3, 250, 333)]
-    for shape in shapes if fixed else []:
-        if len(shape) != 4 or any(f not in (-1, v) for f, v in zip(fixed, shape)):
-            raise du.DeployError(
-                "--shapes {} does not fit --input_shape {}: the export takes only that shape "
-                "(-1 = any). Drop --shapes or give shapes of that size.".format(
-                    ",".join(map(str, shape)), " ".join(map(str, fixed))))
+    shapes = compared_shapes(args.input_shape, args.shapes)
     writable_dir(args.save_dir)
     cfg = drop_pretrained(load_config(args.config, opts=args.opts))
     model = SegBuilder(cfg).model
@@ -128,16 +150,15 @@ def prepare(args):
                         **backend_predictors(args.save_dir, artifacts, args.threads))
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    from .errors import run_cli
-
-    shapes, predictors = run_cli(lambda: prepare(args))
+def compare(shapes, predictors, repeats, input_shape):
+    """Print the error/latency table; returns the exit code (0: every backend within 1e-4)."""
+    for shape in shapes:  # e.g. 4 channels for an RGB model: the runners' clear error, up front
+        du.check_input(np.empty(shape, "float32"), input_shape)
     rows, worst = [], 0.0
     for shape in shapes:
         x = np.random.RandomState(0).randn(*shape).astype("float32")
         ref = predictors["dygraph"](x)
-        ms = medians(round_robin(predictors, x, args.repeats))  # backends alternate
+        ms = medians(round_robin(predictors, x, repeats))  # backends alternate
         for name, predictor in predictors.items():
             error = float(np.abs(predictor(x) - ref).max() / np.abs(ref).max())
             if name != "dygraph":
@@ -148,6 +169,17 @@ def main(argv=None):
     print("worst relative error over backends: {:.2e} ({})".format(
         worst, "OK (< 1e-4)" if worst < 1e-4 else "ABOVE 1e-4"))
     return 0 if worst < 1e-4 else 1
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from .errors import run_cli
+
+    def run():
+        shapes, predictors = prepare(args)
+        input_shape = du.read_deploy_yaml(args.save_dir)["input_shape"]
+        return compare(shapes, predictors, args.repeats, input_shape)
+    return run_cli(run)
 
 
 if __name__ == "__main__":

@@ -234,9 +234,9 @@ def onednn_resize_is_exact(model_file):
 
     Paddle 3.0 leaves ``interpolate_onednn_pass`` out of its default oneDNN passes. It is 4x faster
     than the native kernel (RTFormer-Slim's final 8x upsample at 512x1024: 44 -> 11 ms) and agrees
-    with it for bilinear resizes with ``align_corners=False, align_mode=0``, but not for nearest or
-    ``align_corners=True`` (wrong values, measured). So: True only for a legacy program whose every
-    resize is of that kind.
+    with it for bilinear NCHW resizes to a given size with ``align_corners=False, align_mode=0``,
+    but not for nearest, ``align_corners=True`` or a ``scale_factor`` resize (wrong values, all
+    measured). So: True only for a legacy program whose every resize is of that kind.
     """
     if not model_file.endswith(".pdmodel"):
         return False  # PIR programs do not go through the legacy pass builder
@@ -250,8 +250,12 @@ def onednn_resize_is_exact(model_file):
                 continue
             attrs = {a.name: a for a in op.attrs}
             if (op.type not in ("bilinear_interp", "bilinear_interp_v2")
+                    or any(name not in attrs for name in ("align_corners", "align_mode",
+                                                          "data_layout"))
                     or attrs["align_corners"].b or attrs["align_mode"].i != 0
-                    or attrs["data_layout"].s != "NCHW"):
+                    or attrs["data_layout"].s != "NCHW"
+                    or ("scale" in attrs and any(v > 0 for v in attrs["scale"].floats))
+                    or any(i.parameter == "Scale" and i.arguments for i in op.inputs)):
                 return False
     return True
 
@@ -319,7 +323,7 @@ class OnnxPredictor(Predictor):
         # 1e-29 whose products are denormal, and x86 arithmetic on those is ~20x slower
         # (RTFormer-Slim 512x1024: cross-attention matmuls 62 -> 3.6 ms); results change only
         # for values below 1.2e-38. Unlike Paddle Inference, ONNX Runtime leaves the calling
-        # thread in that mode: later numpy code in it flushes denormals too (measured).
+        # thread in that mode: later numpy and Paddle dygraph code in it flush too (measured).
         options.add_session_config_entry("session.set_denormal_as_zero", "1")
         self.session = ort.InferenceSession(onnx_path, options,
                                             providers=providers or ["CPUExecutionProvider"])

@@ -103,8 +103,9 @@ def test_backends_match_dygraph_at_1024x2048(exported, predictors):
 
 @pytest.mark.parametrize("exported", ["rtformer"], indirect=True)
 def test_fixed_shape_export_pools_exactly_on_every_backend(exported, tmp_path):
-    """``--input_shape`` export: the pool's known-size path (constant gathers + one max_pool2d).
-    416x544 gives a 13x17 map at 1/32, pooled to 12x12 bins of unequal length."""
+    """``--input_shape`` export, where the pool's sizes are Python ints at trace time (the runtime
+    shape path is covered by the dynamic export above). 416x544 gives a 13x17 map at 1/32, pooled
+    to 12x12 bins of unequal length."""
     model = exported[0]
     weights = str(tmp_path / "model.pdparams")
     paddle.save(model.state_dict(), weights)
@@ -123,7 +124,7 @@ def test_fixed_shape_export_pools_exactly_on_every_backend(exported, tmp_path):
     for predictor in predictors:
         assert relative_error(predictor(x), ref) < RTOL, predictor.name
     ops, supported = du.lite_model_ops(save_dir, target="arm")
-    assert supported and "pool2d" in ops and "gather" in ops
+    assert supported and "gather" in ops
     assert [op for op, kernels in ops.items() if not kernels] == []
 
 

@@ -49,3 +49,23 @@ def test_fixed_input_shape(tmp_path):
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "does not fit --input_shape 1 3 72 100" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_bad_shapes_are_refused_before_exporting(tmp_path):
+    cases = {("--shapes", "1,3,64"): "--shapes 1,3,64: give N,C,H,W",
+             ("--shapes", "1,3,a,64"): "--shapes 1,3,a,64: give N,C,H,W",
+             ("--input_shape", "0", "3", "72", "100"): "--input_shape 0 3 72 100: give positive",
+             ("--input_shape", "1", "3", "-1", "-1"): "leaves C, H or W dynamic: pass --shapes"}
+    for args, message in cases.items():
+        proc = run_module("paddle_rtseg.deploy_all", "--config", CONFIG, "--save_dir",
+                          tmp_path / "out", *args, "--opts", *TINY)
+        assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr[-1500:])
+        assert "Traceback" not in proc.stderr
+        assert not os.path.exists(tmp_path / "out" / "model.pdmodel")
+
+
+def test_wrong_channel_count_is_a_clear_error(tmp_path):
+    proc = run_module("paddle_rtseg.deploy_all", "--config", CONFIG, "--save_dir", tmp_path / "out",
+                      "--shapes", "1,4,64,64", "--repeats", "1", "--opts", *TINY)
+    assert proc.returncode == 2, proc.stderr[-1500:]
+    assert "channels 4 != 3" in proc.stderr and "Traceback" not in proc.stderr

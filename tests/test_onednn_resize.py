@@ -1,6 +1,6 @@
 """Paddle Inference + oneDNN runs resizes with oneDNN resampling only where that equals Paddle's
-kernel: bilinear with ``align_corners=False``. Nearest and ``align_corners=True`` keep the native
-kernel; the last test shows oneDNN's values are wrong there."""
+kernel: bilinear to a given size with ``align_corners=False``. Nearest, ``align_corners=True`` and
+scale-factor resizes keep the native kernel; the last test shows oneDNN's values are wrong there."""
 import os
 import subprocess
 import sys
@@ -10,8 +10,8 @@ import pytest
 
 from paddle_rtseg import deploy_utils as du
 
-CASES = {"bilinear": ("bilinear", False), "bilinear_corners": ("bilinear", True),
-         "nearest": ("nearest", False)}
+CASES = {"bilinear": ("bilinear", False, None), "bilinear_corners": ("bilinear", True, None),
+         "nearest": ("nearest", False, None), "bilinear_scale": ("bilinear", False, 1.5)}
 # Legacy programs are written by a child process: Paddle fixes the format when it is imported.
 WRITER = r'''
 import os, sys
@@ -19,14 +19,17 @@ import numpy as np, paddle, paddle.nn as nn, paddle.nn.functional as F
 root, cases = sys.argv[1], eval(sys.argv[2])
 
 class Resize(nn.Layer):
-    def __init__(self, mode, align_corners):
+    def __init__(self, mode, align_corners, scale_factor):
         super().__init__()
-        self.mode, self.align_corners = mode, align_corners
-        self.scale = self.create_parameter([1], default_initializer=nn.initializer.Constant(1.5))
+        self.mode, self.align_corners, self.scale_factor = mode, align_corners, scale_factor
+        self.gain = self.create_parameter([1], default_initializer=nn.initializer.Constant(1.5))
 
-    def forward(self, x):  # size from the runtime shape, as in the models' dynamic exports
-        size = paddle.shape(x)[2:] * 2 + 1
-        return F.interpolate(x * self.scale, size=size, mode=self.mode,
+    def forward(self, x):
+        if self.scale_factor:
+            return F.interpolate(x * self.gain, scale_factor=self.scale_factor, mode=self.mode,
+                                 align_corners=self.align_corners)
+        size = paddle.shape(x)[2:] * 2 + 1  # from the runtime shape, as in the models' exports
+        return F.interpolate(x * self.gain, size=size, mode=self.mode,
                              align_corners=self.align_corners)
 
 x = np.random.RandomState(0).randn(2, 5, 18, 25).astype("float32")
@@ -74,6 +77,7 @@ def test_rule_accepts_only_bilinear_without_align_corners(root):
     assert accepted("bilinear")
     assert not accepted("bilinear_corners")
     assert not accepted("nearest")
+    assert not accepted("bilinear_scale")
     assert not du.onednn_resize_is_exact(str(root / "model.json"))  # PIR: no legacy passes
 
 
@@ -85,10 +89,10 @@ def test_predictor_matches_dygraph_for_every_resize_kind(root):
 
 
 def test_onednn_resampling_is_wrong_where_the_rule_refuses_it(root):
-    """With the pass forced on, oneDNN's nearest and align_corners=True resizes differ from Paddle's
-    (if a Paddle upgrade fixes them, this fails and the rule can be widened)."""
+    """With the pass forced on, oneDNN's nearest, align_corners=True and scale-factor resizes differ
+    from Paddle's (if a Paddle upgrade fixes them, this fails and the rule can be widened)."""
     x = np.load(root / "x.npy")
-    for name in ("bilinear_corners", "nearest"):
+    for name in ("bilinear_corners", "nearest", "bilinear_scale"):
         out = run_onednn(str(root / name), x, resize_pass=True)
         assert np.abs(out - np.load(root / (name + ".npy"))).max() > 1e-2, name
     out = run_onednn(str(root / "bilinear"), x, resize_pass=True)

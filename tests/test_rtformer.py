@@ -28,6 +28,16 @@ def test_adaptive_max_pool_is_exact(bins):
             np.testing.assert_array_equal(AdaptiveMaxPool2D(bins)(x).numpy(), reference(x).numpy())
 
 
+def test_adaptive_max_pool_is_exact_with_runtime_sizes():
+    """The path a dynamic-H/W export runs (sizes as tensors at trace time), non-square bins."""
+    for bins in [(3, 7), (12, 12), (5, 1)]:
+        layer = paddle.jit.to_static(AdaptiveMaxPool2D(bins), input_spec=[
+            paddle.static.InputSpec([None, 3, None, None], "float32")], full_graph=True)
+        for h, w in [(1, 1), (4, 9), (13, 17), (16, 32), (40, 7)]:
+            x = paddle.randn([2, 3, h, w])
+            np.testing.assert_array_equal(layer(x).numpy(), nn.AdaptiveMaxPool2D(bins)(x).numpy())
+
+
 def test_gdn_normalises_pixels_then_group_channels():
     x = paddle.randn([2, 8, 5, 6])
     y = grouped_double_normalization(x, groups=2).numpy().reshape(2, 2, 4, 30)
