@@ -24,11 +24,9 @@ def _bin_indices(length, bins):
     """``(K, bins)`` indices, run-major: column ``i`` lists bin ``i`` of an axis of ``length``,
     its last element repeated up to ``K = ceil(length / bins) + 1``. ``length`` is an int when
     known (then ``K`` is a constant) or a 0-D int tensor from the runtime shape."""
-    if isinstance(length, int):
-        longest = (length + bins - 1) // bins + 1
-    else:
+    if not isinstance(length, int):
         length = length.astype("int64")
-        longest = (length + bins - 1) // bins + 1
+    longest = (length + bins - 1) // bins + 1
     i = paddle.arange(bins, dtype="int64")
     start = i * length // bins
     end = ((i + 1) * length + bins - 1) // bins
