@@ -4,8 +4,8 @@
         [--input_shape N C H W] [--shapes 1,3,512,1024 2,3,250,333] [--repeats 5] [--threads 2] \
         [--opts key=value ...]
 
-Exports once with dynamic batch/H/W, or the fixed ``--input_shape`` (legacy format, logits out), converts to ONNX (paddle2onnx,
-opset 13) and to Paddle Lite ``.nb`` for x86 and ARM (checking every op has an ARM kernel), runs
+Exports once with dynamic batch/H/W, or the fixed ``--input_shape`` (legacy format, logits out),
+converts to ONNX (paddle2onnx, opset 13) and to Paddle Lite ``.nb`` for x86 and ARM (checking every op has an ARM kernel), runs
 dygraph, Paddle Inference (oneDNN on and off), ONNX Runtime and Lite x86 on the same inputs, and
 prints, per input shape and backend, the relative max error of the logits against dygraph and the
 median latency. Exit code 0 when every backend is within 1e-4, 1 otherwise, 2 on bad input.
@@ -74,7 +74,8 @@ def parse_args(argv=None):
     parser.add_argument("--config", required=True)
     parser.add_argument("--model_path", default=None)
     parser.add_argument("--save_dir", default="output/deploy_all")
-    parser.add_argument("--input_shape", nargs=4, type=int, default=None, metavar=("N", "C", "H", "W"),
+    parser.add_argument("--input_shape", nargs=4, type=int, default=None,
+                        metavar=("N", "C", "H", "W"),
                         help="export with this fixed shape (SegFormer++ hq/fast need one); "
                              "--shapes then defaults to it")
     parser.add_argument("--shapes", nargs="+", default=None,

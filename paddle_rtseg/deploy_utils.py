@@ -229,6 +229,15 @@ class Predictor:
         raise NotImplementedError
 
 
+def read_program(pdmodel_path):
+    """The ``ProgramDesc`` protobuf of a legacy ``.pdmodel`` (needs Paddle)."""
+    from paddle.base.proto import framework_pb2
+    program = framework_pb2.ProgramDesc()
+    with open(pdmodel_path, "rb") as f:
+        program.ParseFromString(f.read())
+    return program
+
+
 def onednn_resize_is_exact(model_file):
     """Whether Paddle Inference may run this program's resizes with oneDNN resampling.
 
@@ -240,11 +249,7 @@ def onednn_resize_is_exact(model_file):
     """
     if not model_file.endswith(".pdmodel"):
         return False  # PIR programs do not go through the legacy pass builder
-    from paddle.base.proto import framework_pb2
-    program = framework_pb2.ProgramDesc()
-    with open(model_file, "rb") as f:
-        program.ParseFromString(f.read())
-    for block in program.blocks:
+    for block in read_program(model_file).blocks:
         for op in block.ops:
             if "interp" not in op.type:
                 continue

@@ -144,9 +144,8 @@ def _patch_for_lite(pdmodel_path):
     Returns the number of ops changed.
     """
     from paddle.base.proto import framework_pb2
-    program = framework_pb2.ProgramDesc()
-    with open(pdmodel_path, "rb") as f:
-        program.ParseFromString(f.read())
+    from .deploy_utils import read_program
+    program = read_program(pdmodel_path)
     patched = 0
     for block in program.blocks:
         variables = {v.name: v for v in block.vars}
