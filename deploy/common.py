@@ -2,8 +2,8 @@
 out, PaddleSeg's pre/post-processing from ``deploy.yaml``. Each runner only says how to build its
 predictor.
 
-``paddle_rtseg/deploy_utils.py`` is loaded as a file, not through the package, so that the ONNX and
-Lite runners do not import Paddle (the package's ``__init__`` does).
+``paddle_rtseg/deployment/`` is loaded from its folder, not through ``paddle_rtseg``, so that the ONNX
+and Lite runners do not import Paddle (the package's ``__init__`` does).
 """
 import argparse
 import importlib.util
@@ -14,15 +14,19 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def load_deploy_utils():
-    path = os.path.join(ROOT, "paddle_rtseg", "deploy_utils.py")
-    spec = importlib.util.spec_from_file_location("paddle_rtseg_deploy_utils", path)
+def load_deployment():
+    """``paddle_rtseg.deployment`` as a stand-alone package (it imports nothing else of ours)."""
+    folder = os.path.join(ROOT, "paddle_rtseg", "deployment")
+    name = "paddle_rtseg_deployment"
+    spec = importlib.util.spec_from_file_location(name, os.path.join(folder, "__init__.py"),
+                                                  submodule_search_locations=[folder])
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its submodules import each other relatively
     spec.loader.exec_module(module)
     return module
 
 
-du = load_deploy_utils()
+du = load_deployment()
 
 
 def base_parser(description):

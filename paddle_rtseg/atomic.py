@@ -5,7 +5,7 @@ import tempfile
 
 import paddle
 
-from .deploy_utils import default_mode
+from .deployment.files import default_mode
 
 
 def atomic_save(obj, path, **kwargs):

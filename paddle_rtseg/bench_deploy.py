@@ -6,7 +6,7 @@ GFLOPs, and PaddleSeg's own RTFormer exported the same way as a peer, on the sam
 
 Every predictor of a model (dygraph and each backend; for RTFormer also PaddleSeg's export) is called
 in turn within each repeat (round robin), so ratios compare latencies measured under the same machine
-load; the table reports medians. Every backend runs with the settings of ``deploy_utils`` (the
+load; the table reports medians. Every backend runs with the settings of ``paddle_rtseg.deployment`` (the
 runners' too): oneDNN resizes where exact, ONNX Runtime flushing denormals. Weights are random; the
 latency depends on them only through denormals, which Paddle Inference and ONNX Runtime flush and
 Paddle Lite cannot (docs/deployment.md, section 5). Accuracy in the plot is the published mIoU of
@@ -21,7 +21,7 @@ import sys
 
 import numpy as np
 
-from . import deploy_utils as du
+from . import deployment as du
 from .deploy_all import backend_predictors, dygraph_predictor, format_table
 from .timing import round_robin
 

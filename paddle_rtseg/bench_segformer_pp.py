@@ -134,7 +134,7 @@ def time_strategies(model, size, rounds):
 
 def time_paddle_inference(config, weights, size, rounds, threads, save_dir):
     """Like :func:`time_strategies` on per-strategy exports (``paddle_rtseg.export``)."""
-    from .deploy_utils import PaddleInferencePredictor
+    from .deployment import PaddleInferencePredictor
     from .export import export
     predictors = {}
     for strategy in STRATEGIES:

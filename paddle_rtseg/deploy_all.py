@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from . import deploy_utils as du
+from . import deployment as du
 from .timing import medians, round_robin
 
 

@@ -6,7 +6,7 @@ import tempfile
 from .checkpoints import CheckpointMismatchError
 from .config import ConfigError
 from .datasets.checked_io import DataError
-from .deploy_utils import DeployError
+from .deployment import DeployError
 from .export import ExportError
 from .torch_reader import UnsafeCheckpointError
 

@@ -144,7 +144,7 @@ def _patch_for_lite(pdmodel_path):
     Returns the number of ops changed.
     """
     from paddle.base.proto import framework_pb2
-    from .deploy_utils import read_program
+    from .deployment import read_program
     program = read_program(pdmodel_path)
     patched = 0
     for block in program.blocks:
@@ -301,7 +301,7 @@ def export(config, save_dir, model_path=None, input_shape=None, output_op="argma
             _patch_for_lite(os.path.join(tmp, model_file))
         _write_deploy_yaml(os.path.join(tmp, "deploy.yaml"), model_file, params_file,
                            _transforms(cfg), shape, output_op)
-        from .deploy_utils import default_mode
+        from .deployment.files import default_mode
         default_mode(tmp)
         old = None
         if os.path.isdir(save_dir):  # swap whole folders: never old params beside a new model

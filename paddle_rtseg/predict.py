@@ -13,7 +13,7 @@ import numpy as np
 import paddle
 
 import paddle_rtseg
-from paddle_rtseg.deploy_utils import IMAGE_EXTENSIONS, write_bytes_atomic
+from paddle_rtseg.deployment import IMAGE_EXTENSIONS, write_bytes_atomic
 from paddle_rtseg.datasets.checked_io import DataError, read_image
 from paddle_rtseg.errors import run_cli, writable_dir
 from paddle_rtseg.train import add_common_args, resolve_device

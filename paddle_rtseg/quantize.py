@@ -26,7 +26,7 @@ import sys
 
 import numpy as np
 
-from . import deploy_utils as du
+from . import deployment as du
 from .deploy_all import format_table
 
 

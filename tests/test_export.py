@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, run_module
-from paddle_rtseg import deploy_utils as du
+from paddle_rtseg import deployment as du
 from paddle_rtseg.export import ExportError, export
 
 CONFIG = os.path.join(ROOT, "configs", "rtformer", "rtformer_slim_synthetic_128x128_2k.yml")

@@ -12,7 +12,7 @@ import pytest
 from conftest import write_config
 
 import paddle_rtseg
-from paddle_rtseg import deploy_utils
+from paddle_rtseg import deployment as du
 from paddle_rtseg.export import export
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,7 +53,7 @@ def lite_x86(model_dir, out_prefix, x):
     """Paddle Lite's light runtime on an x86 ``.nb``, in a fresh process: in a process where Paddle
     already ran, Lite's x86 kernels intermittently return garbage for a few elements (seen on every
     strategy, never in a clean process)."""
-    nb = deploy_utils.convert_lite(model_dir, out_prefix, target="x86")
+    nb = du.convert_lite(model_dir, out_prefix, target="x86")
     np.save(out_prefix + "_x.npy", np.ascontiguousarray(x))
     code = ("import numpy as np, sys\n"
             "from paddlelite.lite import MobileConfig, create_paddle_predictor\n"
@@ -77,13 +77,13 @@ def test_strategy_exports_and_runs_in_every_backend(tiny, strategy, monkeypatch)
     expected = dygraph(config, path, strategy, x)
     tol = 1e-4 * np.abs(expected).max()
 
-    got = deploy_utils.PaddleInferencePredictor(save_dir, use_mkldnn=True)(x)  # dynamic batch
+    got = du.PaddleInferencePredictor(save_dir, use_mkldnn=True)(x)  # dynamic batch
     np.testing.assert_allclose(got, expected, atol=tol)
 
-    onnx_path = deploy_utils.convert_onnx(save_dir, os.path.join(save_dir, "model.onnx"), opset=13)
-    np.testing.assert_allclose(deploy_utils.OnnxPredictor(onnx_path)(x), expected, atol=tol)
+    onnx_path = du.convert_onnx(save_dir, os.path.join(save_dir, "model.onnx"), opset=13)
+    np.testing.assert_allclose(du.OnnxPredictor(onnx_path)(x), expected, atol=tol)
 
-    ops, supported = deploy_utils.lite_model_ops(save_dir, target="arm")
+    ops, supported = du.lite_model_ops(save_dir, target="arm")
     assert supported, {op: t for op, t in ops.items() if not t}
     got = lite_x86(save_dir, os.path.join(save_dir, "lite_x86"), x[:1])
     np.testing.assert_allclose(got, expected[:1], atol=tol)
@@ -95,7 +95,7 @@ def test_size_free_strategies_export_with_dynamic_size(tiny, strategy):
     save_dir = str(tmp / ("dynamic_" + strategy))
     export(config, save_dir, model_path=path, output_op="none",
            model_overrides={"token_merging": strategy})  # [-1, 3, -1, -1]
-    predictor = deploy_utils.PaddleInferencePredictor(save_dir, use_mkldnn=True)
+    predictor = du.PaddleInferencePredictor(save_dir, use_mkldnn=True)
     for size in [(96, 160), (75, 133)]:  # odd sizes: ceil-mode pooling and floor(H/2) crops
         x = np.random.default_rng(2).normal(size=(1, 3) + size).astype("float32")
         expected = dygraph(config, path, strategy, x)

@@ -15,7 +15,7 @@ from paddleseg.transforms import Compose
 from paddleseg.utils import logger
 from PIL import Image
 
-from ..deploy_utils import to_uint8
+from ..deployment.images import to_uint8
 
 
 class DataError(ValueError):

@@ -1,0 +1,20 @@
+"""What every deployment runner shares: reading an exported model directory (``deploy.yaml``),
+PaddleSeg's pre/post-processing, one predictor per backend, and the converters.
+
+Nothing here imports Paddle at module level (only numpy, OpenCV and PyYAML) and nothing imports the
+rest of ``paddle_rtseg`` (relative imports inside this package only), so the runners in ``deploy/``
+load this package from its folder and run where only their own runtime (ONNX Runtime, Paddle Lite)
+is installed. Backends are imported when a predictor is created.
+"""
+from .converters import convert_lite, convert_onnx, lite_model_ops
+from .errors import DeployError
+from .files import default_mode, write_bytes_atomic
+from .images import IMAGE_EXTENSIONS, list_images, read_image, to_uint8
+from .model_dir import model_paths, read_deploy_yaml
+from .onnx_runtime import OnnxPredictor
+from .paddle_inference import PaddleInferencePredictor
+from .paddle_lite import LitePredictor
+from .predictor import Predictor
+from .program import onednn_resize_is_exact, read_program
+from .transforms import check_input, preprocess
+from .visualize import color_map, save_results, to_label_map

@@ -1,0 +1,26 @@
+"""Atomic, paddle-free file writes shared by the exporter, the CLIs and the runners."""
+import os
+import tempfile
+
+
+def default_mode(path):
+    """Give ``path`` (made 0600/0700 by ``mkstemp``/``mkdtemp``) the mode a plain open()/mkdir()
+    would, so renamed-into-place outputs are readable like any other."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask)
+
+
+def write_bytes_atomic(path, data):
+    """Write ``data`` (bytes) to ``path`` via a temporary file renamed into place."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        default_mode(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

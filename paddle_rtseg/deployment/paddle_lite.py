@@ -1,0 +1,48 @@
+"""Paddle Lite light-runtime predictor (``.nb``)."""
+import os
+
+import numpy as np
+
+from .errors import DeployError
+from .predictor import Predictor
+
+
+class LitePredictor(Predictor):
+    """Paddle Lite light runtime on a ``.nb`` (on this machine: an x86 ``.nb``).
+
+    Two defects of the paddlelite 2.13 x86 runtime are worked around here (measured on RTFormer,
+    see docs/deployment.md): a predictor that ran one input size gives wrong results for another
+    size, so a predictor is kept per input size (the last few sizes); and the x86 ``bilinear_interp_v2`` kernel is wrong
+    for batch > 1, so a batch runs image by image. The Python ``MobileConfig`` has no thread setting
+    (the C++ API has ``set_threads``).
+    """
+    name = "paddle-lite"
+
+    def __init__(self, nb_path):
+        from paddlelite.lite import MobileConfig, create_paddle_predictor
+        if not os.path.isfile(nb_path):
+            raise DeployError("Paddle Lite model {} does not exist; convert with "
+                              "deploy/lite/convert.py (paddle_lite_opt) first.".format(nb_path))
+        self.nb_path = nb_path
+        self._config, self._create = MobileConfig, create_paddle_predictor
+        self._predictors = {}
+
+    max_cached_sizes = 4  # a folder of photos of many sizes must not keep every model in memory
+
+    def _predictor(self, size):
+        if size not in self._predictors:
+            if len(self._predictors) >= self.max_cached_sizes:
+                self._predictors.pop(next(iter(self._predictors)))  # the oldest size
+            config = self._config()
+            config.set_model_from_file(self.nb_path)
+            self._predictors[size] = self._create(config)
+        return self._predictors[size]
+
+    def __call__(self, x):
+        predictor = self._predictor(tuple(x.shape[1:]))
+        outputs = []
+        for image in x:
+            predictor.get_input(0).from_numpy(np.ascontiguousarray(image[None]))
+            predictor.run()
+            outputs.append(np.array(predictor.get_output(0).numpy(), copy=True))  # not a view
+        return np.concatenate(outputs, axis=0)
