@@ -40,10 +40,12 @@ def base_parser(description):
     return parser
 
 
-def run(args, make_predictor):
-    """Segment every image of ``args.image_path`` with ``make_predictor(info)``; 0 on success."""
+def run(args, make_predictor, program_files=True):
+    """Segment every image of ``args.image_path`` with ``make_predictor(info)``; 0 on success.
+    ``program_files=False``: the runner's model is not the Paddle program named in deploy.yaml
+    (ONNX, Lite), so ``--model_dir`` needs only deploy.yaml besides it."""
     try:
-        info = du.read_deploy_yaml(args.model_dir)
+        info = du.read_deploy_yaml(args.model_dir, program_files)
         images = du.list_images(args.image_path)
         predictor = make_predictor(info)
         channels = info["input_shape"][1] if info["input_shape"][1] > 0 else 3

@@ -16,6 +16,7 @@ from paddle_rtseg import predict as predict_cli
 from paddle_rtseg import train as train_cli
 from paddle_rtseg import val as val_cli
 from paddle_rtseg.errors import run_cli, writable_dir
+from paddle_rtseg.run_lock import run_folder
 
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
                       "rtformer", "rtformer_slim_synthetic_128x128_2k.yml")
@@ -41,6 +42,11 @@ def main(argv=None):
     parser.add_argument("--config", default=CONFIG)
     args = parser.parse_args(argv)
     writable_dir(args.save_dir)
+    with run_folder(args.save_dir):
+        return _demo(args)
+
+
+def _demo(args):
     data_root = os.path.join(args.save_dir, "data", "synthetic")
     opts = ["train_dataset.dataset_root=" + data_root, "val_dataset.dataset_root=" + data_root]
     train_dir = os.path.join(args.save_dir, "train")
@@ -55,8 +61,8 @@ def main(argv=None):
     val_images = sorted(glob.glob(os.path.join(data_root, "images", "val_*.jpg")))
     predict_cli.main(["--config", args.config, "--model_path", model_path, "--image_path",
                       os.path.join(data_root, "val.txt"), "--save_dir", pred_dir, "--opts", *opts])
-    overlays = [os.path.join(pred_dir, "added_prediction", "images",
-                             os.path.basename(p)[:-4] + ".png") for p in val_images]
+    overlays = [os.path.join(pred_dir, "added_prediction", "images", os.path.basename(p))
+                for p in val_images]
     labels = [os.path.join(data_root, "labels", os.path.basename(p)[:-4] + ".png")
               for p in val_images]
     figure = grid(val_images, labels, overlays, os.path.join(args.save_dir, "demo_grid.png"))

@@ -177,9 +177,11 @@ def main(argv=None):
     from .errors import run_cli
 
     def run():
-        shapes, predictors = prepare(args)
-        input_shape = du.read_deploy_yaml(args.save_dir)["input_shape"]
-        return compare(shapes, predictors, args.repeats, input_shape)
+        from .run_lock import run_folder
+        with run_folder(args.save_dir):  # the export inside takes it over, re-entrantly
+            shapes, predictors = prepare(args)
+            input_shape = du.read_deploy_yaml(args.save_dir)["input_shape"]
+            return compare(shapes, predictors, args.repeats, input_shape)
     return run_cli(run)
 
 

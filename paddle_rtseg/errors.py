@@ -8,6 +8,7 @@ from .config import ConfigError
 from .datasets.checked_io import DataError
 from .deployment import DeployError
 from .export import ExportError
+from .run_lock import RunLockError
 from .torch_reader import UnsafeCheckpointError
 
 
@@ -16,7 +17,7 @@ class OutputError(OSError):
 
 
 USER_ERRORS = (ConfigError, DataError, CheckpointMismatchError, UnsafeCheckpointError, OutputError,
-               ExportError, DeployError, FileNotFoundError)
+               RunLockError, ExportError, DeployError, FileNotFoundError)
 
 
 def writable_dir(path, what="--save_dir"):

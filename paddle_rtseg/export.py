@@ -10,14 +10,19 @@ backend reads (Paddle Inference, paddle2onnx, Paddle Lite's ``opt``); ``--format
 running process has the other one the export re-runs itself in a subprocess with the flag set.
 
 The export is atomic: files are written to a temporary directory next to ``--save_dir`` and moved in
-only once everything succeeded, ``deploy.yaml`` last.
+only once everything succeeded, ``deploy.yaml`` last. The export owns ``--save_dir`` while it runs
+(:mod:`paddle_rtseg.run_lock`): a second export or training into it is refused, and temporary
+directories a killed export of it left next to it are removed.
 """
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+
+from . import run_lock
 
 OUTPUT_OPS = ("argmax", "softmax", "none")
 FORMATS = ("legacy", "pir")
@@ -217,13 +222,13 @@ def _write_deploy_yaml(path, model_file, params_file, transforms, input_shape, o
         yaml.safe_dump(info, f, default_flow_style=None, sort_keys=False)
 
 
-def _rerun(argv, fmt):
+def _rerun(argv, fmt, save_dir):
     """Run the export in a fresh Python whose Paddle writes ``fmt``; its errors become ours."""
     if os.environ.get("_RTSEG_EXPORT_CHILD"):
         raise ExportError("Paddle {} cannot write the {} format (FLAGS_enable_pir_api has no effect "
                           "here); use --format legacy".format(_paddle_version(), fmt))
     env = dict(os.environ, FLAGS_enable_pir_api="1" if fmt == "pir" else "0",
-               _RTSEG_EXPORT_CHILD="1")
+               _RTSEG_EXPORT_CHILD="1", **run_lock.child_env(save_dir))
     proc = subprocess.run([sys.executable, "-m", "paddle_rtseg.export"] + argv, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
@@ -247,6 +252,31 @@ def export(config, save_dir, model_path=None, input_shape=None, output_op="argma
                           "(e.g. output/best_model/model.pdparams) or a PyTorch .pth.".format(
                               model_path))
     check_save_dir(save_dir)
+    with run_lock.run_folder(save_dir):
+        _remove_stale_exports(save_dir)
+        return _export(config, save_dir, model_path, input_shape, output_op, fmt, opts,
+                       model_overrides)
+
+
+def _temp_prefix(save_dir, old=False):
+    return ".export-{}{}.".format("old-" if old else "", os.path.basename(os.path.abspath(save_dir)))
+
+
+def _remove_stale_exports(save_dir):
+    """Remove the temporary folders a killed export of ``save_dir`` left next to it (called with
+    the folder's lock held, so no live export of it can own them)."""
+    parent = os.path.dirname(os.path.abspath(save_dir))
+    pattern = re.compile("^({}|{})[a-z0-9_]{{8}}$".format(
+        re.escape(_temp_prefix(save_dir)), re.escape(_temp_prefix(save_dir, old=True))))
+    stale = [n for n in os.listdir(parent) if pattern.match(n)]
+    for name in stale:
+        shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+    if stale:
+        sys.stderr.write("warning: removed {} temporary folder(s) left next to {} by a killed "
+                         "export: {}\n".format(len(stale), save_dir, ", ".join(stale)))
+
+
+def _export(config, save_dir, model_path, input_shape, output_op, fmt, opts, model_overrides):
     if pir_active() != (fmt == "pir"):
         argv = ["--config", config, "--save_dir", save_dir, "--output_op", output_op,
                 "--format", fmt]
@@ -258,7 +288,7 @@ def export(config, save_dir, model_path=None, input_shape=None, output_op="argma
             opts = list(opts or []) + ["model.{}={}".format(key, value)]
         if opts:
             argv += ["--opts"] + list(opts)
-        _rerun(argv, fmt)
+        _rerun(argv, fmt, save_dir)
         return os.path.join(save_dir, "deploy.yaml")
 
     import paddle
@@ -284,7 +314,7 @@ def export(config, save_dir, model_path=None, input_shape=None, output_op="argma
     spec = [paddle.static.InputSpec([None if d == -1 else d for d in shape], "float32", "x")]
     model_file, params_file = model_files(fmt)
     parent = os.path.dirname(os.path.abspath(save_dir))
-    tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    tmp = tempfile.mkdtemp(prefix=_temp_prefix(save_dir), dir=parent)
     try:
         try:
             static = paddle.jit.to_static(net, input_spec=spec, full_graph=True)
@@ -303,13 +333,12 @@ def export(config, save_dir, model_path=None, input_shape=None, output_op="argma
                            _transforms(cfg), shape, output_op)
         from .deployment.files import default_mode
         default_mode(tmp)
-        old = None
-        if os.path.isdir(save_dir):  # swap whole folders: never old params beside a new model
-            old = tempfile.mkdtemp(prefix=".export-old-", dir=parent)
+        run_lock.carry(save_dir, tmp)  # the lock stays in --save_dir across the swap
+        old = tempfile.mkdtemp(prefix=_temp_prefix(save_dir, old=True), dir=parent)
+        with run_lock.folder_guard(save_dir):  # swap whole folders: never old params beside new
             os.rename(save_dir, os.path.join(old, "previous"))
-        os.rename(tmp, save_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            os.rename(tmp, save_dir)
+        shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return os.path.join(save_dir, "deploy.yaml")

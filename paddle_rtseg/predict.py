@@ -1,21 +1,25 @@
 """``python -m paddle_rtseg.predict``: segment an image, a folder or a file list; write PNGs.
 
-For every input image ``<name>`` it writes, under ``--save_dir``:
-``pseudo_color_prediction/<name>.png`` (palette PNG of class ids), ``added_prediction/<name>.png``
-(the colour mask blended over the image) and, with ``--save_label``, ``label/<name>.png``
-(raw class ids). Every file is written atomically.
+For every input image ``<name>.<ext>`` it writes, under ``--save_dir``, what PaddleSeg's predict
+writes: ``pseudo_color_prediction/<name>.png`` (palette PNG: pixel values are the class ids, the
+palette is PaddleSeg's colours, so it is both a picture and the label map) and
+``added_prediction/<name>.<ext>`` (the image blended 0.6/0.4 with the colour mask); with
+``--save_label`` also ``label/<name>.png`` (grayscale class ids). The files are made by the same code
+as the deploy runners' (``paddle_rtseg.deployment.visualize``) and written atomically; the run owns
+``--save_dir`` (:mod:`paddle_rtseg.run_lock`).
 """
 import argparse
 import os
 
-import cv2
 import numpy as np
 import paddle
 
 import paddle_rtseg
-from paddle_rtseg.deployment import IMAGE_EXTENSIONS, write_bytes_atomic
+from paddle_rtseg.deployment import (IMAGE_EXTENSIONS, color_map, encode, overlay, pseudo_color_png,
+                                     write_bytes_atomic)
 from paddle_rtseg.datasets.checked_io import DataError, read_image
 from paddle_rtseg.errors import run_cli, writable_dir
+from paddle_rtseg.run_lock import run_folder
 from paddle_rtseg.train import add_common_args, resolve_device
 from paddle_rtseg.val import add_inference_args, check_slide
 
@@ -49,23 +53,11 @@ def list_images(path):
     return images, root
 
 
-def _png_bytes(array):
-    ok, buf = cv2.imencode(".png", array)
-    if not ok:
-        raise DataError("Could not encode a PNG")
-    return buf.tobytes()
-
-
-def colorize(pred, color_map):
-    """Class ids -> BGR colour image."""
-    palette = np.asarray(color_map, np.uint8).reshape(-1, 3)
-    return palette[pred][..., ::-1]
-
-
-def predict(model, transforms, images, root, save_dir, color_map, save_label=False, aug=False,
+def predict(model, transforms, images, root, save_dir, palette, save_label=False, aug=False,
             scales=1.0, flip_horizontal=False, flip_vertical=False, is_slide=False, stride=None,
             crop_size=None):
-    """Run ``model`` on ``images`` and write the PNGs; returns the list of written mask paths."""
+    """Run ``model`` on ``images`` and write the masks and overlays (``palette``: ``N x 3`` RGB, see
+    :func:`paddle_rtseg.deployment.color_map`); returns the list of written mask paths."""
     from paddleseg.core import infer
     from paddleseg.utils import progbar
 
@@ -89,15 +81,14 @@ def predict(model, transforms, images, root, save_dir, color_map, save_label=Fal
             if rel.startswith(os.pardir) or os.path.isabs(rel):  # listed outside the list's folder
                 rel = os.path.basename(path)
             name = os.path.splitext(rel)[0] + ".png"
-            colour = colorize(pred, color_map)
-            overlay = cv2.addWeighted(image.astype(np.uint8), 0.4, colour, 0.6, 0)
-            outputs = {"pseudo_color_prediction": colour, "added_prediction": overlay}
+            outputs = {  # PaddleSeg's names: the overlay keeps the input's file name
+                os.path.join("pseudo_color_prediction", name): pseudo_color_png(pred, palette),
+                os.path.join("added_prediction", rel): encode(
+                    overlay(image.astype(np.uint8), pred, palette), os.path.splitext(rel)[1], rel)}
             if save_label:
-                outputs["label"] = pred
-            for folder, array in outputs.items():
-                target = os.path.join(save_dir, folder, name)
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                write_bytes_atomic(target, _png_bytes(array))
+                outputs[os.path.join("label", name)] = encode(pred, ".png", rel)
+            for target, data in outputs.items():
+                write_bytes_atomic(os.path.join(save_dir, target), data)
             written.append(os.path.join(save_dir, "pseudo_color_prediction", name))
             bar.update(i + 1)
     return written
@@ -114,20 +105,27 @@ def main(argv=None):
                         help="palette as R G B R G B ... (one triple per class)")
     args = parser.parse_args(argv)
     check_slide(args)
-    from paddleseg.cvlibs import SegBuilder
-    from paddleseg.transforms import Compose
-    from paddleseg.utils import logger, visualize
+    from paddleseg.utils import logger
 
     images, root = list_images(args.image_path)
     writable_dir(args.save_dir)
+    with run_folder(args.save_dir, log=logger.warning):
+        return _predict(args, images, root)
+
+
+def _predict(args, images, root):
+    from paddleseg.cvlibs import SegBuilder
+    from paddleseg.transforms import Compose
+    from paddleseg.utils import logger
+
     cfg = paddle_rtseg.load_config(args.config, opts=args.opts)
     resolve_device(args.device)
     builder = SegBuilder(cfg)
     model = builder.model
     paddle_rtseg.load_checkpoint(model, args.model_path)
     transforms = Compose(builder.val_transforms)
-    color_map = visualize.get_color_map_list(256, custom_color=args.custom_color)
-    written = predict(model, transforms, images, root, args.save_dir, color_map, args.save_label,
+    palette = color_map(256, custom_color=args.custom_color)
+    written = predict(model, transforms, images, root, args.save_dir, palette, args.save_label,
                       args.aug, args.scales, args.flip_horizontal, args.flip_vertical,
                       args.is_slide, args.stride, args.crop_size)
     logger.info("Wrote {} predictions to {}".format(len(written), args.save_dir))

@@ -2,7 +2,9 @@
 
 Also runs data-parallel under ``python -m paddle.distributed.launch --nproc_per_node N
 paddle_rtseg/train.py ...`` (the launcher takes a script path; GPUs, or CPU processes over gloo). Checkpoints are written
-atomically; a killed run resumes with ``--resume_model <save_dir>/iter_N``.
+atomically; a killed run resumes with ``--resume_model <save_dir>/iter_N``. The run owns ``--save_dir``
+(:mod:`paddle_rtseg.run_lock`): a second run into it is refused, a killed run's lock and temporaries
+are cleaned up by the next one.
 """
 import argparse
 import importlib
@@ -14,6 +16,7 @@ import paddle_rtseg
 from paddle_rtseg.atomic import atomic_paddle_save
 from paddle_rtseg.datasets import check_dataset
 from paddle_rtseg.errors import run_cli, writable_dir
+from paddle_rtseg.run_lock import run_folder
 
 
 def add_common_args(parser):
@@ -77,14 +80,22 @@ def check_resume(path):
 
 def main(argv=None):
     args = parse_args(argv)
-    from paddleseg.cvlibs import SegBuilder
-    from paddleseg.utils import logger, utils
+    from paddleseg.utils import logger
 
     cfg = paddle_rtseg.load_config(args.config, learning_rate=args.learning_rate,
                                    batch_size=args.batch_size, iters=args.iters, opts=args.opts)
     resume = check_resume(args.resume_model)
-    if paddle.distributed.get_rank() == 0:
-        writable_dir(args.save_dir)
+    if paddle.distributed.get_rank() != 0:  # only rank 0 writes to --save_dir
+        return _train(args, cfg, resume)
+    writable_dir(args.save_dir)
+    with run_folder(args.save_dir, log=logger.warning):
+        return _train(args, cfg, resume)
+
+
+def _train(args, cfg, resume):
+    from paddleseg.cvlibs import SegBuilder
+    from paddleseg.utils import logger, utils
+
     device = resolve_device(args.device)
     utils.set_seed(args.seed)
     utils.set_cv2_num_threads(args.num_workers)

@@ -5,7 +5,7 @@ interface as deploy/python/infer.py. On ARM devices use the C++ demo in deploy/l
     python deploy/lite/infer.py --model_dir output/export --image_path images/ --save_dir out \
         [--nb_file output/export/model_x86.nb]
 
-Needs only paddlelite (cp310 x86-64 wheel), numpy, opencv-python, pyyaml and pillow.
+On a device the folder may hold only ``deploy.yaml`` and ``model_x86.nb``. Needs only paddlelite (cp310 x86-64 wheel), numpy, opencv-python, pyyaml and pillow.
 """
 import os
 import sys
@@ -19,7 +19,7 @@ def main(argv=None):
     parser.add_argument("--nb_file", default=None, help="default: <model_dir>/model_x86.nb")
     args = parser.parse_args(argv)
     nb_file = args.nb_file or os.path.join(args.model_dir, "model_x86.nb")
-    return common.run(args, lambda info: common.du.LitePredictor(nb_file))
+    return common.run(args, lambda info: common.du.LitePredictor(nb_file), program_files=False)
 
 
 if __name__ == "__main__":

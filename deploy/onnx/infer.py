@@ -6,6 +6,7 @@
         [--onnx_file output/export/model.onnx] [--cpu_threads 4]
 
 ``--model_dir`` supplies deploy.yaml (pre/post-processing); the network comes from ``--onnx_file``.
+On a device the folder may hold only ``deploy.yaml`` and ``model.onnx``.
 Needs only onnxruntime, numpy, opencv-python, pyyaml and pillow (no Paddle).
 """
 import os
@@ -21,7 +22,8 @@ def main(argv=None):
     parser.add_argument("--cpu_threads", type=int, default=2)
     args = parser.parse_args(argv)
     onnx_file = args.onnx_file or os.path.join(args.model_dir, "model.onnx")
-    return common.run(args, lambda info: common.du.OnnxPredictor(onnx_file, args.cpu_threads))
+    return common.run(args, lambda info: common.du.OnnxPredictor(onnx_file, args.cpu_threads),
+                      program_files=False)
 
 
 if __name__ == "__main__":

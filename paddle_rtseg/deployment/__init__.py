@@ -17,4 +17,4 @@ from .paddle_lite import LitePredictor
 from .predictor import Predictor
 from .program import onednn_resize_is_exact, read_program
 from .transforms import check_input, preprocess
-from .visualize import color_map, save_results, to_label_map
+from .visualize import color_map, encode, overlay, pseudo_color_png, save_results, to_label_map

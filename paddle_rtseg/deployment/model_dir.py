@@ -4,8 +4,10 @@ import os
 from .errors import DeployError
 
 
-def read_deploy_yaml(model_dir):
-    """``Deploy`` section of ``model_dir/deploy.yaml``, with the model files checked to exist."""
+def read_deploy_yaml(model_dir, program_files=True):
+    """``Deploy`` section of ``model_dir/deploy.yaml``. With ``program_files`` the Paddle program
+    files it names (``model``, ``params``) must exist; the ONNX and Lite runners pass False, since a
+    device gets only ``deploy.yaml`` and its ``model.onnx`` / ``model_<target>.nb``."""
     import yaml
     path = os.path.join(model_dir, "deploy.yaml")
     if not os.path.isdir(model_dir):
@@ -20,7 +22,7 @@ def read_deploy_yaml(model_dir):
     if not isinstance(info, dict) or "model" not in info:
         raise DeployError("{} has no `Deploy: {{model, params, transforms}}` section.".format(path))
     missing = [info[k] for k in ("model", "params")
-               if k in info and not os.path.isfile(os.path.join(model_dir, info[k]))]
+               if program_files and k in info and not os.path.isfile(os.path.join(model_dir, info[k]))]
     if missing:
         raise DeployError("Model directory {} is missing {} (named in deploy.yaml). Re-run the "
                           "export into this directory.".format(model_dir, ", ".join(missing)))

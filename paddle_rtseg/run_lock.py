@@ -1,0 +1,253 @@
+"""One run owns its output folder: a lock file in ``--save_dir`` that a killed run does not leave stuck.
+
+``<save_dir>/.paddle_rtseg.lock`` holds the owner's pid, host, boot id, process start time, start
+date and command (JSON). It is created with ``O_CREAT | O_EXCL`` and removed when the run ends, on
+success or on an exception. A second run into the same folder fails with :class:`RunLockError`
+naming the owner; a lock whose process is gone (same host, and the pid is dead, reused by another
+process, or from before a reboot) is stale and taken over with a warning. Check-and-create happens
+under ``flock`` on the parent folder, so two runs racing for one stale lock cannot both win, and the
+exporter's swap of the whole folder is atomic for other runs too.
+
+Once the lock is ours, any temporary file of the atomic writers (``.tmp-*``, ``.write-test-*``) in
+the folder belongs to a dead run and is removed (sub-folders holding their own lock are left alone).
+The lock is re-entrant in one process (``demo`` -> ``train``, ``deploy_all`` -> ``export``) and is
+handed to a child process through :func:`child_env` (the exporter re-running itself).
+"""
+import contextlib
+import datetime
+import json
+import os
+import socket
+import sys
+
+LOCK_NAME = ".paddle_rtseg.lock"
+TEMP_PREFIXES = (".tmp-", ".write-test-")
+_INHERIT_ENV = "_RTSEG_INHERITED_LOCK"
+_held = {}  # realpath of a folder -> how many nested run_folder() blocks hold its lock
+_created = set()  # folders the lock created: removed again if the run leaves them empty
+
+
+class RunLockError(OSError):
+    """The output folder is in use by another run (or its lock cannot be written)."""
+
+
+def _warn(message):
+    sys.stderr.write("warning: {}\n".format(message))
+
+
+def _read_text(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _process_start(pid):
+    """Start time of ``pid`` in clock ticks since boot (Linux), or None where unknown."""
+    stat = _read_text("/proc/{}/stat".format(pid))
+    if not stat:
+        return None
+    try:
+        return int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the name may hold spaces
+    except (IndexError, ValueError):
+        return None
+
+
+def _boot_id():
+    return _read_text("/proc/sys/kernel/random/boot_id")
+
+
+def _owner():
+    return {"pid": os.getpid(), "host": socket.gethostname(), "boot_id": _boot_id(),
+            "pid_start": _process_start(os.getpid()),
+            "started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "command": " ".join([os.path.basename(sys.executable)] + sys.argv)}
+
+
+def _pid_alive(pid):
+    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT there; assume alive
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def why_stale(info):
+    """Why the lock described by ``info`` (dict, or None if unreadable) belongs to a dead run, or
+    None if its owner may still be running."""
+    if not isinstance(info, dict) or not isinstance(info.get("pid"), int):
+        return "the lock file is empty or unreadable (a run killed while creating it)"
+    if info.get("host") != socket.gethostname():
+        return None  # another machine's process: cannot be checked from here
+    boot = _boot_id()
+    if info.get("boot_id") and boot and info["boot_id"] != boot:
+        return "it was written before this machine rebooted"
+    if not _pid_alive(info["pid"]):
+        return "process {} is no longer running".format(info["pid"])
+    start = _process_start(info["pid"])
+    if info.get("pid_start") is not None and start is not None and start != info["pid_start"]:
+        return "process {} is no longer running (its pid now belongs to another process)".format(
+            info["pid"])
+    return None
+
+
+def _read_lock(path):
+    text = _read_text(path)
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
+
+
+def _same_owner(a, b):
+    return isinstance(a, dict) and isinstance(b, dict) and all(
+        a.get(k) == b.get(k) for k in ("pid", "host", "pid_start"))
+
+
+@contextlib.contextmanager
+def folder_guard(folder):
+    """Exclusive ``flock`` on the parent of ``folder`` while the block runs (a few system calls):
+    serialises lock check-and-create, release and the exporter's folder swap. Best effort where
+    ``flock`` is unavailable."""
+    parent = os.path.dirname(os.path.abspath(folder))
+    try:
+        import fcntl
+        fd = os.open(parent, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # e.g. a file system without flock: go on unguarded
+            pass
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def _create(path, info):
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    with os.fdopen(fd, "w") as f:
+        json.dump(info, f)
+        f.write("\n")
+
+
+def _in_use_message(save_dir, what, path, info):
+    owner = "pid {} on host {}".format(info.get("pid"), info.get("host"))
+    if info.get("host") != socket.gethostname():
+        owner += " (another machine, so it cannot be checked from here)"
+    return ("{} {} is in use by another run: {}, started {} ({}). Two runs in one folder overwrite "
+            "each other's files (best_model/ would hold the other run's weights). Choose another "
+            "{}, or wait until that run ends; if it is no longer running, delete {}.".format(
+                what, save_dir, owner, info.get("started", "?"), info.get("command", "?"), what,
+                path))
+
+
+def _acquire(save_dir, what, log):
+    """Take the lock of ``save_dir``; returns False when this process (tree) already holds it."""
+    try:
+        if not os.path.isdir(save_dir):
+            with contextlib.suppress(FileExistsError):  # unless another run just made it
+                os.makedirs(save_dir)
+                _created.add(os.path.realpath(save_dir))
+    except OSError as e:
+        raise RunLockError("Cannot create {} {} ({}). Choose a folder you can write to.".format(
+            what, save_dir, e.strerror or e)) from None
+    key = os.path.realpath(save_dir)
+    if key in _held:
+        _held[key] += 1
+        return False
+    path = os.path.join(save_dir, LOCK_NAME)
+    try:
+        with folder_guard(save_dir):
+            current = _read_lock(path) if os.path.lexists(path) else False
+            inherited = os.environ.get(_INHERIT_ENV, "")
+            if (current and inherited == "{}:{}".format(key, current.get("pid"))
+                    and current.get("pid") == os.getppid()):
+                _held[key] = 1  # our parent holds it and handed it to us: nested, not released here
+                return False
+            if current is not False:
+                reason = why_stale(current)
+                if reason is None:
+                    raise RunLockError(_in_use_message(save_dir, what, path, current))
+                log("Taking over the lock of {} {}: {}{}.".format(
+                    what, save_dir, reason, "" if not current else " (it was pid {}: {})".format(
+                        current.get("pid"), current.get("command", "?"))))
+                os.remove(path)
+            _create(path, _owner())
+    except OSError as e:
+        if isinstance(e, RunLockError):
+            raise
+        raise RunLockError("Cannot lock {} {} ({}). Choose a folder you can write to.".format(
+            what, save_dir, e.strerror or e)) from None
+    _held[key] = 1
+    return True
+
+
+def _release(save_dir):
+    key = os.path.realpath(save_dir)
+    _held[key] -= 1
+    if _held[key]:
+        return
+    del _held[key]
+    path = os.path.join(save_dir, LOCK_NAME)
+    with folder_guard(save_dir):
+        if _same_owner(_read_lock(path), _owner()):
+            os.remove(path)
+        if key in _created:  # a failed run leaves no empty folder behind
+            _created.discard(key)
+            with contextlib.suppress(OSError):
+                os.rmdir(save_dir)
+
+
+def remove_stale_temporaries(save_dir):
+    """Delete the atomic writers' temporaries under ``save_dir`` (call only while holding its lock:
+    then every one is from a dead run). Sub-folders with their own lock file are skipped. Returns
+    the removed paths, relative to ``save_dir``."""
+    removed = []
+    for root, dirs, files in os.walk(save_dir):
+        dirs[:] = [d for d in dirs if not os.path.lexists(os.path.join(root, d, LOCK_NAME))]
+        for name in files:
+            if name.startswith(TEMP_PREFIXES):
+                try:
+                    os.remove(os.path.join(root, name))
+                except FileNotFoundError:
+                    continue
+                removed.append(os.path.relpath(os.path.join(root, name), save_dir))
+    return sorted(removed)
+
+
+@contextlib.contextmanager
+def run_folder(save_dir, what="--save_dir", log=_warn):
+    """Hold the lock of ``save_dir`` for the block (creating the folder); on first entry remove the
+    temporaries a killed run left there, and say so through ``log``."""
+    if _acquire(save_dir, what, log):
+        removed = remove_stale_temporaries(save_dir)
+        if removed:
+            log("Removed {} temporary file(s) left in {} by a run killed while writing: {}".format(
+                len(removed), save_dir, ", ".join(removed[:10]) + (" ..." if len(removed) > 10
+                                                                   else "")))
+    try:
+        yield
+    finally:
+        _release(save_dir)
+
+
+def carry(save_dir, new_folder):
+    """Copy the lock of ``save_dir`` into ``new_folder``, which is about to replace it (exporter's
+    swap), so the lock stays in place when the folders change."""
+    with open(os.path.join(save_dir, LOCK_NAME)) as src, \
+            open(os.path.join(new_folder, LOCK_NAME), "w") as dst:
+        dst.write(src.read())
+
+
+def child_env(save_dir):
+    """Environment entries that hand this process's lock of ``save_dir`` to a child process."""
+    key = os.path.realpath(save_dir)
+    return {_INHERIT_ENV: "{}:{}".format(key, os.getpid())} if key in _held else {}
