@@ -5,7 +5,8 @@ interface as deploy/python/infer.py. On ARM devices use the C++ demo in deploy/l
     python deploy/lite/infer.py --model_dir output/export --image_path images/ --save_dir out \
         [--nb_file output/export/model_x86.nb]
 
-On a device the folder may hold only ``deploy.yaml`` and ``model_x86.nb``. Needs only paddlelite (cp310 x86-64 wheel), numpy, opencv-python, pyyaml and pillow.
+The folder may hold only ``deploy.yaml`` and ``model_x86.nb`` (what is shipped to a device).
+Needs only paddlelite (cp310 x86-64 wheel), numpy, opencv-python, pyyaml and pillow.
 """
 import os
 import sys
