@@ -110,3 +110,23 @@ def test_reexport_replaces_the_whole_export(argmax_export):
     assert not [n for n in os.listdir(parent) if n.startswith(".export")]
     out = du.PaddleInferencePredictor(argmax_export)(np.zeros((1, 3, 32, 32), "float32"))
     assert out.shape == (1, 5, 32, 32)
+
+
+def test_export_removes_temporaries_of_a_killed_export(tmp_path):
+    """A killed export leaves its temporary folders next to --save_dir; the next export into that
+    folder (which holds its lock, so no live export of it can own them) removes them, and only
+    them."""
+    save_dir = str(tmp_path / "x")
+    stale = [tmp_path / ".export-x.abcd_123", tmp_path / ".export-old-x.zzzzzzzz"]
+    foreign = tmp_path / ".export-x2.abcdefgh"  # another folder's export: may be running
+    for folder in stale + [foreign]:
+        folder.mkdir()
+        (folder / "model.pdiparams").write_bytes(b"half")
+    proc = run_module("paddle_rtseg.export", "--config", CONFIG, "--save_dir", save_dir,
+                      "--input_shape", 1, 3, 64, 64, "--opts", *TINY)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "removed 2 temporary folder(s) left next to {}".format(save_dir) in proc.stderr
+    assert sorted(n for n in os.listdir(tmp_path) if n.startswith(".")) == [foreign.name]
+    files = os.listdir(save_dir)
+    assert {"deploy.yaml", "model.pdiparams", "model.pdmodel"} <= set(files)
+    assert not [n for n in files if n.startswith(".")]  # lock released, no temporaries
