@@ -185,7 +185,7 @@ def test_predict_list_with_outside_entries_writes_inside_save_dir(tmp_path, conf
     out = run_module("paddle_rtseg.predict", "--config", config, "--model_path", checkpoint,
                      "--image_path", lists / "l.txt", "--save_dir", tmp_path / "pred", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert os.listdir(tmp_path / "pred" / "added_prediction") == ["val_00002.png"]
+    assert os.listdir(tmp_path / "pred" / "added_prediction") == ["val_00002.jpg"]
     assert os.listdir(tmp_path / "pred" / "pseudo_color_prediction") == ["val_00002.png"]
 
 

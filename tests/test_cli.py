@@ -83,11 +83,20 @@ def test_predict_writes_masks_and_overlays(trained, tmp_path):
     truth = cv2.imread(os.path.join(trained["root"], "labels", "val_00000.png"), cv2.IMREAD_UNCHANGED)
     valid = truth != 255
     assert label.shape == truth.shape and (label[valid] == truth[valid]).mean() > 0.8
+    # PaddleSeg's pseudo-color prediction: a palette PNG whose pixels are the class ids
+    from PIL import Image
+    from paddleseg.utils import visualize
+    mask = Image.open(tmp_path / "pred" / "pseudo_color_prediction" / "val_00000.png")
+    assert mask.mode == "P" and mask.getpalette() == visualize.get_color_map_list(256)
+    np.testing.assert_array_equal(np.array(mask), label)
+    assert len(np.unique(label)) > 1
+    overlay = cv2.imread(str(tmp_path / "pred" / "added_prediction" / "val_00000.jpg"))
+    assert overlay.shape == truth.shape + (3,)
     single = run_module("paddle_rtseg.predict", "--config", trained["config"], "--model_path",
                         trained["model"], "--image_path", os.path.join(images, "val_00001.jpg"),
                         "--save_dir", tmp_path / "one", cwd=trained["work"])
     assert single.returncode == 0
-    assert os.listdir(tmp_path / "one" / "added_prediction") == ["val_00001.png"]
+    assert os.listdir(tmp_path / "one" / "added_prediction") == ["val_00001.jpg"]  # PaddleSeg's name
 
 
 def test_resume_after_sigkill(tmp_path, synthetic_root):

@@ -207,6 +207,66 @@ def test_runner_rejects_incomplete_model_dir(exported, tmp_path):
 
 
 @pytest.mark.parametrize("exported", ["rtformer"], indirect=True)
+def test_onnx_and_lite_runners_take_a_folder_without_the_paddle_program(exported, tmp_path):
+    """A device gets only deploy.yaml + model.onnx (or + model_x86.nb): enough for those runners;
+    the masks equal those of the full export folder."""
+    _, save_dir, onnx_path, nb_path = exported
+    import shutil
+    images = _write_images(str(tmp_path / "images"), [(64, 64)])
+    runs = {"onnx": ("deploy/onnx/infer.py", onnx_path, "model.onnx"),
+            "lite": ("deploy/lite/infer.py", nb_path, "model_x86.nb")}
+    for name, (script, model_file, shipped_name) in runs.items():
+        device = tmp_path / ("device_" + name)
+        device.mkdir()
+        shutil.copy(os.path.join(save_dir, "deploy.yaml"), device / "deploy.yaml")
+        shutil.copy(model_file, device / shipped_name)
+        proc = _run_script(script, "--model_dir", device, "--image_path", images,
+                           "--save_dir", tmp_path / ("out_" + name))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        full = _run_script(script, "--model_dir", save_dir, "--{}_file".format(
+            "onnx" if name == "onnx" else "nb"), model_file, "--image_path", images,
+                           "--save_dir", tmp_path / ("full_" + name))
+        assert full.returncode == 0, full.stderr[-2000:]
+        assert (tmp_path / ("out_" + name) / "im0.png").read_bytes() == \
+            (tmp_path / ("full_" + name) / "im0.png").read_bytes()
+        os.remove(device / shipped_name)  # and without its own model file, a clear error
+        proc = _run_script(script, "--model_dir", device, "--image_path", images,
+                           "--save_dir", tmp_path / "x")
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr
+        assert shipped_name + " does not exist" in proc.stderr
+    # the Paddle Inference runner does need the program
+    proc = _run_script("deploy/python/infer.py", "--model_dir", tmp_path / "device_onnx",
+                       "--image_path", images, "--save_dir", tmp_path / "x")
+    assert proc.returncode == 2 and "missing model.pdmodel, model.pdiparams" in proc.stderr
+
+
+def test_masks_and_overlays_are_paddlesegs(tmp_path):
+    """The runners' and predict's files are PaddleSeg's: the pseudo-color PNG byte for byte as
+    ``get_pseudo_color_map(...).save``, pixel values = class ids, PaddleSeg's palette (custom
+    colours too), and the overlay of ``paddleseg.utils.visualize.visualize``."""
+    import io
+
+    from PIL import Image
+    from paddleseg.utils import visualize
+    label = np.random.RandomState(0).randint(0, 19, (37, 53)).astype("uint8")
+    ours = du.pseudo_color_png(label)
+    theirs = io.BytesIO()
+    visualize.get_pseudo_color_map(label).save(theirs, format="PNG")
+    assert ours == theirs.getvalue()
+    mask = Image.open(io.BytesIO(ours))
+    assert mask.mode == "P" and mask.getpalette() == visualize.get_color_map_list(256)
+    np.testing.assert_array_equal(np.array(mask), label)
+    custom = [10, 20, 30, 40, 50, 60]
+    assert du.color_map(256, custom).flatten().tolist() == \
+        visualize.get_color_map_list(256, custom_color=custom)
+    image = np.random.RandomState(1).randint(0, 255, (37, 53, 3)).astype("uint8")
+    cv2.imwrite(str(tmp_path / "im.png"), image)
+    expected = visualize.visualize(str(tmp_path / "im.png"), label,
+                                   visualize.get_color_map_list(256), weight=0.6)
+    np.testing.assert_array_equal(du.overlay(image, label), expected)
+
+
+@pytest.mark.parametrize("exported", ["rtformer"], indirect=True)
 def test_onnx_converter_refuses_opset_below_13(exported, tmp_path):
     with pytest.raises(du.DeployError, match="use 13 or newer"):
         du.convert_onnx(exported[1], str(tmp_path / "m.onnx"), opset=11)
