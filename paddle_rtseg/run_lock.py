@@ -99,9 +99,10 @@ def why_stale(info):
 def _read_lock(path):
     text = _read_text(path)
     try:
-        return json.loads(text) if text else None
+        info = json.loads(text) if text else None
     except ValueError:
         return None
+    return info if isinstance(info, dict) else None
 
 
 def _same_owner(a, b):
