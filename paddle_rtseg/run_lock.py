@@ -1,4 +1,4 @@
-"""One run owns its output folder: a lock file in ``--save_dir`` that a killed run does not leave stuck.
+"""One run owns its output folder: a lock file in ``--save_dir`` a killed run cannot leave stuck.
 
 ``<save_dir>/.paddle_rtseg.lock`` holds the owner's pid, host, boot id, process start time, start
 date and command (JSON). It is created with ``O_CREAT | O_EXCL`` and removed when the run ends, on
@@ -61,7 +61,8 @@ def _boot_id():
 def _owner():
     return {"pid": os.getpid(), "host": socket.gethostname(), "boot_id": _boot_id(),
             "pid_start": _process_start(os.getpid()),
-            "started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "started": datetime.datetime.now(datetime.timezone.utc).strftime(
+                "%Y-%m-%d %H:%M:%S UTC"),
             "command": " ".join([os.path.basename(sys.executable)] + sys.argv)}
 
 

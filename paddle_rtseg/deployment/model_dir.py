@@ -21,8 +21,8 @@ def read_deploy_yaml(model_dir, program_files=True):
         info = (yaml.safe_load(f) or {}).get("Deploy")
     if not isinstance(info, dict) or "model" not in info:
         raise DeployError("{} has no `Deploy: {{model, params, transforms}}` section.".format(path))
-    missing = [info[k] for k in ("model", "params")
-               if program_files and k in info and not os.path.isfile(os.path.join(model_dir, info[k]))]
+    missing = [info[k] for k in ("model", "params") if program_files and k in info
+               and not os.path.isfile(os.path.join(model_dir, info[k]))]
     if missing:
         raise DeployError("Model directory {} is missing {} (named in deploy.yaml). Re-run the "
                           "export into this directory.".format(model_dir, ", ".join(missing)))
