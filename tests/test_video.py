@@ -72,14 +72,18 @@ def run_script(path, *args):
                           capture_output=True, text=True, timeout=300)
 
 
-RUNNERS = {"paddle-inference-cpu-onednn": ("deploy/python/infer.py",),
-           "onnxruntime": ("deploy/onnx/infer.py",)}
+RUNNERS = {"paddle-inference-cpu-onednn": "deploy/python/infer.py",
+           "onnxruntime": "deploy/onnx/infer.py", "paddle-lite": "deploy/lite/infer.py"}
 
 
 def runner_args(setup, backend):
-    script, *_ = RUNNERS[backend]
-    extra = ["--onnx_file", setup["onnx"]] if backend == "onnxruntime" else []
-    return script, ["--model_dir", setup["export"], *extra]
+    extra = []
+    if backend == "onnxruntime":
+        extra = ["--onnx_file", setup["onnx"]]
+    elif backend == "paddle-lite":
+        extra = ["--nb_file", du.convert_lite(setup["export"], os.path.join(setup["export"], "m"),
+                                              target="x86")]
+    return RUNNERS[backend], ["--model_dir", setup["export"], *extra]
 
 
 def check_video(path, expected, masks):
@@ -97,7 +101,7 @@ def check_video(path, expected, masks):
         diff = np.abs(got.astype(int) - want.astype(int)).max(axis=2)
         edges = cv2.dilate((cv2.dilate(mask, kernel) != cv2.erode(mask, kernel)).astype(np.uint8),
                            kernel, iterations=2).astype(bool)
-        assert diff.mean() < 10, diff.mean()  # measured: 4-7
+        assert diff.mean() < 8, diff.mean()  # measured: 4.1-5.3 (mp4v + the JPEG reference)
         assert (diff[~edges] > 40).mean() < 1e-3, (diff[~edges] > 40).mean()
     return frames
 
@@ -122,10 +126,13 @@ def test_runner_writes_overlay_video_matching_per_image_masks(setup, backend, tm
     from PIL import Image
     masks = [np.array(Image.open(tmp_path / "img" / "f{}.png".format(i))) for i in range(FRAMES)]
     assert len(np.unique(np.stack(masks))) >= 2  # the comparison below can tell classes apart
-    expected = [du.video.overlay(f, m, du.color_map()) for f, m in zip(setup["frames"], masks)]
+    expected = [cv2.imread(str(tmp_path / "img" / "f{}_overlay.jpg".format(i)))
+                for i in range(FRAMES)]
     video = check_video(str(tmp_path / "v" / "clip.mp4"), expected, masks)
     assert no_leftovers(tmp_path / "v")
 
+    if backend == "paddle-lite":  # it shares the runners' code: the rest is not repeated
+        return
     # the same frames from a folder (and a video given as --image_path) make the same video
     folder = run_script(script, *args, "--image_path", setup["folder"], "--save_video",
                         "--video_fps", 10, "--save_dir", tmp_path / "f")
@@ -177,6 +184,8 @@ def _bad_inputs(setup, tmp_path):
                   out], "not both"),
         "mixed sizes": (["--image_path", mixed, "--save_video", "--save_dir", out],
                         "must share a size"),
+        "zero fps": (["--video_path", setup["clip"], "--video_fps", 0, "--save_dir", out],
+                     "--video_fps must be positive"),
         "unwritable": (["--video_path", setup["clip"], "--save_dir", blocker / "sub"],
                        "blocker"),
     }

@@ -48,6 +48,8 @@ def video_input(args):
     """The path to segment as a video (a video file or, with ``--save_video``, a folder of frames),
     or None for the per-image path. Raises :class:`DeployError` for conflicting flags."""
     image_path = getattr(args, "image_path", None)
+    if args.video_fps is not None and not args.video_fps > 0:
+        raise DeployError("--video_fps must be positive, got {:g}.".format(args.video_fps))
     if args.video_path and image_path:
         raise DeployError("Pass either --image_path or --video_path, not both.")
     if not args.video_path and not image_path:
@@ -243,7 +245,7 @@ def segment_video(source, segment, save_dir, palette, backend, precision="fp32",
     """Segment every frame of ``source`` with ``segment(frame) -> (label, model_seconds)``, write
     the overlays to ``<save_dir>/<source.name>.mp4`` and print progress and the FPS summary.
     Returns ``(path, meter)``."""
-    fps = fps or source.fps or DEFAULT_FPS
+    fps = fps if fps is not None else source.fps or DEFAULT_FPS
     if not fps > 0:
         raise DeployError("--video_fps must be positive, got {:g}.".format(fps))
     path = os.path.join(save_dir, source.name + OUTPUT_EXTENSION)
