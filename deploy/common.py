@@ -80,7 +80,8 @@ def run_video(args, make_predictor):
     info = du.read_deploy_yaml(args.model_dir)
     channels = info["input_shape"][1] if info["input_shape"][1] > 0 else 3
     if channels != 3:
-        raise du.DeployError("The model takes {}-channel images; video frames have 3.".format(channels))
+        raise du.DeployError("The model takes {}-channel images; video frames have 3."
+                             .format(channels))
     images = du.list_images(path) if os.path.isdir(path) else None
     source = du.FrameSource(path, images, lambda p: du.read_image(p, channels))
     predictor = make_predictor(info)

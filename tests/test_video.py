@@ -1,6 +1,7 @@
-"""The video path: ``predict`` and the Paddle Inference / ONNX runners turn a video file (or a folder
-of frames) into a playable overlay video whose frames carry the same masks as per-image runs, print
-frames per second with backend and precision, and reject bad input (exit 2, nothing half-written)."""
+"""The video path: ``predict`` and the Paddle Inference / ONNX / Lite runners turn a video file
+(or a folder of frames) into a playable overlay video whose frames carry the same masks as per-image
+runs, print frames per second with backend and precision, and reject bad input (exit 2, nothing
+half-written)."""
 import glob
 import io
 import os

@@ -3,10 +3,10 @@ the runners in ``deploy/``.
 
 Frames come from a video file (``--video_path``, or an ``--image_path`` that is a video) or from a
 folder of frames (``--image_path frames/ --save_video``). Each frame is segmented, blended with its
-colour mask (as the per-image overlays are) and written with OpenCV's ``VideoWriter`` as MPEG-4 Part 2
-(``mp4v``) in ``<save_dir>/<name>.mp4``; the file is written under a temporary name and renamed only
-when complete. The run prints frames per second, end to end (decode + preprocessing + model +
-overlay + encode) and model only, with the backend and precision.
+colour mask (as the per-image overlays are) and written with OpenCV's ``VideoWriter`` as MPEG-4
+Part 2 (``mp4v``) in ``<save_dir>/<name>.mp4``; the file is written under a temporary name and
+renamed only when complete. The run prints frames per second, end to end (decode + preprocessing +
+model + overlay + encode) and model only, with the backend and precision.
 """
 import os
 import sys
@@ -57,8 +57,8 @@ def video_input(args):
                           "or --video_path (a video file).")
     if args.video_path:
         if os.path.isdir(args.video_path):
-            raise DeployError("--video_path {} is a folder; pass a folder of frames as --image_path "
-                              "with --save_video.".format(args.video_path))
+            raise DeployError("--video_path {} is a folder; pass a folder of frames as "
+                              "--image_path with --save_video.".format(args.video_path))
         if not os.path.isfile(args.video_path):
             raise DeployError("--video_path {} does not exist.".format(args.video_path))
         return args.video_path
@@ -122,8 +122,8 @@ class FrameSource:
                 said = " ".join(line.split("] ")[-1] for line in log.text().splitlines()[-2:])
                 raise DeployError("Cannot read a frame from video {}{}: the file is corrupt, empty "
                                   "or in a format this OpenCV build cannot decode. Re-encode it "
-                                  "(e.g. `ffmpeg -i in -c:v libx264 out.mp4`) or extract its frames "
-                                  "into a folder and pass that with --save_video.".format(
+                                  "(e.g. `ffmpeg -i in -c:v libx264 out.mp4`) or extract its "
+                                  "frames into a folder and pass that with --save_video.".format(
                                       path, " (FFmpeg: {})".format(said) if said else ""))
             fps = capture.get(cv2.CAP_PROP_FPS)
             self.fps = fps if np.isfinite(fps) and 0 < fps < 1000 else None
@@ -162,8 +162,8 @@ class FrameSource:
 
 
 class AtomicVideoWriter:
-    """``cv2.VideoWriter`` into a temporary file next to ``path``, renamed onto it by :meth:`commit`;
-    :meth:`discard` (or leaving the ``with`` block without committing) deletes it."""
+    """``cv2.VideoWriter`` into a temporary file next to ``path``, renamed onto it by
+    :meth:`commit`; :meth:`discard` (or leaving the ``with`` block uncommitted) deletes it."""
 
     def __init__(self, path, fps, size, fourcc=FOURCC):
         import cv2
