@@ -201,6 +201,13 @@ def test_bad_video_input_exits_2_and_writes_nothing(setup, tmp_path):
         assert "Traceback" not in proc.stderr, case
         out = tmp_path / "out"
         assert not out.exists() or not os.listdir(out), (case, os.listdir(out))
+    same = tmp_path / "same"
+    same.mkdir()
+    data = open(setup["clip"], "rb").read()
+    (same / "clip.mp4").write_bytes(data)
+    proc = run_script(script, *args, "--video_path", same / "clip.mp4", "--save_dir", same)
+    assert proc.returncode == 2 and "would replace the input video" in proc.stderr, proc.stderr
+    assert (same / "clip.mp4").read_bytes() == data and os.listdir(same) == ["clip.mp4"]
     proc = run_module("paddle_rtseg.predict", "--config", setup["config"], "--model_path",
                       setup["weights"], "--video_path", tmp_path / "corrupt.mp4", "--save_dir",
                       tmp_path / "out")

@@ -249,6 +249,10 @@ def segment_video(source, segment, save_dir, palette, backend, precision="fp32",
     if not fps > 0:
         raise DeployError("--video_fps must be positive, got {:g}.".format(fps))
     path = os.path.join(save_dir, source.name + OUTPUT_EXTENSION)
+    if os.path.abspath(path) == os.path.abspath(source.path) or (
+            os.path.exists(path) and os.path.samefile(path, source.path)):
+        raise DeployError("The overlay video {} would replace the input video; choose another "
+                          "--save_dir.".format(path))
     total = "/{}".format(source.count) if source.count else ""
     with AtomicVideoWriter(path, fps, source.size) as writer:
         meter = FpsMeter()
