@@ -15,8 +15,9 @@ import numpy as np
 import paddle
 
 import paddle_rtseg
-from paddle_rtseg.deployment import (IMAGE_EXTENSIONS, color_map, encode, overlay, pseudo_color_png,
-                                     write_bytes_atomic)
+from paddle_rtseg.deployment import (IMAGE_EXTENSIONS, FrameSource, add_video_args, color_map,
+                                     encode, overlay, pseudo_color_png, segment_video,
+                                     video_input, write_bytes_atomic)
 from paddle_rtseg.datasets.checked_io import DataError, read_image
 from paddle_rtseg.errors import run_cli, writable_dir
 from paddle_rtseg.run_lock import run_folder
@@ -53,12 +54,46 @@ def list_images(path):
     return images, root
 
 
+def infer_one(model, transforms, image, aug=False, scales=1.0, flip_horizontal=False,
+              flip_vertical=False, is_slide=False, stride=None, crop_size=None):
+    """``H x W`` uint8 class map of one BGR image (PaddleSeg's inference / aug_inference)."""
+    from paddleseg.core import infer
+    data = transforms({"img": image.copy(), "trans_info": []})
+    x = paddle.to_tensor(data["img"][None])
+    kwargs = dict(trans_info=data["trans_info"], is_slide=is_slide, stride=stride,
+                  crop_size=crop_size)
+    if aug:
+        pred, _ = infer.aug_inference(model, x, scales=scales, flip_horizontal=flip_horizontal,
+                                      flip_vertical=flip_vertical, **kwargs)
+    else:
+        pred, _ = infer.inference(model, x, **kwargs)
+    return paddle.squeeze(pred).numpy().astype("uint8")
+
+
+def predict_video(model, transforms, path, save_dir, palette, fps=None, **infer_kwargs):
+    """Segment a video file, or a folder of frames, into ``<save_dir>/<name>.mp4``
+    (``deployment/video.py``); returns its path."""
+    import time
+
+    images = list_images(path)[0] if os.path.isdir(path) else None
+    source = FrameSource(path, images, lambda p: read_image(p).astype(np.uint8))
+    model.eval()
+
+    def segment(frame):
+        start = time.perf_counter()
+        pred = infer_one(model, transforms, frame.astype("float32"), **infer_kwargs)
+        return pred, time.perf_counter() - start
+
+    backend = "paddle-dygraph-" + paddle.get_device().split(":")[0]
+    with paddle.no_grad():  # predict runs the model in float32 (its --precision is not applied)
+        return segment_video(source, segment, save_dir, palette, backend, "fp32", fps=fps)[0]
+
+
 def predict(model, transforms, images, root, save_dir, palette, save_label=False, aug=False,
             scales=1.0, flip_horizontal=False, flip_vertical=False, is_slide=False, stride=None,
             crop_size=None):
     """Run ``model`` on ``images`` and write the masks and overlays (``palette``: ``N x 3`` RGB, see
     :func:`paddle_rtseg.deployment.color_map`); returns the list of written mask paths."""
-    from paddleseg.core import infer
     from paddleseg.utils import progbar
 
     model.eval()
@@ -67,16 +102,8 @@ def predict(model, transforms, images, root, save_dir, palette, save_label=False
     with paddle.no_grad():
         for i, path in enumerate(images):
             image = read_image(path)
-            data = transforms({"img": image.copy(), "trans_info": []})
-            x = paddle.to_tensor(data["img"][None])
-            kwargs = dict(trans_info=data["trans_info"], is_slide=is_slide, stride=stride,
-                          crop_size=crop_size)
-            if aug:
-                pred, _ = infer.aug_inference(model, x, scales=scales, flip_horizontal=flip_horizontal,
-                                              flip_vertical=flip_vertical, **kwargs)
-            else:
-                pred, _ = infer.inference(model, x, **kwargs)
-            pred = paddle.squeeze(pred).numpy().astype("uint8")
+            pred = infer_one(model, transforms, image, aug, scales, flip_horizontal, flip_vertical,
+                             is_slide, stride, crop_size)
             rel = os.path.relpath(path, root)
             if rel.startswith(os.pardir) or os.path.isabs(rel):  # listed outside the list's folder
                 rel = os.path.basename(path)
@@ -98,22 +125,25 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser)
     add_inference_args(parser)
-    parser.add_argument("--image_path", required=True, help="an image, a folder, or a list file")
+    parser.add_argument("--image_path", default=None,
+                        help="an image, a folder, a list file or a video file")
     parser.add_argument("--save_dir", default="./output/result")
     parser.add_argument("--save_label", action="store_true", help="also write raw class-id PNGs")
     parser.add_argument("--custom_color", nargs="+", type=int, default=None,
                         help="palette as R G B R G B ... (one triple per class)")
+    add_video_args(parser)
     args = parser.parse_args(argv)
     check_slide(args)
+    video = video_input(args)
     from paddleseg.utils import logger
 
-    images, root = list_images(args.image_path)
+    images, root = (None, None) if video else list_images(args.image_path)
     writable_dir(args.save_dir)
     with run_folder(args.save_dir, log=logger.warning):
-        return _predict(args, images, root)
+        return _predict(args, video, images, root)
 
 
-def _predict(args, images, root):
+def _predict(args, video, images, root):
     from paddleseg.cvlibs import SegBuilder
     from paddleseg.transforms import Compose
     from paddleseg.utils import logger
@@ -125,6 +155,11 @@ def _predict(args, images, root):
     paddle_rtseg.load_checkpoint(model, args.model_path)
     transforms = Compose(builder.val_transforms)
     palette = color_map(256, custom_color=args.custom_color)
+    if video:
+        return predict_video(model, transforms, video, args.save_dir, palette, args.video_fps,
+                             aug=args.aug, scales=args.scales, flip_horizontal=args.flip_horizontal,
+                             flip_vertical=args.flip_vertical, is_slide=args.is_slide,
+                             stride=args.stride, crop_size=args.crop_size)
     written = predict(model, transforms, images, root, args.save_dir, palette, args.save_label,
                       args.aug, args.scales, args.flip_horizontal, args.flip_vertical,
                       args.is_slide, args.stride, args.crop_size)

@@ -17,4 +17,6 @@ from .paddle_lite import LitePredictor
 from .predictor import Predictor
 from .program import onednn_resize_is_exact, read_program
 from .transforms import check_input, preprocess
+from .video import (FrameSource, add_video_args, is_video, segment_video, video_input,
+                    VIDEO_EXTENSIONS)
 from .visualize import color_map, encode, overlay, pseudo_color_png, save_results, to_label_map
