@@ -183,13 +183,14 @@ def test_runners_write_the_same_masks(exported, tmp_path):
 
 
 @pytest.mark.parametrize("exported", ["rtformer"], indirect=True)
-def test_runner_rejects_wrong_channel_count(exported, tmp_path):
+def test_runner_converts_grayscale_with_a_warning(exported, tmp_path):
+    """The CLIs' image rule (README, "Command line"): grayscale is replicated to 3 channels."""
     images = _write_images(str(tmp_path / "gray"), [(40, 40)], channels=1)
     proc = _run_script("deploy/python/infer.py", "--model_dir", exported[1], "--image_path",
                        images, "--save_dir", tmp_path / "out")
-    assert proc.returncode != 0
-    assert "1 channel(s) (grayscale)" in proc.stderr and "3-channel" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "im0.png is grayscale; replicating it to 3 channels" in proc.stderr
+    assert (tmp_path / "out" / "im0.png").exists()
 
 
 @pytest.mark.parametrize("exported", ["rtformer"], indirect=True)
