@@ -130,20 +130,21 @@ def _read_yaml(path, named_by=None):
 
 
 def _opt_value(item):
-    """The value of ``--opts key=value`` read as a YAML scalar (``null`` is None, ``1.0e-4`` a
-    float); PaddleSeg's comma form ``0.75,1.0,1.25`` stays a list."""
+    """The value of ``--opts key=value`` read as YAML, as in a config file (``null`` is None,
+    ``[1, 2]`` a list); what YAML leaves as text is then read as PaddleSeg does (Python literals:
+    ``1e-5`` a float, ``0.75,1.0,1.25`` a list, ``None``)."""
     text = item.split("=", 1)[1]
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         raise ConfigError("--opts {}: {!r} is not a valid YAML value. Quote text, write lists as "
                           "[a, b].".format(item, text)) from None
-    if isinstance(value, str):  # PaddleSeg's reading: 1e-5 (text in YAML 1.1), 0.75,1.0,1.25
+    if isinstance(value, str):  # PaddleSeg's reading: 1e-5 (text in YAML 1.1), 0.75,1.0,1.25, None
         try:
             parsed = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             return value
-        if isinstance(parsed, (int, float, list, tuple)) and not isinstance(parsed, bool):
+        if parsed is None or isinstance(parsed, (int, float, list, tuple, dict)):
             return list(parsed) if isinstance(parsed, tuple) else parsed
     return value
 

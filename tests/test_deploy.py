@@ -243,7 +243,7 @@ def test_runners_and_clis_read_16bit_images_alike(tmp_path):
     """One rule for 16-bit input (scale by the maximum), so `predict` and the deploy runners see
     the same pixels; min-max scaling (the runners' old rule) would map 1000 to 0 here."""
     from paddle_rtseg.datasets import checked_io
-    image = (np.arange(12 * 10 * 3).reshape(12, 10, 3) * 50 + 1000).astype(np.uint16)
+    image = (np.arange(40 * 36 * 3).reshape(40, 36, 3) * 5 + 1000).astype(np.uint16)
     path = str(tmp_path / "deep.png")
     cv2.imwrite(path, image)
     runner, cli = du.read_image(path), checked_io.read_image(path)
