@@ -218,9 +218,13 @@ class _CheckedConfig(Config):
 def _check_flags(learning_rate, batch_size, iters):
     for flag, value in (("--iters", iters), ("--batch_size", batch_size)):
         if value is not None and (not _is_int(value) or value < 1):
-            raise ConfigError("{} must be an integer of at least 1, got {}.".format(flag, value))
+            raise ConfigError("{} must be an integer of at least 1, got {}. Pass a positive "
+                              "integer, or leave the flag out to use the config's value."
+                              .format(flag, value))
     if learning_rate is not None and not learning_rate > 0:
-        raise ConfigError("--learning_rate must be greater than 0, got {}.".format(learning_rate))
+        raise ConfigError("--learning_rate must be greater than 0, got {}. Pass a positive "
+                          "number, or leave the flag out to use the config's value."
+                          .format(learning_rate))
 
 
 def load_config(path, learning_rate=None, batch_size=None, iters=None, opts=None):

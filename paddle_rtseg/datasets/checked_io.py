@@ -90,7 +90,10 @@ def _unreadable(path):
 def _out_of_range(path, num_classes, ignore_index):
     """Class ids in label ``path`` that are neither in ``0..num_classes-1`` nor ``ignore_index``."""
     label = read_label(path)
-    values = np.flatnonzero(np.bincount(label.ravel())) if label.dtype == np.uint8 else np.unique(label)
+    if label.dtype == np.uint8:
+        values = np.flatnonzero(np.bincount(label.ravel(), minlength=256))
+    else:
+        values = np.unique(label)
     return [int(v) for v in values if (v < 0 or v >= num_classes) and v != ignore_index]
 
 
