@@ -1,21 +1,27 @@
 """Atomic writes: a file appears complete or not at all (no half-written checkpoint after a kill)."""
 import contextlib
 import os
+import re
+import shutil
 import tempfile
 
 import paddle
 
+from .deployment.errors import DiskFullError, reporting_full_disk
 from .deployment.files import default_mode
 
 
 def atomic_save(obj, path, **kwargs):
-    """``paddle.save`` to a temporary file in the same folder, then rename it onto ``path``."""
+    """``paddle.save`` to a temporary file in the same folder, then rename it onto ``path``.
+    A full disk raises :class:`DiskFullError` naming the folder."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)  # paddle.save creates missing folders too
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
+    with reporting_full_disk(path):
+        os.makedirs(folder, exist_ok=True)  # paddle.save creates missing folders too
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
     os.close(fd)
     try:
-        _PADDLE_SAVE(obj, tmp, **kwargs)
+        with reporting_full_disk(path):
+            _PADDLE_SAVE(obj, tmp, **kwargs)
         default_mode(tmp)
         os.replace(tmp, path)
     finally:
@@ -31,9 +37,13 @@ def atomic_paddle_save():
     """Within the block, ``paddle.save(obj, "<path>")`` is atomic (PaddleSeg's trainer saves with it)."""
 
     def save(obj, path, **kwargs):
-        if isinstance(path, (str, os.PathLike)):
+        if not isinstance(path, (str, os.PathLike)):
+            return _PADDLE_SAVE(obj, path, **kwargs)
+        try:
             return atomic_save(obj, os.fspath(path), **kwargs)
-        return _PADDLE_SAVE(obj, path, **kwargs)
+        except DiskFullError:
+            _drop_incomplete_checkpoint(os.fspath(path))
+            raise
 
     paddle.save = save
     try:
@@ -41,3 +51,11 @@ def atomic_paddle_save():
     finally:
         paddle.save = _PADDLE_SAVE
 
+
+def _drop_incomplete_checkpoint(path):
+    """PaddleSeg writes a fresh ``iter_N/`` folder per checkpoint (``model.pdparams`` then
+    ``model.pdopt``): when a save into one fails, remove the folder rather than leave a
+    checkpoint that ``--resume_model`` cannot use."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if re.fullmatch(r"iter_\d+", os.path.basename(folder)):
+        shutil.rmtree(folder, ignore_errors=True)

@@ -52,7 +52,11 @@ def compare_state_dicts(model_state, checkpoint_state):
     return missing, unexpected, mismatched
 
 
-def _describe(path, model, missing, unexpected, mismatched, limit=20):
+_ADVICE = ("Check that the config describes the same model variant as the checkpoint; pass "
+           "strict=False to load only the matching parameters.")
+
+
+def _describe(path, model, missing, unexpected, mismatched, limit=20, advice=_ADVICE):
     lines = ["Checkpoint {} does not fit {}:".format(path, type(model).__name__)]
     if mismatched:
         lines.append("  shape mismatch ({}): ".format(len(mismatched)) + ", ".join(
@@ -66,8 +70,7 @@ def _describe(path, model, missing, unexpected, mismatched, limit=20):
     if unexpected:
         lines.append("  unexpected in checkpoint ({}): {}".format(
             len(unexpected), ", ".join(unexpected[:limit])))
-    lines.append("  Check that the config describes the same model variant as the checkpoint; "
-                 "pass strict=False to load only the matching parameters.")
+    lines.append("  " + advice)
     return "\n".join(lines)
 
 
@@ -92,3 +95,17 @@ def load_checkpoint(model, path, strict=True):
     model.set_state_dict({k: v.astype(_numpy_dtype(model_state[k]), copy=False)
                           for k, v in state.items() if k in model_state and k not in skip})
     return dict(missing=missing, unexpected=unexpected, mismatched=mismatched)
+
+
+def check_resume_fits(model, resume_dir):
+    """Refuse ``--resume_model`` whose ``model.pdparams`` does not fit ``model`` (e.g. another
+    num_classes), listing the keys as :func:`load_checkpoint` does. PaddleSeg's resume would skip
+    the mismatched parameters with a warning and train on."""
+    path = os.path.join(resume_dir, "model.pdparams")
+    missing, unexpected, mismatched = compare_state_dicts(model.state_dict(),
+                                                          read_checkpoint(path, model))
+    if missing or unexpected or mismatched:
+        raise CheckpointMismatchError(_describe(
+            path, model, missing, unexpected, mismatched,
+            advice="--resume_model continues the run that wrote it: resume with that run's "
+                   "config, or start a new run (without --resume_model)."))

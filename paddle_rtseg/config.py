@@ -1,16 +1,21 @@
 """PaddleSeg YAML configs, checked before anything is built.
 
 ``load_config`` wraps ``paddleseg.cvlibs.Config`` (``_base_`` inheritance, ``--opts key=value``) and
-turns the mistakes users make into one-paragraph errors: a missing file, a misspelled top-level key,
-an unknown component ``type`` (with the closest registered names), and constructor arguments the
-component does not take (listing the ones it does).
+turns the mistakes users make into one-paragraph errors: a missing file, YAML syntax errors (file,
+line, column), a misspelled top-level key, an unknown component ``type`` (with the closest registered
+names), constructor arguments the component does not take (listing the ones it does), values of the
+wrong type (text where a number is expected), and ``iters`` / ``batch_size`` / ``num_classes`` below 1.
+``--opts`` values are read as YAML scalars, as in a config file (``null``, ``true``, ``1.0e-4``).
 """
+import ast
 import difflib
 import inspect
 import os
 
 import paddle
+import yaml
 from paddleseg.cvlibs import Config, SegBuilder, manager
+from paddleseg.cvlibs.config import merge_config_dicts
 
 TOP_LEVEL_KEYS = {
     "batch_size", "iters", "train_dataset", "val_dataset", "test_dataset", "model", "loss",
@@ -49,12 +54,34 @@ def _accepted_arguments(component):
     return [name for name in params if name not in ("self", "args")]
 
 
+def _parameters(target):
+    target = target.__init__ if inspect.isclass(target) else target
+    return inspect.signature(target).parameters
+
+
+def _check_type(where, value, default):
+    """Text where the component's default is a number or a flag (``base_channels: abc``)."""
+    if not isinstance(value, str) or isinstance(default, str) or \
+            not isinstance(default, (bool, int, float)):
+        return
+    kind = "true or false" if isinstance(default, bool) else "a number"
+    hint = ""
+    try:
+        float(value)
+        hint = " YAML reads a number with an exponent but no dot as text: write 1.0e-5, not 1e-5."
+    except ValueError:
+        pass
+    raise ConfigError("{} must be {}, got {!r} (text).{} Fix it in the config or in --opts."
+                      .format(where, kind, value, hint))
+
+
 def check_component(cfg, where):
     """Recursively check ``type`` names and argument names of a component config dict."""
     if not isinstance(cfg, dict) or "type" not in cfg:
         return
     component = _component(cfg["type"], where)
     accepted = _accepted_arguments(component)
+    parameters = _parameters(component)
     for key, value in cfg.items():
         if key == "type":
             continue
@@ -63,11 +90,141 @@ def check_component(cfg, where):
                 "{} ({}) takes no argument {!r}.{} It accepts: {}. Fix the key in the config or "
                 "in --opts.".format(where, cfg["type"], key, _closest(key, accepted),
                                     ", ".join(accepted)))
+        if key in parameters:
+            _check_type("{}.{}".format(where, key), value, parameters[key].default)
         if isinstance(value, dict):
             check_component(value, "{}.{}".format(where, key))
         elif isinstance(value, list):
             for i, item in enumerate(value):
                 check_component(item, "{}.{}[{}]".format(where, key, i))
+
+
+def _read_yaml(path, named_by=None):
+    """PaddleSeg's ``parse_from_yaml`` (``_base_`` files merged under the file's own keys), with
+    syntax errors and missing base files reported as :class:`ConfigError`."""
+    if not os.path.isfile(path):
+        raise ConfigError("Config file {} (the _base_ of {}) does not exist. Fix the _base_ path; it "
+                          "is relative to the file that names it.".format(path, named_by))
+    try:
+        with open(path, encoding="utf-8") as f:
+            dic = yaml.load(f, Loader=yaml.FullLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = ", line {}, column {}".format(mark.line + 1, mark.column + 1) if mark else ""
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise ConfigError("YAML syntax error in {}{}: {}. Fix the YAML there (indentation, "
+                          "unclosed brackets or quotes, a ':' after each key).".format(
+                              path, where, problem)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("Config file {} is not UTF-8 text; save it as a UTF-8 YAML file."
+                          .format(path)) from None
+    if dic is None:
+        dic = {}
+    if not isinstance(dic, dict):
+        raise ConfigError("Config file {} must be a YAML mapping of keys (model:, train_dataset:, "
+                          "...), not a {}.".format(path, type(dic).__name__))
+    bases = dic.pop("_base_", [])
+    for base in [bases] if isinstance(bases, str) else bases:
+        dic = merge_config_dicts(dic, _read_yaml(os.path.join(os.path.dirname(path), base), path))
+    return dic
+
+
+def _opt_value(item):
+    """The value of ``--opts key=value`` read as YAML, as in a config file (``null`` is None,
+    ``[1, 2]`` a list); what YAML leaves as text is then read as PaddleSeg does (Python literals:
+    ``1e-5`` a float, ``0.75,1.0,1.25`` a list, ``None``)."""
+    text = item.split("=", 1)[1]
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError("--opts {}: {!r} is not a valid YAML value. Quote text, write lists as "
+                          "[a, b].".format(item, text)) from None
+    if isinstance(value, str):  # PaddleSeg's reading: 1e-5 (text in YAML 1.1), 0.75,1.0,1.25, None
+        try:
+            parsed = ast.literal_eval(value)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            return value
+        if parsed is None or isinstance(parsed, (int, float, list, tuple, dict)):
+            return list(parsed) if isinstance(parsed, tuple) else parsed
+    return value
+
+
+def _apply_opts(dic, opts):
+    for item in opts or []:
+        key = item.split("=", 1)[0]
+        parts = key.split(".")
+        node = dic
+        for i, sub in enumerate(parts[:-1]):
+            if not isinstance(node, dict) or sub not in node:
+                known = node if isinstance(node, dict) else {}
+                raise ConfigError("--opts {}: the config has no {!r}.{} Fix the key.".format(
+                    item, ".".join(parts[:i + 1]), _closest(sub, known)))
+            node = node[sub]
+        if not isinstance(node, dict):
+            raise ConfigError("--opts {}: {} is not a section of the config.".format(
+                item, ".".join(parts[:-1])))
+        node[parts[-1]] = _opt_value(item)
+    return dic
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _describe_value(value):
+    return "{!r} ({})".format(value, "text" if isinstance(value, str) else type(value).__name__)
+
+
+def check_counts(dic, path):
+    """``iters``, ``batch_size`` and every ``num_classes`` must be integers >= 1."""
+    places = [("iters", dic), ("batch_size", dic)] + [
+        ("{}.num_classes".format(section), dic[section]) for section in
+        ("model", "train_dataset", "val_dataset", "test_dataset")
+        if isinstance(dic.get(section), dict)]
+    for where, node in places:
+        key = where.rsplit(".", 1)[-1]
+        if key not in node:
+            continue
+        value = node[key]
+        if not _is_int(value):
+            raise ConfigError("{} in {} must be an integer, got {}. Fix it in the config or in "
+                              "--opts.".format(where, path, _describe_value(value)))
+        if value < 1:
+            raise ConfigError("{} in {} must be at least 1, got {}. Fix it in the config or in "
+                              "--opts.".format(where, path, value))
+
+
+class _CheckedConfig(Config):
+    """PaddleSeg's ``Config`` reading YAML with :func:`_read_yaml` and ``--opts`` as YAML
+    scalars; counts are checked before PaddleSeg's own rules (which would call
+    ``num_classes: five`` "not consistent")."""
+
+    @classmethod
+    def _parse_from_yaml(cls, path, *args, **kwargs):
+        return _read_yaml(path)
+
+    def __init__(self, path, **kwargs):
+        self._path = path
+        super().__init__(path, **kwargs)
+
+    def update_config_dict(self, dic, learning_rate=None, batch_size=None, iters=None, opts=None):
+        dic = Config.update_config_dict(dic, learning_rate=learning_rate, batch_size=batch_size,
+                                        iters=iters)
+        dic = _apply_opts(dic, opts)
+        check_counts(dic, self._path)
+        return dic
+
+
+def _check_flags(learning_rate, batch_size, iters):
+    for flag, value in (("--iters", iters), ("--batch_size", batch_size)):
+        if value is not None and (not _is_int(value) or value < 1):
+            raise ConfigError("{} must be an integer of at least 1, got {}. Pass a positive "
+                              "integer, or leave the flag out to use the config's value."
+                              .format(flag, value))
+    if learning_rate is not None and not learning_rate > 0:
+        raise ConfigError("--learning_rate must be greater than 0, got {}. Pass a positive "
+                          "number, or leave the flag out to use the config's value."
+                          .format(learning_rate))
 
 
 def load_config(path, learning_rate=None, batch_size=None, iters=None, opts=None):
@@ -81,14 +238,15 @@ def load_config(path, learning_rate=None, batch_size=None, iters=None, opts=None
         if item.count("=") != 1:
             raise ConfigError("--opts takes key=value pairs such as `model.num_classes=19 "
                               "batch_size=4`; got {!r}".format(item))
-    raw = Config._parse_from_yaml(path)
+    _check_flags(learning_rate, batch_size, iters)
+    raw = _read_yaml(path)
     for key in raw:
         if key not in TOP_LEVEL_KEYS:
             raise ConfigError("Unknown top-level key {!r} in {}.{} Valid keys: {}.".format(
                 key, path, _closest(key, TOP_LEVEL_KEYS), ", ".join(sorted(TOP_LEVEL_KEYS))))
     try:
-        cfg = Config(path, learning_rate=learning_rate, batch_size=batch_size, iters=iters,
-                     opts=opts)
+        cfg = _CheckedConfig(path, learning_rate=learning_rate, batch_size=batch_size, iters=iters,
+                             opts=opts)
     except (AssertionError, RuntimeError, KeyError, TypeError) as e:  # PaddleSeg's own checks
         message = " ".join(str(e).split())
         raise ConfigError("Invalid config {}: {}".format(path, message)) from None
@@ -101,6 +259,13 @@ def load_config(path, learning_rate=None, batch_size=None, iters=None, opts=None
         schedulers = [n for n in dir(paddle.optimizer.lr) if n[0].isupper() and n != "LRScheduler"]
         raise ConfigError("Unknown lr_scheduler type {!r}.{} Use a class of paddle.optimizer.lr: {}."
                           .format(lr_type, _closest(lr_type, schedulers), ", ".join(schedulers)))
+    if lr_type is not None:  # PaddleSeg passes the other keys to the class, warmup_* it uses itself
+        parameters = dict(_parameters(getattr(paddle.optimizer.lr, lr_type)))
+        defaults = dict({k: p.default for k, p in parameters.items()},
+                        learning_rate=0.1, warmup_iters=0, warmup_start_lr=0.0)
+        for key, value in cfg.dic["lr_scheduler"].items():
+            if key in defaults:
+                _check_type("lr_scheduler.{}".format(key), value, defaults[key])
     return cfg
 
 

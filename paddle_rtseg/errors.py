@@ -7,6 +7,7 @@ from .checkpoints import CheckpointMismatchError
 from .config import ConfigError
 from .datasets.checked_io import DataError
 from .deployment import DeployError
+from .deployment.errors import DISK_FULL, DiskFullError, disk_full_message
 from .export import ExportError
 from .run_lock import RunLockError
 from .torch_reader import UnsafeCheckpointError
@@ -27,6 +28,8 @@ def writable_dir(path, what="--save_dir"):
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
             pass
     except OSError as e:
+        if e.errno in DISK_FULL:
+            raise DiskFullError(disk_full_message(path)) from None
         raise OutputError("Cannot write to {} {} ({}). Choose a folder you can write to, or fix its "
                           "permissions.".format(what, path, e.strerror or e)) from None
     return path
@@ -50,6 +53,10 @@ def run_cli(main):
         return main()
     except USER_ERRORS as e:
         message = str(e)
+    except OSError as e:  # a full disk anywhere we did not wrap (logs, PaddleSeg's own writes)
+        if e.errno not in DISK_FULL:
+            raise
+        message = disk_full_message(e.filename)
     except RuntimeError as e:  # PaddleSeg's builder wraps constructor errors in RuntimeError
         if "Tried to create a" not in str(e) and "was not found" not in str(e):
             raise

@@ -293,6 +293,7 @@ def _export(config, save_dir, model_path, input_shape, output_op, fmt, opts, mod
 
     import paddle
     from . import load_checkpoint, load_config
+    from .deployment.errors import reporting_full_disk
     from paddleseg.cvlibs import SegBuilder
 
     cfg = load_config(config, opts=opts)
@@ -314,11 +315,12 @@ def _export(config, save_dir, model_path, input_shape, output_op, fmt, opts, mod
     spec = [paddle.static.InputSpec([None if d == -1 else d for d in shape], "float32", "x")]
     model_file, params_file = model_files(fmt)
     parent = os.path.dirname(os.path.abspath(save_dir))
-    tmp = tempfile.mkdtemp(prefix=_temp_prefix(save_dir), dir=parent)
+    with reporting_full_disk(save_dir):
+        tmp = tempfile.mkdtemp(prefix=_temp_prefix(save_dir), dir=parent)
     try:
-        try:
+        try:  # trace first, so that only a tracing failure is blamed on the input shape
             static = paddle.jit.to_static(net, input_spec=spec, full_graph=True)
-            paddle.jit.save(static, os.path.join(tmp, "model"))
+            static.forward.concrete_program
         except Exception as e:
             dynamic = [i for i, d in enumerate(shape) if d == -1]
             hint = ("This model needs a fixed input size: pass --input_shape 1 {} H W."
@@ -327,10 +329,12 @@ def _export(config, save_dir, model_path, input_shape, output_op, fmt, opts, mod
             last = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
             raise ExportError("Tracing the model with input shape {} failed ({}). {}".format(
                 shape, last, hint)) from None
-        if fmt == "legacy":
-            _patch_for_lite(os.path.join(tmp, model_file))
-        _write_deploy_yaml(os.path.join(tmp, "deploy.yaml"), model_file, params_file,
-                           _transforms(cfg), shape, output_op)
+        _save_traced(static, os.path.join(tmp, "model"), save_dir)
+        with reporting_full_disk(save_dir):
+            if fmt == "legacy":
+                _patch_for_lite(os.path.join(tmp, model_file))
+            _write_deploy_yaml(os.path.join(tmp, "deploy.yaml"), model_file, params_file,
+                               _transforms(cfg), shape, output_op)
         from .deployment.files import default_mode
         default_mode(tmp)
         run_lock.carry(save_dir, tmp)  # the lock stays in --save_dir across the swap
@@ -342,6 +346,22 @@ def _export(config, save_dir, model_path, input_shape, output_op, fmt, opts, mod
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return os.path.join(save_dir, "deploy.yaml")
+
+
+def _save_traced(static, prefix, save_dir):
+    """``paddle.jit.save`` of the traced model; a failure here is about writing, not the shape."""
+    import paddle
+    from .deployment.errors import DISK_FULL, DiskFullError, disk_full_message
+    try:
+        paddle.jit.save(static, prefix)
+    except Exception as e:
+        text = " ".join(str(e).split())
+        if getattr(e, "errno", None) in DISK_FULL or "No space left on device" in text:
+            raise DiskFullError(disk_full_message(os.path.dirname(os.path.abspath(save_dir)))
+                                ) from None
+        raise ExportError("Writing the exported model next to --save_dir {} failed ({}: {}). Check "
+                          "that the folder is writable and has space.".format(
+                              save_dir, type(e).__name__, text[-300:])) from None
 
 
 def parse_args(argv=None):

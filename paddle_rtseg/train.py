@@ -14,6 +14,7 @@ import paddle
 
 import paddle_rtseg
 from paddle_rtseg.atomic import atomic_paddle_save
+from paddle_rtseg.checkpoints import check_resume_fits
 from paddle_rtseg.datasets import check_dataset
 from paddle_rtseg.errors import run_cli, writable_dir
 from paddle_rtseg.run_lock import run_folder
@@ -101,6 +102,8 @@ def _train(args, cfg, resume):
     utils.set_cv2_num_threads(args.num_workers)
     builder = SegBuilder(cfg)
     model = builder.model
+    if resume:
+        check_resume_fits(model, resume)
     if device == "gpu" and paddle.distributed.get_world_size() > 1:
         model = paddle.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     train_dataset = check_dataset(builder.train_dataset, "train_dataset")

@@ -8,14 +8,16 @@ reads every image through :func:`read_image`.
 import os
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
-import cv2
 import numpy as np
+from paddleseg.datasets import Dataset
 from paddleseg.transforms import Compose
 from paddleseg.utils import logger
 from PIL import Image
 
-from ..deployment.images import to_uint8
+from ..deployment.errors import DeployError
+from ..deployment.images import read_image as deployment_read_image
 
 
 class DataError(ValueError):
@@ -23,32 +25,16 @@ class DataError(ValueError):
 
 
 def read_image(path, channels=3):
-    """Read ``path`` as float32 HxWxC (BGR for 3 channels, as ``cv2.imread``).
-
-    Grayscale images are replicated to 3 channels and RGBA images lose alpha (with a warning);
-    missing and undecodable files raise :class:`DataError`.
-    """
+    """Read ``path`` as float32 HxWxC (BGR for 3 channels, as ``cv2.imread``), by the one rule of
+    :func:`paddle_rtseg.deployment.images.read_image` (grayscale and RGBA converted with a warning;
+    truncated, tiny, missing and undecodable files refused) with :class:`DataError`."""
     if not os.path.isfile(path):
         raise DataError("Image {} does not exist. Check the path (and the dataset_root / file "
                         "list that names it).".format(path))
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if img is None or img.size == 0:
-        raise DataError("Image {} cannot be decoded: the file is corrupt or not an image "
-                        "(supported: PNG, JPEG, BMP, TIFF...). Replace or remove it.".format(path))
-    img = to_uint8(img)
-    found = 1 if img.ndim == 2 else img.shape[2]
-    if channels == 1:
-        if found != 1:
-            img = cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2GRAY)
-    elif found == 1:
-        logger.warning("{} is grayscale; replicating it to 3 channels.".format(path))
-        img = cv2.cvtColor(img if img.ndim == 2 else img[..., 0], cv2.COLOR_GRAY2BGR)
-    elif found == 4:
-        logger.warning("{} has an alpha channel; it is dropped.".format(path))
-        img = img[..., :3]
-    elif found != 3:
-        raise DataError("Image {} has {} channels; the model takes {}. Convert it to RGB."
-                        .format(path, found, channels))
+    try:
+        img = deployment_read_image(path, channels, warn=logger.warning)
+    except DeployError as e:
+        raise DataError(str(e)) from None
     return img.astype("float32")
 
 
@@ -101,9 +87,41 @@ def _unreadable(path):
         return True
 
 
+def _out_of_range(path, num_classes, ignore_index):
+    """Class ids in label ``path`` that are neither in ``0..num_classes-1`` nor ``ignore_index``."""
+    label = read_label(path)
+    if label.dtype == np.uint8:
+        values = np.flatnonzero(np.bincount(label.ravel(), minlength=256))
+    else:
+        values = np.unique(label)
+    return [int(v) for v in values if (v < 0 or v >= num_classes) and v != ignore_index]
+
+
+def _check_label_values(dataset, name, labels):
+    """Decode every label (threads: PNG decoding releases the GIL) and refuse class ids the loss
+    cannot take. Only for datasets that feed labels to the loss as stored (PaddleSeg's ``Dataset``
+    ``__getitem__``; e.g. ADE20K shifts its ids by one and is skipped)."""
+    num_classes = getattr(dataset, "num_classes", None)
+    if not labels or not isinstance(num_classes, int) or \
+            getattr(type(dataset), "__getitem__", None) is not Dataset.__getitem__:
+        return
+    ignore_index = getattr(dataset, "ignore_index", 255)
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        found = list(pool.map(lambda p: _out_of_range(p, num_classes, ignore_index), labels))
+    bad = [(p, v) for p, v in zip(labels, found) if v]
+    if bad:
+        raise DataError(
+            "The {} has {} label file(s) with class ids outside 0..{} that are not the ignore "
+            "index {}, e.g. {} (values {}). Fix those labels (map them to {} to ignore them), or "
+            "set num_classes in the model and datasets to cover them.".format(
+                name, len(bad), num_classes - 1, ignore_index, bad[0][0],
+                ", ".join(map(str, bad[0][1][:10])), ignore_index))
+
+
 def check_dataset(dataset, name="dataset"):
-    """Verify that every file ``dataset`` lists exists, and read images through
-    :class:`CheckedCompose` from now on. Returns ``dataset``."""
+    """Verify that every file ``dataset`` lists exists, that its labels decode and hold only
+    valid class ids, and read images through :class:`CheckedCompose` from now on.
+    Returns ``dataset``."""
     if dataset is None:
         return None
     file_list = getattr(dataset, "file_list", None) or []
@@ -119,6 +137,7 @@ def check_dataset(dataset, name="dataset"):
         raise DataError("The {} lists {} file(s) that cannot be decoded (corrupt or not images), "
                         "e.g. {}. Replace or remove them.".format(
                             name, len(broken), ", ".join(broken[:3])))
+    _check_label_values(dataset, name, [pair[1] for pair in file_list if pair[1] is not None])
     transforms = getattr(dataset, "transforms", None)
     if isinstance(transforms, Compose) and not isinstance(transforms, CheckedCompose):
         transforms.__class__ = CheckedCompose

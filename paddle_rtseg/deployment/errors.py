@@ -1,5 +1,33 @@
-"""The one error type of the deployment runtime."""
+"""The error types of the deployment runtime (shared by the CLIs)."""
+import contextlib
+import errno
+import os
 
 
 class DeployError(ValueError):
     """A model directory, image or option the runner cannot use; the message says the fix."""
+
+
+class DiskFullError(DeployError):
+    """An output could not be written because its disk (or quota) is full."""
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_message(where):
+    """The one message for a full disk; ``where`` is the folder (or file) being written."""
+    return ("The disk is full at {} (no space left on device). Free space or choose another "
+            "--save_dir.".format(where or "the output folder"))
+
+
+@contextlib.contextmanager
+def reporting_full_disk(path):
+    """Turn "no space left on device" (or a full quota) while writing ``path`` into
+    :class:`DiskFullError` naming where; other errors pass through unchanged."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in DISK_FULL:
+            raise
+        raise DiskFullError(disk_full_message(os.path.dirname(os.path.abspath(path)))) from None

@@ -2,6 +2,8 @@
 import os
 import tempfile
 
+from .errors import reporting_full_disk
+
 
 def default_mode(path):
     """Give ``path`` (made 0600/0700 by ``mkstemp``/``mkdtemp``) the mode a plain open()/mkdir()
@@ -12,12 +14,14 @@ def default_mode(path):
 
 
 def write_bytes_atomic(path, data):
-    """Write ``data`` (bytes) to ``path`` via a temporary file renamed into place."""
+    """Write ``data`` (bytes) to ``path`` via a temporary file renamed into place; a full disk
+    raises :class:`DiskFullError` and leaves nothing behind."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    with reporting_full_disk(path):
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with reporting_full_disk(path), os.fdopen(fd, "wb") as f:
             f.write(data)
         default_mode(tmp)
         os.replace(tmp, path)

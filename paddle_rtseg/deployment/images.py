@@ -7,23 +7,75 @@ from .errors import DeployError
 
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# The models' coarsest feature map is 1/32 of the input: anything smaller has no content left there.
+MIN_SIDE = 32
 
 
-def read_image(path, channels=3):
-    """``H x W x 3`` BGR uint8 image, or a :class:`DeployError` naming what is wrong with it."""
+def _stderr_warning(message):
+    import sys
+    print("warning: {}".format(message), file=sys.stderr)
+
+
+def _truncated_jpeg(data):
+    """True for a JPEG whose last scan has no end-of-image marker after it: the file was cut off
+    (OpenCV then only warns "Premature end of JPEG file" and fills the rest with grey).
+    Entropy-coded data cannot contain ``FF D9``, so a complete file has it after its last ``FF DA``."""
+    if not data.startswith(b"\xff\xd8"):
+        return False
+    last_scan = data.rfind(b"\xff\xda")
+    return last_scan < 0 or data.find(b"\xff\xd9", last_scan) < 0
+
+
+def read_image(path, channels=3, warn=_stderr_warning):
+    """The one rule for input images, shared by the CLIs (train/val/predict) and the runners.
+
+    Returns ``H x W x 3`` BGR uint8 (``H x W`` for ``channels=1``). 16-bit and float images are
+    scaled to 8 bits (:func:`to_uint8`). Grayscale images are replicated to 3 channels and the
+    alpha channel of RGBA images is dropped, each with a warning passed to ``warn``. Refused with a
+    :class:`DeployError` naming the file: missing or undecodable files, truncated JPEGs, images
+    smaller than ``MIN_SIDE`` pixels on a side, and channel counts that cannot be converted.
+    """
     import cv2
-    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise DeployError("Cannot read image {} (missing, or not an image OpenCV can decode)."
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise DeployError("Image {} cannot be read ({}). Check the path.".format(
+            path, e.strerror or e)) from None
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    if image is None or image.size == 0:
+        raise DeployError("Image {} cannot be decoded: the file is corrupt or not an image "
+                          "(supported: PNG, JPEG, BMP, TIFF, WebP). Replace or remove it."
                           .format(path))
+    if _truncated_jpeg(data):
+        raise DeployError("Image {} cannot be decoded completely: the JPEG is truncated (it ends "
+                          "before its end-of-image marker). Replace it or remove it.".format(path))
+    if min(image.shape[:2]) < MIN_SIDE:
+        raise DeployError("Image {} is {}x{} pixels; the models need at least {}x{} (their "
+                          "coarsest feature map is 1/32 of the input). Use a larger image."
+                          .format(path, image.shape[1], image.shape[0], MIN_SIDE, MIN_SIDE))
+    image = to_uint8(image)
     found = 1 if image.ndim == 2 else image.shape[2]
-    if found != channels:
-        kind = {1: "grayscale", 2: "grayscale+alpha", 4: "RGBA/BGRA"}.get(found, "")
-        raise DeployError("Image {} has {} channel(s){} but the model takes {}-channel color "
-                          "images. Convert it first (e.g. `cv2.cvtColor(im, cv2.COLOR_{}2BGR)`)."
-                          .format(path, found, " ({})".format(kind) if kind else "", channels,
-                                  "GRAY" if found == 1 else "BGRA"))
-    return to_uint8(image)
+    if channels == 1:
+        if found == 1:
+            return image if image.ndim == 2 else image[..., 0]
+        warn("{} has {} channels; converting it to grayscale.".format(path, found))
+        return cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2GRAY) if found >= 3 else image[..., 0]
+    if channels != 3:
+        if found != channels:
+            raise DeployError("Image {} has {} channel(s) but the model takes {}. Convert it first."
+                              .format(path, found, channels))
+        return image
+    if found in (1, 2):
+        warn("{} is grayscale; replicating it to 3 channels.".format(path))
+        return cv2.cvtColor(image if image.ndim == 2 else image[..., 0], cv2.COLOR_GRAY2BGR)
+    if found == 4:
+        warn("{} has an alpha channel; it is dropped.".format(path))
+        return np.ascontiguousarray(image[..., :3])
+    if found != 3:
+        raise DeployError("Image {} has {} channels; the model takes 3-channel colour images. "
+                          "Convert it to RGB first.".format(path, found))
+    return image
 
 
 def to_uint8(image):
