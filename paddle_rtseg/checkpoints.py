@@ -1,17 +1,22 @@
 """Load PaddleSeg ``.pdparams`` and authors' PyTorch ``.pth`` checkpoints into our models.
 
-The format is detected from the file's content (PyTorch files are zip archives). PyTorch state dicts
+Every file is read by :mod:`paddle_rtseg.safe_pickle` (never ``pickle.load``/``paddle.load``), so a
+checkpoint cannot run code. The format is detected from the file's content (PyTorch zip archive or
+legacy magic number; anything else is a ``paddle.save`` pickle). PyTorch state dicts
 are translated by the model's own ``convert_torch_state_dict`` (one key-mapping filter per model
 family, as timm does). Before anything is loaded, the checkpoint is compared with the model and every
 missing, unexpected or shape-mismatched parameter is reported by name, so nothing loads half-way.
 """
+import logging
 import os
+import pickle
+import struct
 import zipfile
 
 import numpy as np
-import paddle
 
-from .torch_reader import load_torch_state_dict
+from .safe_pickle import UnsafeCheckpointError, load_paddle
+from .torch_reader import is_torch_file, load_torch_state_dict
 
 
 class CheckpointMismatchError(ValueError):
@@ -23,22 +28,26 @@ def read_checkpoint(path, model=None):
     if not os.path.isfile(path):
         raise FileNotFoundError("Checkpoint {} does not exist (pass the path of a .pdparams or "
                                 ".pth file)".format(path))
-    if zipfile.is_zipfile(path):
-        state = load_torch_state_dict(path)
-        convert = getattr(model, "convert_torch_state_dict", None)
-        if convert is None:
-            raise ValueError("{} is a PyTorch checkpoint, but {} has no converter for PyTorch "
-                             "weights; load a PaddleSeg .pdparams instead".format(
-                                 path, type(model).__name__))
-        return convert(state)
     try:
-        state = paddle.load(path, return_numpy=True)
-    except Exception as e:  # a corrupt or foreign file: say which, not where Paddle failed
+        if is_torch_file(path):
+            state = load_torch_state_dict(path)
+            convert = getattr(model, "convert_torch_state_dict", None)
+            if convert is None:
+                raise ValueError("{} is a PyTorch checkpoint, but {} has no converter for PyTorch "
+                                 "weights; load a PaddleSeg .pdparams instead".format(
+                                     path, type(model).__name__))
+            return convert(state)
+        state = load_paddle(path, return_numpy=True)
+    except (UnsafeCheckpointError, ValueError):
+        raise
+    except (pickle.UnpicklingError, EOFError, KeyError, IndexError, TypeError, AttributeError,
+            struct.error, zipfile.BadZipFile, UnicodeDecodeError, RecursionError, MemoryError,
+            OverflowError) as e:  # a corrupt or foreign file: say which, not where reading failed
         raise ValueError("Cannot read checkpoint {}: {}. Expected a PaddleSeg .pdparams (paddle.save) "
                          "or a PyTorch .pth (torch.save).".format(path, e)) from None
     if not isinstance(state, dict):
         raise ValueError("{} holds a {}, not a state dict".format(path, type(state).__name__))
-    return {k: np.asarray(v) for k, v in state.items()}
+    return {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
 
 
 def compare_state_dicts(model_state, checkpoint_state):
@@ -91,4 +100,28 @@ def load_checkpoint(model, path, strict=True):
     skip = {k for k, _, _ in mismatched}
     model.set_state_dict({k: v.astype(_numpy_dtype(model_state[k]), copy=False)
                           for k, v in state.items() if k in model_state and k not in skip})
+    return dict(missing=missing, unexpected=unexpected, mismatched=mismatched)
+
+
+def load_pretrained(model, path):
+    """Load the ``pretrained`` checkpoint of a model or backbone; ``None`` loads nothing.
+
+    Unlike PaddleSeg's ``load_pretrained_model`` (which logs a warning per missing key and trains on
+    from random weights), a file that does not load is an error: missing file, unsafe pickle, or any
+    model parameter missing from it or of another shape (:class:`CheckpointMismatchError`, model
+    untouched). Extra checkpoint entries (an ImageNet classifier) are ignored.
+    """
+    if path is None:
+        return None
+    state = read_checkpoint(path, model)
+    model_state = model.state_dict()
+    missing, unexpected, mismatched = compare_state_dicts(model_state, state)
+    if missing or mismatched:
+        raise CheckpointMismatchError(_describe(path, model, missing, [], mismatched).replace(
+            "pass strict=False to load only the matching parameters",
+            "a pretrained checkpoint must provide every parameter"))
+    model.set_state_dict({k: v.astype(_numpy_dtype(model_state[k]), copy=False)
+                          for k, v in state.items() if k in model_state})
+    logging.getLogger(__name__).info("Loaded %d parameters of %s from %s (%d extra entries ignored)",
+                                     len(model_state), type(model).__name__, path, len(unexpected))
     return dict(missing=missing, unexpected=unexpected, mismatched=mismatched)
