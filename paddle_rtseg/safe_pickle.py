@@ -18,6 +18,7 @@ pure-Python implementation, restricted):
 
 Anything else raises :class:`UnsafeCheckpointError` naming what was asked for, before it is called.
 """
+import _compat_pickle
 import collections
 import pickle
 import pickletools
@@ -141,7 +142,6 @@ _COMMON = {
     ("_codecs", "encode"): _encode,
     ("collections", "OrderedDict"): _ordered_dict,
     ("builtins", "tuple"): _tuple,
-    ("__builtin__", "tuple"): _tuple,  # protocol-2 spelling
 }
 _TORCH = {
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
@@ -189,6 +189,9 @@ class SafeUnpickler(pickle._Unpickler):
         self._built = {}  # id -> array/dtype made here whose state BUILD may set, once
 
     def find_class(self, module, name):
+        if self.proto < 3:  # Python 2 spellings (__builtin__, copy_reg), as pickle itself maps them
+            module, name = _compat_pickle.NAME_MAPPING.get(
+                (module, name), (_compat_pickle.IMPORT_MAPPING.get(module, module), name))
         found = self._allowed.get((module, name))
         if found is None:
             raise UnsafeCheckpointError("its pickle asks for {}.{}, which no checkpoint needs"
@@ -227,6 +230,15 @@ class SafeUnpickler(pickle._Unpickler):
         if type(inst) is not np.ndarray:
             _check_dtype(inst, "a dtype after its state was set")
 
+    def load_stack_global(self):
+        name = self.stack.pop()
+        module = self.stack.pop()
+        if type(name) is not str or type(module) is not str:
+            raise UnsafeCheckpointError("its pickle asks for a global named by a {} and a {} "
+                                        "(STACK_GLOBAL needs two strings)".format(
+                                            type(module).__name__, type(name).__name__))
+        self.append(self.find_class(module, name))
+
     def load_append(self):
         value = self.stack.pop()
         _container(self.stack[-1], list).append(value)
@@ -251,6 +263,7 @@ class SafeUnpickler(pickle._Unpickler):
         _container(self.stack[-1], set).update(items)
 
     for _name, _method in (("REDUCE", load_reduce), ("BUILD", load_build),
+                           ("STACK_GLOBAL", load_stack_global),
                            ("APPEND", load_append), ("APPENDS", load_appends),
                            ("SETITEM", load_setitem), ("SETITEMS", load_setitems),
                            ("ADDITEMS", load_additems)):

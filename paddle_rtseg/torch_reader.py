@@ -135,9 +135,12 @@ def _load_legacy(path):
         for key in map(str, keys):
             storage = storages[key]
             count, = struct.unpack("<q", f.read(8))
+            if count != storage.numel:
+                raise ValueError("{}: storage {} holds {} elements, its tensors say {}; the file is "
+                                 "truncated or corrupt".format(path, key, count, storage.numel))
             size = count * _itemsize(storage.dtype)
             raw = f.read(size)
-            if count != storage.numel or len(raw) != size:
+            if len(raw) != size:
                 raise ValueError("{}: storage {} is truncated or corrupt".format(path, key))
             storage.array = _to_array(raw, storage.dtype)
     return _materialize(obj, path)
