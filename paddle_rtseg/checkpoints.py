@@ -7,11 +7,7 @@ are translated by the model's own ``convert_torch_state_dict`` (one key-mapping 
 family, as timm does). Before anything is loaded, the checkpoint is compared with the model and every
 missing, unexpected or shape-mismatched parameter is reported by name, so nothing loads half-way.
 """
-import logging
 import os
-import pickle
-import struct
-import zipfile
 
 import numpy as np
 
@@ -38,11 +34,9 @@ def read_checkpoint(path, model=None):
                                      path, type(model).__name__))
             return convert(state)
         state = load_paddle(path, return_numpy=True)
-    except (UnsafeCheckpointError, ValueError):
+    except (UnsafeCheckpointError, ValueError, OSError):
         raise
-    except (pickle.UnpicklingError, EOFError, KeyError, IndexError, TypeError, AttributeError,
-            struct.error, zipfile.BadZipFile, UnicodeDecodeError, RecursionError, MemoryError,
-            OverflowError) as e:  # a corrupt or foreign file: say which, not where reading failed
+    except Exception as e:  # a corrupt or foreign file: say which, not where reading failed
         raise ValueError("Cannot read checkpoint {}: {}. Expected a PaddleSeg .pdparams (paddle.save) "
                          "or a PyTorch .pth (torch.save).".format(path, e)) from None
     if not isinstance(state, dict):
@@ -61,7 +55,10 @@ def compare_state_dicts(model_state, checkpoint_state):
     return missing, unexpected, mismatched
 
 
-def _describe(path, model, missing, unexpected, mismatched, limit=20):
+_STRICT_HINT = "pass strict=False to load only the matching parameters"
+
+
+def _describe(path, model, missing, unexpected, mismatched, limit=20, hint=_STRICT_HINT):
     lines = ["Checkpoint {} does not fit {}:".format(path, type(model).__name__)]
     if mismatched:
         lines.append("  shape mismatch ({}): ".format(len(mismatched)) + ", ".join(
@@ -76,7 +73,7 @@ def _describe(path, model, missing, unexpected, mismatched, limit=20):
         lines.append("  unexpected in checkpoint ({}): {}".format(
             len(unexpected), ", ".join(unexpected[:limit])))
     lines.append("  Check that the config describes the same model variant as the checkpoint; "
-                 "pass strict=False to load only the matching parameters.")
+                 "{}.".format(hint))
     return "\n".join(lines)
 
 
@@ -117,11 +114,12 @@ def load_pretrained(model, path):
     model_state = model.state_dict()
     missing, unexpected, mismatched = compare_state_dicts(model_state, state)
     if missing or mismatched:
-        raise CheckpointMismatchError(_describe(path, model, missing, [], mismatched).replace(
-            "pass strict=False to load only the matching parameters",
-            "a pretrained checkpoint must provide every parameter"))
+        raise CheckpointMismatchError(_describe(
+            path, model, missing, [], mismatched,
+            hint="a pretrained checkpoint must provide every parameter (or set pretrained: null)"))
     model.set_state_dict({k: v.astype(_numpy_dtype(model_state[k]), copy=False)
                           for k, v in state.items() if k in model_state})
-    logging.getLogger(__name__).info("Loaded %d parameters of %s from %s (%d extra entries ignored)",
-                                     len(model_state), type(model).__name__, path, len(unexpected))
+    from paddleseg.utils import logger
+    logger.info("Loaded all {} parameters of {} from {} ({} extra entries ignored)".format(
+        len(model_state), type(model).__name__, path, len(unexpected)))
     return dict(missing=missing, unexpected=unexpected, mismatched=mismatched)

@@ -324,9 +324,11 @@ def tiny_config(tmp_path, synthetic_root):
 @pytest.mark.parametrize("module, fmt, extra", [
     ("paddle_rtseg.val", "pdparams", []),
     ("paddle_rtseg.predict", "pth-legacy", ["--image_path", "IMAGES", "--save_dir", "pred"]),
-    ("paddle_rtseg.export", "pth-zip", ["--save_dir", "export"]),
+    pytest.param("paddle_rtseg.export", "pth-zip", ["--save_dir", "export"],
+                 marks=pytest.mark.slow),  # re-runs itself in a subprocess: ~17 s
     ("paddle_rtseg.deploy_all", "pdparams", ["--save_dir", "deploy", "--input_shape", 1, 3, 64, 64]),
-    ("paddle_rtseg.quantize", "pth-legacy", ["--save_dir", "quant", "--calib_batches", 1]),
+    pytest.param("paddle_rtseg.quantize", "pth-legacy", ["--save_dir", "quant", "--calib_batches", 1],
+                 marks=pytest.mark.slow),
 ])
 def test_cli_model_path(tmp_path, tiny_config, synthetic_root, module, fmt, extra):
     path, marker, _ = hostile_file(tmp_path, fmt)
