@@ -20,6 +20,7 @@ Anything else raises :class:`UnsafeCheckpointError` naming what was asked for, b
 """
 import _compat_pickle
 import collections
+import math
 import pickle
 import pickletools
 
@@ -78,6 +79,13 @@ def _encode(text, encoding="latin1"):
     return text.encode("latin1")
 
 
+def _bytes(*args):
+    """``bytes()``: how protocol-2 pickles write empty ``bytes`` (an empty array's data)."""
+    if args:
+        raise UnsafeCheckpointError("bytes() with arguments")
+    return b""
+
+
 def _tuple(items=()):
     """``tuple(...)``: how ``paddle.save`` pickles a Tensor outside a state dict, (name, ndarray)."""
     if type(items) not in (list, tuple):
@@ -85,9 +93,10 @@ def _tuple(items=()):
     return tuple(items)
 
 
-def _ordered_dict(items=()):
-    if items != ():
-        raise UnsafeCheckpointError("OrderedDict() with arguments")
+def _ordered_dict(*args):
+    """``OrderedDict()``: pickles always build it empty, then add the items (SETITEMS)."""
+    if args:
+        raise UnsafeCheckpointError("collections.OrderedDict() with arguments")
     return collections.OrderedDict()
 
 
@@ -142,6 +151,7 @@ _COMMON = {
     ("_codecs", "encode"): _encode,
     ("collections", "OrderedDict"): _ordered_dict,
     ("builtins", "tuple"): _tuple,
+    ("builtins", "bytes"): _bytes,
 }
 _TORCH = {
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
@@ -154,7 +164,7 @@ _TORCH.update({("torch", name): TorchStorageType(dtype) for name, dtype in _STOR
 _TORCH.update({("torch", name): TorchStorageType(dtype) for name, dtype in _TORCH_DTYPES.items()})
 #: Every global a checkpoint pickle may name, per format ("paddle": .pdparams/.pdopt; "torch": .pth).
 ALLOWED = {"paddle": _COMMON, "torch": {**_COMMON, **_TORCH}}
-_CALLABLE = {_reconstruct, _scalar, _dtype, _encode, _ordered_dict, _tuple, _rebuild_tensor,
+_CALLABLE = {_reconstruct, _scalar, _dtype, _encode, _bytes, _ordered_dict, _tuple, _rebuild_tensor,
              _rebuild_parameter}
 
 _DATA_OPCODES = (
@@ -288,7 +298,7 @@ def _check_array_state(state):
             or type(fortran) is not bool or type(data) is not bytes:
         raise UnsafeCheckpointError("array state with shape {!r}".format(shape))
     _check_dtype(dtype, "an array")
-    if len(data) != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+    if len(data) != math.prod(shape) * dtype.itemsize:  # exact integers: no overflow
         raise UnsafeCheckpointError("array of shape {} and dtype {} with {} bytes of data".format(
             shape, dtype, len(data)))
     return (1, shape, dtype, fortran, data)

@@ -30,13 +30,13 @@ SEGFORMER_SYNTHETIC = os.path.join(CONFIGS, "segformer_pp", "segformer_pp_b0_syn
 
 
 class _Call:
-    """Pickles as ``func(*args)``: what a malicious checkpoint asks the unpickler to run."""
+    """Pickles as ``func(*args)`` (then BUILD ``state``): what a hostile checkpoint asks to run."""
 
-    def __init__(self, func, *args):
-        self.func, self.args = func, args
+    def __init__(self, func, *args, state=None):
+        self.func, self.args, self.state = func, args, state
 
     def __reduce__(self):
-        return self.func, self.args
+        return (self.func, self.args) if self.state is None else (self.func, self.args, self.state)
 
 
 def touch(marker):
@@ -73,9 +73,14 @@ HOSTILE = {
         lambda m: b"\x80\x02\x82\x01" + pickle.dumps(touch(m), protocol=2)[2:-1] + b"\x85R.",
         "EXT1"),
     "persistent id": (lambda m: b"\x80\x02X\x01\x00\x00\x00aQ.", "persistent id"),
-    "array with less data than its shape": (lambda m: pickle.dumps(
-        {"w": np.zeros(4, np.float32)}, protocol=2).replace(b"K\x04\x85", b"M\x00\x01\x85"),
-        "bytes of data"),
+    "OrderedDict with arguments": (lambda m: pickle.dumps(
+        _Call(collections.OrderedDict, [("a", 1)]), protocol=2), "OrderedDict() with arguments"),
+    "dtype state with object flags": (lambda m: pickle.dumps(
+        _Call(np.dtype, "f8", False, True, state=(3, "<", None, None, None, 8, 1, 63)),
+        protocol=2), "dtype state"),
+    "array with overflowing shape": (lambda m: pickle.dumps(_Call(
+        np.core.multiarray._reconstruct, np.ndarray, (0,), b"b",
+        state=(1, (2 ** 32, 2 ** 32), np.dtype("f4"), False, b"")), protocol=2), "bytes of data"),
 }
 
 
@@ -248,6 +253,21 @@ def _assert_same(a, b):
         assert a.dtype == b.dtype and np.array_equal(a, b) and b.flags.writeable
     else:
         assert a == b
+
+
+def test_numpy_pickles_of_every_admitted_kind_round_trip(tmp_path):
+    obj = {"be": np.arange(3, dtype=">f4"), "f64": np.float64(2.5), "c": np.complex64(1j),
+           "b": np.array([True, False]), "u8": np.arange(4, dtype=np.uint8).reshape(2, 2),
+           "fortran": np.asfortranarray(np.arange(6.0).reshape(2, 3)), "bytes": b"\x00\xff",
+           "empty": np.zeros((0, 3), np.float32)}
+    for protocol in (0, 2, 4):
+        path = str(tmp_path / "x.pdparams")
+        with open(path, "wb") as f:
+            pickle.dump(obj, f, protocol=protocol)
+        got, ref = load_paddle(path), pickle.loads(pickle.dumps(obj, protocol=protocol))
+        for k, v in ref.items():  # what pickle.load gives (it makes big-endian arrays native)
+            assert type(got[k]) is type(v) and np.array_equal(got[k], v), (protocol, k)
+            assert getattr(got[k], "dtype", None) == getattr(v, "dtype", None)
 
 
 @pytest.mark.parametrize("save", [save_torch_state_dict, save_torch_legacy])
