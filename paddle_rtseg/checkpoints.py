@@ -19,26 +19,32 @@ class CheckpointMismatchError(ValueError):
     """The checkpoint does not fit the model; the message lists the offending keys."""
 
 
+def read_file(path, read, *args):
+    """``read(path, *args)``; a corrupt or foreign file raises ``ValueError`` saying so (not where
+    reading failed); :class:`UnsafeCheckpointError` and ``OSError`` pass unchanged."""
+    try:
+        return read(path, *args)
+    except (UnsafeCheckpointError, OSError):
+        raise
+    except Exception as e:
+        raise ValueError("Cannot read checkpoint {}: {}. Expected a PaddleSeg .pdparams/.pdopt "
+                         "(paddle.save) or a PyTorch .pth (torch.save).".format(path, e)) from None
+
+
 def read_checkpoint(path, model=None):
     """``{name: numpy array}`` in our naming, from a ``.pdparams`` or a PyTorch ``.pth``."""
     if not os.path.isfile(path):
         raise FileNotFoundError("Checkpoint {} does not exist (pass the path of a .pdparams or "
                                 ".pth file)".format(path))
-    try:
-        if is_torch_file(path):
-            state = load_torch_state_dict(path)
-            convert = getattr(model, "convert_torch_state_dict", None)
-            if convert is None:
-                raise ValueError("{} is a PyTorch checkpoint, but {} has no converter for PyTorch "
-                                 "weights; load a PaddleSeg .pdparams instead".format(
-                                     path, type(model).__name__))
-            return convert(state)
-        state = load_paddle(path, return_numpy=True)
-    except (UnsafeCheckpointError, ValueError, OSError):
-        raise
-    except Exception as e:  # a corrupt or foreign file: say which, not where reading failed
-        raise ValueError("Cannot read checkpoint {}: {}. Expected a PaddleSeg .pdparams (paddle.save) "
-                         "or a PyTorch .pth (torch.save).".format(path, e)) from None
+    torch_format = is_torch_file(path)
+    state = read_file(path, load_torch_state_dict if torch_format else load_paddle)
+    if torch_format:
+        convert = getattr(model, "convert_torch_state_dict", None)
+        if convert is None:
+            raise ValueError("{} is a PyTorch checkpoint, but {} has no converter for PyTorch "
+                             "weights; load a PaddleSeg .pdparams instead".format(
+                                 path, type(model).__name__))
+        return convert(state)
     if not isinstance(state, dict):
         raise ValueError("{} holds a {}, not a state dict".format(path, type(state).__name__))
     return {k: v for k, v in state.items() if isinstance(v, np.ndarray)}

@@ -37,6 +37,7 @@ def resume(model, optimizer, resume_model):
     ``paddle.load`` returns) before either is applied; returns the iteration."""
     from paddleseg.utils import logger
 
+    from .checkpoints import read_file
     from .safe_pickle import load_paddle
 
     if resume_model is None:
@@ -47,8 +48,8 @@ def resume(model, optimizer, resume_model):
         raise ValueError("Directory of the model needed to resume is not Found: {}".format(
             resume_model))
     resume_model = os.path.normpath(resume_model)
-    params = load_paddle(os.path.join(resume_model, "model.pdparams"), return_numpy=False)
-    opt_state = load_paddle(os.path.join(resume_model, "model.pdopt"), return_numpy=False)
+    params = read_file(os.path.join(resume_model, "model.pdparams"), load_paddle, False)
+    opt_state = read_file(os.path.join(resume_model, "model.pdopt"), load_paddle, False)
     model.set_state_dict(params)
     optimizer.set_state_dict(opt_state)
     return int(resume_model.split("_")[-1])

@@ -105,11 +105,12 @@ def _load_zip(path):
 
 def _load_legacy(path):
     with open(path, "rb") as f:
-        if safe_pickle.load(f, path) != safe_pickle.TORCH_MAGIC:
+        magic = safe_pickle.load(f, path)
+        if type(magic) is not int or magic != safe_pickle.TORCH_MAGIC:
             raise ValueError("{} is not a torch.save file".format(path))
         protocol = safe_pickle.load(f, path)
         safe_pickle.load(f, path)  # sys_info: byte order and type sizes
-        if protocol != 1001:
+        if type(protocol) is not int or protocol != 1001:
             raise ValueError("{} uses torch.save protocol {}; only 1001 is known".format(
                 path, protocol))
         storages = {}

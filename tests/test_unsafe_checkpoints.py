@@ -218,6 +218,9 @@ def test_resume_matches_paddleseg_and_refuses_hostile_files(tmp_path):
         with pytest.raises(UnsafeCheckpointError, match="system"):
             train.resume(*_fresh(), evil)
         assert not marker.exists()
+        write_paddle(b"\x80\x02}q\x00X", os.path.join(evil, name))  # truncated
+        with pytest.raises(ValueError, match="Cannot read checkpoint .*" + name):
+            train.resume(*_fresh(), evil)
 
 
 @pytest.mark.parametrize("protocol", [2, 4])
