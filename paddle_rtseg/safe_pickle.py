@@ -9,8 +9,9 @@ pure-Python implementation, restricted):
   extension opcodes ``EXT1/2/4`` and the out-of-band buffer opcodes are refused;
 * a global resolves only if it is in :data:`ALLOWED` -- what ``paddle.save`` (Paddle 2.x/3.x, any
   protocol) and ``torch.save`` (zip and legacy layouts) write for state dicts: numpy array and scalar
-  reconstruction, numeric dtypes, ``OrderedDict``, ``tuple``, ``_codecs.encode`` (protocol-2 bytes)
-  and, for PyTorch files only, the tensor/storage rebuilders, which are replaced by inert records;
+  reconstruction, numeric dtypes, ``OrderedDict``, ``tuple``, ``_codecs.encode`` and ``bytes`` (how
+  protocol 2 writes bytes) and, for PyTorch files only, the tensor/storage rebuilders, which are
+  replaced by inert records;
 * ``REDUCE`` calls only those admitted callables, each of which checks its arguments (no ``object``
   dtypes, no array subclasses); ``BUILD`` sets the state only of arrays and dtypes this unpickler
   made, after checking it (numeric data of the declared size), and of nothing else; items are added
