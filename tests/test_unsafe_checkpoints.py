@@ -130,13 +130,18 @@ def test_the_payload_runs_under_plain_unpickling(tmp_path):
     assert marker.exists()
 
 
+@pytest.fixture(scope="module")
+def shared_model():
+    return RTFormer(5, **TINY)
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("variant", HOSTILE)
-def test_load_checkpoint_refuses_before_running(tmp_path, fmt, variant):
+def test_load_checkpoint_refuses_before_running(tmp_path, shared_model, fmt, variant):
     path, marker, fragment = hostile_file(tmp_path, fmt, variant)
     if fmt != "pdparams" and variant == "persistent id":
         fragment = "unknown persistent id"  # torch pickles have persistent ids, of one shape
-    model = RTFormer(5, **TINY)
+    model = shared_model
     before = {k: v.numpy().copy() for k, v in model.state_dict().items()}
     with pytest.raises(UnsafeCheckpointError, match="Refusing to load") as err:
         load_checkpoint(model, path)
