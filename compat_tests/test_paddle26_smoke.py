@@ -51,3 +51,29 @@ def test_compat_fixes_train_step():
     loss.backward()
     area = metrics.calculate_area(label, label, 3)
     assert int(area[0].sum()) == 2 * 64 * 64
+
+
+def test_safe_reader_matches_paddle_load(tmp_path):
+    """Paddle 2.6's paddle.save files (AdamW + LR-scheduler state, protocols 2 and 4) read through
+    paddle_rtseg's restricted unpickler exactly as paddle.load returns them."""
+    from paddle_rtseg.models import RTFormer
+    from paddle_rtseg.safe_pickle import load_paddle
+
+    model = RTFormer(3, base_channels=8, head_channels=16, num_heads=4, cross_size=4)
+    lr = paddle.optimizer.lr.PolynomialDecay(0.01, 100)
+    opt = paddle.optimizer.AdamW(lr, parameters=model.parameters())
+    model(paddle.randn([1, 3, 32, 32]))[0].mean().backward()
+    opt.step()
+    lr.step()
+    for protocol in (2, 4):
+        for name, obj in (("model.pdparams", model.state_dict()), ("model.pdopt", opt.state_dict())):
+            path = str(tmp_path / "{}-{}".format(protocol, name))
+            paddle.save(obj, path, protocol=protocol)
+            ref, ours = paddle.load(path), load_paddle(path, return_numpy=False)
+            assert list(ref) == list(ours)
+            for k in ref:
+                if isinstance(ref[k], paddle.Tensor):
+                    assert ref[k].name == ours[k].name and ref[k].dtype == ours[k].dtype
+                    assert np.array_equal(ref[k].numpy(), ours[k].numpy())
+                else:
+                    assert ref[k] == ours[k]

@@ -1,15 +1,17 @@
 """paddle_rtseg: real-time segmentation transformers (RTFormer, SeaFormer, SegFormer++) for PaddleSeg.
 
-Importing the package applies the paddleseg-2.8-on-Paddle-3 fixes (:mod:`paddle_rtseg.compat`) and
+Importing the package applies the paddleseg-2.8-on-Paddle-3 fixes (:mod:`paddle_rtseg.compat`),
+routes PaddleSeg's weight readers through the safe unpickler (:mod:`paddle_rtseg.safe_paddleseg`) and
 registers every model, backbone and dataset with ``paddleseg.cvlibs.manager`` under ``RTSeg_*`` names.
 """
 import warnings
 
 warnings.filterwarnings("ignore", message="No ccache found")  # printed by every `import paddle`
 
-from . import compat  # noqa: E402
+from . import compat, safe_paddleseg  # noqa: E402
 
 compat.apply()
+safe_paddleseg.apply()
 
 from . import datasets, layers, models  # noqa: E402,F401  (registration needs the fixes first)
 from .checkpoints import CheckpointMismatchError, load_checkpoint  # noqa: E402

@@ -1,21 +1,34 @@
 """Load PaddleSeg ``.pdparams`` and authors' PyTorch ``.pth`` checkpoints into our models.
 
-The format is detected from the file's content (PyTorch files are zip archives). PyTorch state dicts
+Every file is read by :mod:`paddle_rtseg.safe_pickle` (never ``pickle.load``/``paddle.load``), so a
+checkpoint cannot run code. The format is detected from the file's content (PyTorch zip archive or
+legacy magic number; anything else is a ``paddle.save`` pickle). PyTorch state dicts
 are translated by the model's own ``convert_torch_state_dict`` (one key-mapping filter per model
 family, as timm does). Before anything is loaded, the checkpoint is compared with the model and every
 missing, unexpected or shape-mismatched parameter is reported by name, so nothing loads half-way.
 """
 import os
-import zipfile
 
 import numpy as np
-import paddle
 
-from .torch_reader import load_torch_state_dict
+from .safe_pickle import UnsafeCheckpointError, load_paddle
+from .torch_reader import is_torch_file, load_torch_state_dict
 
 
 class CheckpointMismatchError(ValueError):
     """The checkpoint does not fit the model; the message lists the offending keys."""
+
+
+def read_file(path, read, *args):
+    """``read(path, *args)``; a corrupt or foreign file raises ``ValueError`` saying so (not where
+    reading failed); :class:`UnsafeCheckpointError` and ``OSError`` pass unchanged."""
+    try:
+        return read(path, *args)
+    except (UnsafeCheckpointError, OSError):
+        raise
+    except Exception as e:
+        raise ValueError("Cannot read checkpoint {}: {}. Expected a PaddleSeg .pdparams/.pdopt "
+                         "(paddle.save) or a PyTorch .pth (torch.save).".format(path, e)) from None
 
 
 def read_checkpoint(path, model=None):
@@ -23,22 +36,18 @@ def read_checkpoint(path, model=None):
     if not os.path.isfile(path):
         raise FileNotFoundError("Checkpoint {} does not exist (pass the path of a .pdparams or "
                                 ".pth file)".format(path))
-    if zipfile.is_zipfile(path):
-        state = load_torch_state_dict(path)
+    torch_format = is_torch_file(path)
+    state = read_file(path, load_torch_state_dict if torch_format else load_paddle)
+    if torch_format:
         convert = getattr(model, "convert_torch_state_dict", None)
         if convert is None:
             raise ValueError("{} is a PyTorch checkpoint, but {} has no converter for PyTorch "
                              "weights; load a PaddleSeg .pdparams instead".format(
                                  path, type(model).__name__))
         return convert(state)
-    try:
-        state = paddle.load(path, return_numpy=True)
-    except Exception as e:  # a corrupt or foreign file: say which, not where Paddle failed
-        raise ValueError("Cannot read checkpoint {}: {}. Expected a PaddleSeg .pdparams (paddle.save) "
-                         "or a PyTorch .pth (torch.save).".format(path, e)) from None
     if not isinstance(state, dict):
         raise ValueError("{} holds a {}, not a state dict".format(path, type(state).__name__))
-    return {k: np.asarray(v) for k, v in state.items()}
+    return {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
 
 
 def compare_state_dicts(model_state, checkpoint_state):
@@ -97,15 +106,36 @@ def load_checkpoint(model, path, strict=True):
     return dict(missing=missing, unexpected=unexpected, mismatched=mismatched)
 
 
-def check_resume_fits(model, resume_dir):
-    """Refuse ``--resume_model`` whose ``model.pdparams`` does not fit ``model`` (e.g. another
-    num_classes), listing the keys as :func:`load_checkpoint` does. PaddleSeg's resume would skip
-    the mismatched parameters with a warning and train on."""
-    path = os.path.join(resume_dir, "model.pdparams")
-    missing, unexpected, mismatched = compare_state_dicts(model.state_dict(),
-                                                          read_checkpoint(path, model))
-    if missing or unexpected or mismatched:
+def load_pretrained(model, path):
+    """Load the ``pretrained`` checkpoint of a model or backbone; ``None`` loads nothing.
+
+    Unlike PaddleSeg's ``load_pretrained_model`` (which logs a warning per key and trains on from
+    random weights), a file that does not load is an error: missing file, unsafe pickle, a parameter
+    of another shape, or a checkpoint sharing no parameter with the model (another model:
+    :class:`CheckpointMismatchError`, model untouched). Parameters the checkpoint lacks are expected
+    when it is a backbone's (PaddleSeg's RTFormer ``pretrained`` is an ImageNet backbone loaded into
+    the whole segmentor, without the heads): they keep their initialisation and are listed in one
+    line, by module. Extra checkpoint entries (an ImageNet classifier) are ignored.
+    """
+    if path is None:
+        return None
+    state = read_checkpoint(path, model)
+    model_state = model.state_dict()
+    missing, unexpected, mismatched = compare_state_dicts(model_state, state)
+    if mismatched or len(missing) == len(model_state):
         raise CheckpointMismatchError(_describe(
-            path, model, missing, unexpected, mismatched,
-            advice="--resume_model continues the run that wrote it: resume with that run's "
-                   "config, or start a new run (without --resume_model)."))
+            path, model, missing if not mismatched else [], [], mismatched,
+            advice="Check that `pretrained` is a checkpoint of this model or its backbone (or set "
+                   "pretrained: null)."))
+    model.set_state_dict({k: v.astype(_numpy_dtype(model_state[k]), copy=False)
+                          for k, v in state.items() if k in model_state})
+    from paddleseg.utils import logger
+    logger.info("Loaded {} of {} parameters of {} from {} ({} extra entries ignored)".format(
+        len(model_state) - len(missing), len(model_state), type(model).__name__, path,
+        len(unexpected)))
+    if missing:
+        modules = sorted({k.rsplit(".", 2)[0] if k.count(".") > 1 else k.split(".")[0]
+                          for k in missing})
+        logger.warning("Not in {}, kept at initialisation ({} parameters): {}".format(
+            path, len(missing), ", ".join(modules[:20]) + (" ..." if len(modules) > 20 else "")))
+    return dict(missing=missing, unexpected=unexpected, mismatched=mismatched)

@@ -1,121 +1,165 @@
-"""Read PyTorch checkpoints (``torch.save`` zip files) without PyTorch and without running their code.
+"""Read PyTorch checkpoints (``torch.save``) without PyTorch and without running their code.
 
-A ``.pth`` is a zip holding ``data.pkl`` (a pickle that rebuilds tensors from storages) and one raw
-file per storage. Unpickling an arbitrary file can execute any Python callable it names, so this
-reader's unpickler resolves only an allow-list of globals (tensor/parameter rebuilders, storage
-types, ``OrderedDict``, plain numpy scalars/arrays); anything else is refused with
-:class:`UnsafeCheckpointError` before it runs.
+Both layouts ``torch.save`` has written are read, their pickles through
+:class:`paddle_rtseg.safe_pickle.SafeUnpickler` (anything but tensor/storage rebuilding is refused with
+:class:`UnsafeCheckpointError` before it runs):
+
+* zip (PyTorch >= 1.6): ``<archive>/data.pkl`` rebuilds tensors from persistent ids
+  ``('storage', type, key, location, numel)``; each storage is the raw file ``<archive>/data/<key>``;
+* legacy (older PyTorch, or ``_use_new_zipfile_serialization=False``): consecutive pickles -- the
+  magic number, the protocol version, system info, the object (persistent ids
+  ``('storage', type, key, location, numel, view)``), the list of storage keys -- then each storage
+  as an int64 element count followed by its raw bytes.
 """
 import collections
-import pickle
+import struct
 import zipfile
 
 import numpy as np
 
-_STORAGE_DTYPES = {
-    "DoubleStorage": np.float64, "FloatStorage": np.float32, "HalfStorage": np.float16,
-    "BFloat16Storage": "bfloat16", "LongStorage": np.int64, "IntStorage": np.int32,
-    "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8,
-    "BoolStorage": np.bool_,
-}
-_TORCH_DTYPES = {  # torch.float32 etc., pickled as globals of module "torch" by newer versions
-    "float64": np.float64, "double": np.float64, "float32": np.float32, "float": np.float32,
-    "float16": np.float16, "half": np.float16, "bfloat16": "bfloat16", "int64": np.int64,
-    "long": np.int64, "int32": np.int32, "int": np.int32, "int16": np.int16, "int8": np.int8,
-    "uint8": np.uint8, "bool": np.bool_,
-}
-_NUMPY_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
-}
+from . import safe_pickle
+from .safe_pickle import TorchStorageType, TorchTensor, UnsafeCheckpointError  # noqa: F401
 
 
-class UnsafeCheckpointError(RuntimeError):
-    """The checkpoint's pickle names a callable outside the allow-list (possibly malicious)."""
+class _Storage:
+    """A storage named by a persistent id; ``array`` is set once its bytes are read."""
+
+    def __init__(self, dtype, numel):
+        self.dtype, self.numel, self.array = dtype, numel, None
 
 
-class _StorageType:
-    def __init__(self, dtype):
-        self.dtype = dtype
+def _storage_dtype(storage_type, path):
+    if not isinstance(storage_type, TorchStorageType):
+        raise UnsafeCheckpointError("Refusing to load {}: a persistent id names storage type {!r}"
+                                    .format(path, storage_type))
+    return storage_type.dtype
 
 
-def _rebuild_tensor(storage, offset, size, stride, *unused):
-    size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
+def _to_array(raw, dtype):
+    if isinstance(dtype, str):  # bfloat16: the upper half of a float32
+        return (np.frombuffer(raw, np.uint16).astype(np.uint32) << 16).view(np.float32)
+    return np.frombuffer(raw, dtype)
+
+
+def _itemsize(dtype):
+    return 2 if isinstance(dtype, str) else np.dtype(dtype).itemsize
+
+
+def _tensor(ref, path):
+    storage = ref.storage
+    if not isinstance(storage, (_Storage, np.ndarray)):
+        raise UnsafeCheckpointError("Refusing to load {}: a tensor is rebuilt from a {}".format(
+            path, type(storage).__name__))
+    if isinstance(storage, _Storage):
+        storage = storage.array
+    offset, size, stride = ref.offset, ref.size, ref.stride
     last = offset + sum((n - 1) * st for n, st in zip(size, stride)) if all(size) else offset - 1
     if offset < 0 or any(n < 0 for n in size) or any(st < 0 for st in stride) or \
             len(stride) != len(size) or last >= len(storage):
-        raise UnsafeCheckpointError("A tensor in the checkpoint points outside its storage "
-                                    "(offset {}, size {}, stride {}, storage {}); the file is corrupt "
-                                    "or crafted.".format(offset, size, stride, len(storage)))
+        raise UnsafeCheckpointError("A tensor in {} points outside its storage (offset {}, size {}, "
+                                    "stride {}, storage {}); the file is corrupt or crafted.".format(
+                                        path, offset, size, stride, len(storage)))
     if not size:
         return np.array(storage[offset])
-    itemsize = storage.dtype.itemsize
     view = np.lib.stride_tricks.as_strided(
-        storage[offset:], shape=size, strides=tuple(s * itemsize for s in stride))
+        storage[offset:], shape=size, strides=tuple(s * storage.itemsize for s in stride))
     return np.ascontiguousarray(view)
 
 
-def _rebuild_parameter(data, *unused):
-    return data
+def _materialize(obj, path):
+    """Replace every :class:`TorchTensor` record in ``obj`` by its numpy array."""
+    if isinstance(obj, TorchTensor):
+        return _tensor(obj, path)
+    if type(obj) in (dict, collections.OrderedDict):
+        for key in list(obj):
+            obj[key] = _materialize(obj[key], path)
+    elif type(obj) is list:
+        obj[:] = [_materialize(v, path) for v in obj]
+    elif type(obj) is tuple:
+        return tuple(_materialize(v, path) for v in obj)
+    return obj
 
 
-class _SafeUnpickler(pickle.Unpickler):
-    def __init__(self, file, archive, prefix, path):
-        super().__init__(file)
-        self._archive, self._prefix, self._path = archive, prefix, path
-        self._storages = {}
-
-    def find_class(self, module, name):
-        if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
-            return _rebuild_tensor
-        if module == "torch._utils" and name == "_rebuild_parameter":
-            return _rebuild_parameter
-        if module == "torch" and name in _STORAGE_DTYPES:
-            return _StorageType(_STORAGE_DTYPES[name])
-        if module == "torch" and name in _TORCH_DTYPES:
-            return _TORCH_DTYPES[name]
-        if module == "torch.storage" and name == "UntypedStorage":
-            return _StorageType(np.uint8)
-        if module == "collections" and name == "OrderedDict":
-            return collections.OrderedDict
-        if (module, name) in _NUMPY_GLOBALS:
-            return super().find_class(module, name)
-        raise UnsafeCheckpointError(
-            "Refusing to load {}: its pickle asks to call {}.{}, which is not a tensor or container "
-            "type. A checkpoint made by torch.save(model.state_dict()) never needs that; the file "
-            "may be malicious. If you trust it, re-save only its state_dict with PyTorch."
-            .format(self._path, module, name))
-
-    def persistent_load(self, pid):
-        kind, storage_type, key = pid[:3]
-        if kind != "storage":
-            raise UnsafeCheckpointError("Unknown persistent id {!r} in {}".format(kind, self._path))
-        if key not in self._storages:
-            raw = self._archive.read("{}data/{}".format(self._prefix, key))
-            dtype = storage_type.dtype if isinstance(storage_type, _StorageType) else storage_type
-            if isinstance(dtype, str):  # bfloat16: the upper half of a float32
-                array = (np.frombuffer(raw, np.uint16).astype(np.uint32) << 16).view(np.float32)
-            else:
-                array = np.frombuffer(raw, dtype)
-            self._storages[key] = array
-        return self._storages[key]
-
-
-def load_torch_file(path):
-    """Return the object saved by ``torch.save`` at ``path``, tensors as numpy arrays."""
-    if not zipfile.is_zipfile(path):
-        raise ValueError(
-            "{} is not a PyTorch zip checkpoint (torch >= 1.6 format). Legacy (pre-1.6) files are "
-            "not read; re-save it with a recent PyTorch: torch.save(torch.load(p), p)".format(path))
+def _load_zip(path):
     with zipfile.ZipFile(path) as archive:
         pickles = [n for n in archive.namelist() if n.endswith("data.pkl")]
         if len(pickles) != 1:
             raise ValueError("{} has {} data.pkl entries; expected one (torch.save layout)".format(
                 path, len(pickles)))
         prefix = pickles[0][:-len("data.pkl")]
+        storages = {}
+
+        def persistent_load(pid):
+            if type(pid) is not tuple or len(pid) != 5 or pid[0] != "storage":
+                raise UnsafeCheckpointError("unknown persistent id {!r}".format(pid))
+            dtype, key = _storage_dtype(pid[1], path), str(pid[2])
+            if key not in storages:
+                raw = archive.read("{}data/{}".format(prefix, key))
+                storages[key] = _to_array(raw, dtype)
+            return storages[key]
+
         with archive.open(pickles[0]) as f:
-            return _SafeUnpickler(f, archive, prefix, path).load()
+            obj = safe_pickle.load(f, path, "torch", persistent_load)
+    return _materialize(obj, path)
+
+
+def _load_legacy(path):
+    with open(path, "rb") as f:
+        magic = safe_pickle.load(f, path)
+        if type(magic) is not int or magic != safe_pickle.TORCH_MAGIC:
+            raise ValueError("{} is not a torch.save file".format(path))
+        protocol = safe_pickle.load(f, path)
+        safe_pickle.load(f, path)  # sys_info: byte order and type sizes
+        if type(protocol) is not int or protocol != 1001:
+            raise ValueError("{} uses torch.save protocol {}; only 1001 is known".format(
+                path, protocol))
+        storages = {}
+
+        def persistent_load(pid):
+            if type(pid) is not tuple or len(pid) != 6 or pid[0] != "storage":
+                raise UnsafeCheckpointError("unknown persistent id {!r}".format(pid))
+            _, storage_type, key, _, numel, view = pid
+            if not isinstance(numel, int) or numel < 0:
+                raise ValueError("{}: storage {} has {!r} elements".format(path, key, numel))
+            key = str(key)
+            if key not in storages:
+                storages[key] = _Storage(_storage_dtype(storage_type, path), numel)
+            if view is not None:
+                raise ValueError("{} holds storage views (PyTorch < 0.4); re-save it with a recent "
+                                 "PyTorch: torch.save(torch.load(p), p)".format(path))
+            return storages[key]
+
+        obj = safe_pickle.load(f, path, "torch", persistent_load)
+        keys = safe_pickle.load(f, path)
+        if type(keys) is not list or sorted(map(str, keys)) != sorted(storages):
+            raise ValueError("{}: the storage list does not match the tensors".format(path))
+        for key in map(str, keys):
+            storage = storages[key]
+            count, = struct.unpack("<q", f.read(8))
+            if count != storage.numel:
+                raise ValueError("{}: storage {} holds {} elements, its tensors say {}; the file is "
+                                 "truncated or corrupt".format(path, key, count, storage.numel))
+            size = count * _itemsize(storage.dtype)
+            raw = f.read(size)
+            if len(raw) != size:
+                raise ValueError("{}: storage {} is truncated or corrupt".format(path, key))
+            storage.array = _to_array(raw, storage.dtype)
+    return _materialize(obj, path)
+
+
+def is_torch_file(path):
+    """True for both ``torch.save`` layouts (zip archive, or legacy magic-number pickle)."""
+    return zipfile.is_zipfile(path) or safe_pickle.is_torch_legacy(path)
+
+
+def load_torch_file(path):
+    """Return the object saved by ``torch.save`` at ``path``, tensors as numpy arrays."""
+    if zipfile.is_zipfile(path):
+        return _load_zip(path)
+    if safe_pickle.is_torch_legacy(path):
+        return _load_legacy(path)
+    raise ValueError("{} is not a torch.save file (neither a zip archive nor a legacy "
+                     "pickle)".format(path))
 
 
 def load_torch_state_dict(path):

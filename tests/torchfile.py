@@ -1,12 +1,16 @@
-"""Write ``torch.save``-format zip checkpoints without PyTorch (test helper).
+"""Write ``torch.save``-format checkpoints without PyTorch (test helper).
 
-Produces the same layout PyTorch >= 1.6 writes: ``archive/data.pkl`` whose pickle rebuilds tensors
+Produces the layouts PyTorch writes. Zip (>= 1.6): ``archive/data.pkl`` whose pickle rebuilds tensors
 with ``torch._utils._rebuild_tensor_v2`` from persistent storages ``archive/data/<key>``, plus
-``archive/version``. Used to test :mod:`paddle_rtseg.torch_reader` and the checkpoint converters.
+``archive/version``. Legacy (``_use_new_zipfile_serialization=False``): the pickles magic number,
+protocol 1001, system info, the object, the storage keys, then per storage an int64 element count
+and its bytes. The state dict is an ``OrderedDict`` carrying ``_metadata`` as ``state_dict()``'s
+does. Used to test :mod:`paddle_rtseg.torch_reader` and the checkpoint converters.
 """
 import collections
 import io
 import pickle
+import struct
 import sys
 import types
 import zipfile
@@ -56,36 +60,74 @@ _MODULES = _fake_torch_modules()
 _REBUILD = _MODULES["torch._utils"]._rebuild_tensor_v2
 
 
+LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
+
+
 class _Pickler(pickle.Pickler):
+    legacy = False
+
     def persistent_id(self, obj):
         if isinstance(obj, _Storage):
             storage_type = getattr(_MODULES["torch"], _STORAGE_NAMES[obj.array.dtype])
-            return ("storage", storage_type, obj.key, "cpu", obj.array.size)
+            pid = ("storage", storage_type, obj.key, "cpu", obj.array.size)
+            return pid + (None,) if self.legacy else pid
         return None
 
 
-def save_torch_state_dict(state, path, wrap="state_dict", extra=None):
-    """Save ``{name: numpy array}`` as PyTorch would, optionally under ``{wrap: state}``."""
-    tensors = collections.OrderedDict()
-    storages = {}
-    for i, (name, value) in enumerate(state.items()):
-        array = np.array(value, order="C")  # (ascontiguousarray would make 0-D arrays 1-D)
-        tensors[name] = _Tensor(array, str(i))
-        storages[str(i)] = array
-    obj = tensors if wrap is None else {wrap: tensors, **(extra or {})}
+class _LegacyPickler(_Pickler):
+    legacy = True
+
+
+def _pickle_with_fake_torch(obj, pickler=_Pickler):
     saved = {k: sys.modules.get(k) for k in _MODULES}
     sys.modules.update(_MODULES)
     try:
         buf = io.BytesIO()
-        _Pickler(buf, protocol=2).dump(obj)
+        pickler(buf, protocol=2).dump(obj)
     finally:
         for k, v in saved.items():
             if v is None:
                 sys.modules.pop(k, None)
             else:
                 sys.modules[k] = v
+    return buf.getvalue()
+
+
+def _tensors(state, wrap, extra):
+    tensors = collections.OrderedDict()
+    tensors._metadata = collections.OrderedDict([("", {"version": 1})])  # as state_dict() sets
+    storages = {}
+    for i, (name, value) in enumerate(state.items()):
+        array = np.array(value, order="C")  # (ascontiguousarray would make 0-D arrays 1-D)
+        tensors[name] = _Tensor(array, str(i))
+        storages[str(i)] = array
+    return (tensors if wrap is None else {wrap: tensors, **(extra or {})}), storages
+
+
+def save_torch_legacy(state, path, wrap="state_dict", extra=None, payload=None):
+    """Save ``{name: numpy array}`` in the legacy (pre-1.6) ``torch.save`` layout. ``payload``
+    (an object pickled in place of the system info) makes a hostile file for tests."""
+    obj, storages = _tensors(state, wrap, extra)
+    sys_info = dict(protocol_version=1001, little_endian=True,
+                    type_sizes=dict(short=2, int=4, long=4))
+    with open(path, "wb") as f:
+        pickle.dump(LEGACY_MAGIC, f, protocol=2)
+        pickle.dump(1001, f, protocol=2)
+        f.write(pickle.dumps(payload if payload is not None else sys_info, protocol=2))
+        f.write(_pickle_with_fake_torch(obj, _LegacyPickler))
+        pickle.dump(list(storages), f, protocol=2)
+        for array in storages.values():
+            f.write(struct.pack("<q", array.size))
+            f.write(array.tobytes())
+    return path
+
+
+def save_torch_state_dict(state, path, wrap="state_dict", extra=None):
+    """Save ``{name: numpy array}`` as PyTorch would, optionally under ``{wrap: state}``."""
+    obj, storages = _tensors(state, wrap, extra)
+    data = _pickle_with_fake_torch(obj)
     with zipfile.ZipFile(path, "w") as z:
-        z.writestr("archive/data.pkl", buf.getvalue())
+        z.writestr("archive/data.pkl", data)
         for key, array in storages.items():
             z.writestr("archive/data/" + key, array.tobytes())
         z.writestr("archive/version", "3\n")

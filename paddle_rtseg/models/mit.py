@@ -14,8 +14,8 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 from paddleseg.cvlibs import manager
 from paddleseg.models.backbones.transformer_utils import DropPath, Identity, ones_, trunc_normal_, zeros_
-from paddleseg.utils import utils
 
+from ..checkpoints import load_pretrained
 from ..layers.efficient_attention import EfficientSelfAttention
 from ..layers.shape import dim
 from ..layers.token_merging import resolve_token_merging
@@ -151,7 +151,7 @@ class MixVisionTransformer(nn.Layer):
         self.set_token_merging(token_merging)
         self.pretrained = pretrained
         if pretrained is not None:
-            utils.load_pretrained_model(self, pretrained)
+            load_pretrained(self, pretrained)
 
     def set_token_merging(self, token_merging):
         """Switch the SegFormer++ strategy in place (weights untouched); returns the strategy."""

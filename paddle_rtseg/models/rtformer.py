@@ -15,8 +15,8 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 from paddleseg.cvlibs import manager
 from paddleseg.models.backbones.transformer_utils import DropPath, Identity
-from paddleseg.utils import utils
 
+from ..checkpoints import load_pretrained
 from ..layers import (DAPPM, ConvFFN, CrossResolutionAttention, GPUFriendlyAttention, SegHead,
                       cross_kv_projection, make_stage)
 from ..layers.init import init_kaiming, init_trunc_normal
@@ -149,7 +149,7 @@ class RTFormer(nn.Layer):
             ffn.apply(init_kaiming)
         self.pretrained = pretrained
         if pretrained is not None:
-            utils.load_entire_model(self, pretrained)
+            load_pretrained(self, pretrained)
 
     def forward(self, x):
         x1 = self.layer1(self.conv1(x))                           # c, 1/4

@@ -175,8 +175,8 @@ class SeaFormer(nn.Layer):
         self.feat_channels = [widths[1]] + widths[self.first_transformer_stage:]
         self.apply(_init_conv)
         if pretrained is not None:
-            from ..checkpoints import load_checkpoint
-            load_checkpoint(self, pretrained)
+            from ..checkpoints import load_pretrained
+            load_pretrained(self, pretrained)
 
     def forward(self, x):
         x = self.stem(x)
@@ -298,8 +298,8 @@ class SeaFormerSeg(nn.Layer):
                               is_dw, dropout_ratio)
         self.pretrained = pretrained
         if pretrained is not None:
-            from ..checkpoints import load_checkpoint
-            load_checkpoint(self, pretrained)
+            from ..checkpoints import load_pretrained
+            load_pretrained(self, pretrained)
 
     def forward(self, x):
         logit = self.head(self.backbone(x))

@@ -20,8 +20,8 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 from paddleseg.cvlibs import manager
 from paddleseg.models import layers
-from paddleseg.utils import utils
 
+from ..checkpoints import load_pretrained
 from ..layers.shape import dim, spatial_size
 from ..registry import register
 from .mit import MixVisionTransformer
@@ -97,7 +97,7 @@ class SegFormerPP(nn.Layer):
             self.set_token_merging(token_merging)
         self.pretrained = pretrained
         if pretrained is not None:
-            utils.load_entire_model(self, pretrained)
+            load_pretrained(self, pretrained)
 
     def set_token_merging(self, token_merging):
         """Switch the SegFormer++ strategy of the backbone in place; returns the strategy."""
