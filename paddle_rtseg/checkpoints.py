@@ -106,6 +106,20 @@ def load_checkpoint(model, path, strict=True):
     return dict(missing=missing, unexpected=unexpected, mismatched=mismatched)
 
 
+def check_resume_fits(model, resume_dir):
+    """Refuse ``--resume_model`` whose ``model.pdparams`` does not fit ``model`` (e.g. another
+    num_classes), listing the keys as :func:`load_checkpoint` does. PaddleSeg's resume would skip
+    the mismatched parameters with a warning and train on."""
+    path = os.path.join(resume_dir, "model.pdparams")
+    missing, unexpected, mismatched = compare_state_dicts(model.state_dict(),
+                                                          read_checkpoint(path, model))
+    if missing or unexpected or mismatched:
+        raise CheckpointMismatchError(_describe(
+            path, model, missing, unexpected, mismatched,
+            advice="--resume_model continues the run that wrote it: resume with that run's "
+                   "config, or start a new run (without --resume_model)."))
+
+
 def load_pretrained(model, path):
     """Load the ``pretrained`` checkpoint of a model or backbone; ``None`` loads nothing.
 
