@@ -38,7 +38,9 @@ def read_checkpoint(path, model=None):
                          "or a PyTorch .pth (torch.save).".format(path, e)) from None
     if not isinstance(state, dict):
         raise ValueError("{} holds a {}, not a state dict".format(path, type(state).__name__))
-    return {k: np.asarray(v) for k, v in state.items()}
+    state = {k: np.asarray(v) for k, v in state.items()}
+    convert = getattr(model, "convert_paddle_state_dict", None)  # e.g. drop a classifier's keys
+    return convert(state) if convert is not None else state
 
 
 def compare_state_dicts(model_state, checkpoint_state):

@@ -9,3 +9,6 @@ from .sea_attention import DetailEnhancement, SeaAttention, SqueezeAxialAttentio
 from .seg_head import SegHead
 from .token_merging import (PRESETS, BipartiteSoftMatching, TokenMergingConfig, TokenMergingStrategy,
                             resolve_token_merging)
+from .conv_merging import ConvMerging
+from .conv_stem import ConvStem
+from .mixing_attention import MixingAttention

@@ -2,3 +2,4 @@
 from .rtformer import RTFormer, RTFormerBlock
 from .seaformer import SeaFormer, SeaFormerSeg
 from .segformer_pp import MixVisionTransformer, SegFormerPP
+from .mixformer import MixFormer

@@ -1,0 +1,71 @@
+"""Non-overlapping local windows on channels-last maps (Swin, Liu et al., ICCV 2021, Sec. 3.2; used
+by MixFormer's window attention), written so that an exported graph takes any H/W.
+
+``pad_to_multiple`` pads bottom/right with zeros, as PaddleClas's Swin and MixFormer blocks do. With a
+known size the padding is exact; with a runtime size it pads a constant ``m - 1`` and slices to the
+next multiple of ``m`` (integer ``+``, ``//``, ``*`` on the shape: ops with integer kernels on Paddle
+Lite ARM). Partition and reverse use only reshapes with ``0``/``-1``, transposes and flattens, and
+the grid shape recorded at partition time, so no window count is computed from the shape.
+"""
+import paddle
+import paddle.nn.functional as F
+
+from .shape import dim
+
+
+@paddle.jit.not_to_static
+def pad_to_multiple(x, multiple, axes=(1, 2)):
+    """Zero-pad ``x`` after its end along ``axes`` (default H, W of NHWC) to multiples of ``multiple``."""
+    sizes = [dim(x, a) for a in axes]
+    if all(isinstance(s, int) for s in sizes):
+        extra = [(multiple - s % multiple) % multiple for s in sizes]
+        if not any(extra):
+            return x
+        pad = [0] * (2 * len(x.shape))
+        for a, e in zip(axes, extra):
+            pad[2 * a + 1] = e
+        return F.pad(x, pad)
+    pad = [0] * (2 * len(x.shape))
+    for a in axes:
+        pad[2 * a + 1] = multiple - 1
+    x = F.pad(x, pad)
+    ends = [(s + multiple - 1) // multiple * multiple for s in sizes]
+    return paddle.slice(x, axes=list(axes), starts=[0] * len(axes), ends=ends)
+
+
+def crop(x, sizes, axes=(1, 2)):
+    """``x`` cut back to ``sizes`` (ints or runtime 0-D tensors) along ``axes``."""
+    if all(isinstance(s, int) for s in sizes) and all(x.shape[a] == s for a, s in zip(axes, sizes)):
+        return x
+    return paddle.slice(x, axes=list(axes), starts=[0] * len(axes), ends=list(sizes))
+
+
+@paddle.jit.not_to_static
+def _shape(x):
+    shape = x.shape
+    if all(isinstance(s, int) and s >= 0 for s in shape):
+        return list(shape)
+    return paddle.shape(x)
+
+
+def window_partition(x, window_size):
+    """``(B, H, W, C)`` with H, W multiples of ``window_size`` -> ``(windows, grid)``: windows
+    ``(B * H/ws * W/ws, ws * ws, C)`` in row-major window order (batch, window row, window column),
+    and ``grid``, the shape ``(B, H/ws, W/ws, ws, ws, C)`` that :func:`window_reverse` needs."""
+    ws = window_size
+    c = x.shape[-1]
+    x = x.reshape([0, 0, -1, ws, c])                   # B, H, nw, ws, C
+    x = x.transpose([0, 2, 1, 3, 4])                   # B, nw, H, ws, C
+    x = x.reshape([0, 0, -1, ws, ws, c])               # B, nw, nh, ws, ws, C
+    x = x.transpose([0, 2, 1, 3, 4, 5])                # B, nh, nw, ws(row), ws(col), C
+    return x.reshape([-1, ws * ws, c]), _shape(x)
+
+
+def window_reverse(windows, grid):
+    """Inverse of :func:`window_partition`: ``(B * nh * nw, ws * ws, C)`` -> ``(B, H, W, C)``; the
+    channel count may differ from the partitioned tensor's when ``grid`` is a list."""
+    if isinstance(grid, list):
+        grid = grid[:-1] + [windows.shape[-1]]
+    x = windows.reshape(grid)                          # B, nh, nw, ws, ws, C
+    x = x.transpose([0, 1, 3, 2, 4, 5])                # B, nh, ws, nw, ws, C
+    return x.flatten(3, 4).flatten(1, 2)
