@@ -37,6 +37,6 @@ class ConvStem(nn.Layer):
         self.norm = nn.LayerNorm(embed_dim) if norm else None
 
     def forward(self, x):
-        x = pad_to_multiple(x, self.patch_size, axes=(2, 3))
+        x = pad_to_multiple(x, self.patch_size, data_format="NCHW")
         x = self.proj(self.stem(x)).transpose([0, 2, 3, 1])
         return self.norm(x) if self.norm is not None else x

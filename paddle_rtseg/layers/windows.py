@@ -14,23 +14,20 @@ from .shape import dim
 
 
 @paddle.jit.not_to_static
-def pad_to_multiple(x, multiple, axes=(1, 2)):
-    """Zero-pad ``x`` after its end along ``axes`` (default H, W of NHWC) to multiples of ``multiple``."""
-    sizes = [dim(x, a) for a in axes]
-    if all(isinstance(s, int) for s in sizes):
-        extra = [(multiple - s % multiple) % multiple for s in sizes]
-        if not any(extra):
+def pad_to_multiple(x, multiple, data_format="NHWC"):
+    """Zero-pad the H and W of a 4-D ``x`` after their end to multiples of ``multiple``. Written as
+    ``pad3d`` (4-value ``F.pad`` with a data format): oneDNN's kernel for the general ``pad`` op
+    crashes in Paddle Inference."""
+    axes = (1, 2) if data_format == "NHWC" else (2, 3)
+    h, w = dim(x, axes[0]), dim(x, axes[1])
+    if isinstance(h, int) and isinstance(w, int):
+        pad_h, pad_w = (multiple - h % multiple) % multiple, (multiple - w % multiple) % multiple
+        if not pad_h and not pad_w:
             return x
-        pad = [0] * (2 * len(x.shape))
-        for a, e in zip(axes, extra):
-            pad[2 * a + 1] = e
-        return F.pad(x, pad)
-    pad = [0] * (2 * len(x.shape))
-    for a in axes:
-        pad[2 * a + 1] = multiple - 1
-    x = F.pad(x, pad)
-    ends = [(s + multiple - 1) // multiple * multiple for s in sizes]
-    return paddle.slice(x, axes=list(axes), starts=[0] * len(axes), ends=ends)
+        return F.pad(x, [0, pad_w, 0, pad_h], data_format=data_format)
+    x = F.pad(x, [0, multiple - 1, 0, multiple - 1], data_format=data_format)
+    ends = [(s + multiple - 1) // multiple * multiple for s in (h, w)]
+    return paddle.slice(x, axes=list(axes), starts=[0, 0], ends=ends)
 
 
 def crop(x, sizes, axes=(1, 2)):

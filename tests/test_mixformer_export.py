@@ -1,0 +1,64 @@
+"""MixFormer + UperNet exports (``paddle_rtseg.export``) to a legacy static graph with dynamic batch
+and H/W that Paddle Inference (oneDNN), ONNX Runtime (paddle2onnx, opset 13) and Paddle Lite (x86
+runtime here; ``opt --valid_targets=arm`` supports every op) run within 1e-4 of dygraph, including
+sizes that need window padding and odd merges."""
+import os
+
+import numpy as np
+import paddle
+import pytest
+from conftest import randomize_state, write_config
+from test_segformer_pp_export import lite_x86
+
+import paddle_rtseg
+from paddle_rtseg import deploy_utils
+from paddle_rtseg.export import export
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASE = os.path.join(ROOT, "configs", "mixformer", "mixformer_b0_synthetic_128x128_2k.yml")
+TINY_MODEL = dict(channels=16, pool_scales=[1, 2, 3, 6], backbone=dict(
+    type="RTSeg_MixFormer_B0", embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2]))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny MixFormer + UperNet config and a checkpoint with non-trivial BN statistics."""
+    tmp = tmp_path_factory.mktemp("mixformer")
+    config = write_config(tmp / "tiny.yml", BASE, model=TINY_MODEL)
+    paddle.seed(0)
+    model = paddle_rtseg.build_model(config)
+    randomize_state(model, seed=0)
+    path = str(tmp / "model.pdparams")
+    paddle.save(model.state_dict(), path)
+    return config, path, tmp
+
+
+def dygraph(config, path, x):
+    model = paddle_rtseg.build_model(config)
+    paddle_rtseg.load_checkpoint(model, path)
+    model.eval()
+    with paddle.no_grad():
+        return model(paddle.to_tensor(x))[0].numpy()
+
+
+def test_dynamic_shape_export_runs_in_every_backend(tiny, monkeypatch):
+    config, path, tmp = tiny
+    monkeypatch.chdir(tmp)  # paddle2onnx leaves sym_shape_infer_temp.onnx in the working directory
+    save_dir = str(tmp / "export")
+    export(config, save_dir, model_path=path, output_op="none")  # [-1, 3, -1, -1]
+    onnx_path = deploy_utils.convert_onnx(save_dir, os.path.join(save_dir, "model.onnx"), opset=13)
+    ops, supported = deploy_utils.lite_model_ops(save_dir, target="arm")
+    assert supported, {op: t for op, t in ops.items() if not t}
+    predictor = deploy_utils.PaddleInferencePredictor(save_dir, use_mkldnn=True)
+    onnx_predictor = deploy_utils.OnnxPredictor(onnx_path)
+    # 128x128: whole windows at 1/4; 96x160 and 75x133: padded windows, odd merges, stem padding
+    for shape in [(2, 3, 128, 128), (1, 3, 96, 160), (1, 3, 75, 133)]:
+        x = np.random.default_rng(1).normal(size=shape).astype("float32")
+        expected = dygraph(config, path, x)
+        tol = 1e-4 * np.abs(expected).max()
+        np.testing.assert_allclose(predictor(x), expected, atol=tol, err_msg=str(shape))
+        np.testing.assert_allclose(onnx_predictor(x), expected, atol=tol, err_msg=str(shape))
+        # Lite's x86 Python runtime misbehaves when the size changes on one predictor (REFERENCES
+        # §7.4): one fresh process and .nb per size
+        got = lite_x86(save_dir, os.path.join(save_dir, "lite_{}x{}".format(*shape[2:])), x[:1])
+        np.testing.assert_allclose(got, expected[:1], atol=tol, err_msg=str(shape))
