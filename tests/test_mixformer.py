@@ -150,7 +150,7 @@ SYNTHETIC = os.path.join(CONFIGS, "mixformer", "mixformer_b0_synthetic_128x128_2
 def test_tiny_mixformer_learns_the_synthetic_task(tmp_path, synthetic_root):
     datasets = {k: {"dataset_root": synthetic_root} for k in ("train_dataset", "val_dataset")}
     config = write_config(tmp_path / "tiny.yml", SYNTHETIC, model=dict(
-        channels=32, backbone=dict(type="RTSeg_MixFormer_B0", embed_dim=16, depths=[1, 1, 1, 1],
+        embedding_dim=32, backbone=dict(type="RTSeg_MixFormer_B0", embed_dim=16, depths=[1, 1, 1, 1],
                                    num_heads=[1, 1, 2, 2])), **datasets)
     out = run_module("paddle_rtseg.train", "--config", config, "--iters", 200, "--log_iters", 20,
                      "--save_interval", 100, "--save_dir", tmp_path / "out", "--do_eval",

@@ -1,4 +1,4 @@
-"""MixFormer + UperNet exports (``paddle_rtseg.export``) to a legacy static graph with dynamic batch
+"""MixFormer (with UperNet, and with the All-MLP decoder of the real-time configs) exports (``paddle_rtseg.export``) to a legacy static graph with dynamic batch
 and H/W that Paddle Inference (oneDNN), ONNX Runtime (paddle2onnx, opset 13) and Paddle Lite (x86
 runtime here; ``opt --valid_targets=arm`` supports every op) run within 1e-4 of dygraph, including
 sizes that need window padding and odd merges."""
@@ -15,16 +15,21 @@ from paddle_rtseg import deploy_utils
 from paddle_rtseg.export import export
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BASE = os.path.join(ROOT, "configs", "mixformer", "mixformer_b0_synthetic_128x128_2k.yml")
-TINY_MODEL = dict(channels=16, pool_scales=[1, 2, 3, 6], backbone=dict(
-    type="RTSeg_MixFormer_B0", embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2]))
+CONFIGS = os.path.join(ROOT, "configs", "mixformer")
+BACKBONE = dict(type="RTSeg_MixFormer_B0", embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2])
+HEADS = {  # tiny widths of the shipped configs
+    "upernet": ("mixformer_b1_upernet_ade20k_512x512_160k.yml",
+                dict(num_classes=5, channels=16, aux_channels=8, backbone=BACKBONE)),
+    "all_mlp": ("mixformer_b0_synthetic_128x128_2k.yml", dict(embedding_dim=16, backbone=BACKBONE)),
+}
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A tiny MixFormer + UperNet config and a checkpoint with non-trivial BN statistics."""
-    tmp = tmp_path_factory.mktemp("mixformer")
-    config = write_config(tmp / "tiny.yml", BASE, model=TINY_MODEL)
+@pytest.fixture(scope="module", params=sorted(HEADS))
+def tiny(tmp_path_factory, request):
+    """A tiny MixFormer segmentor config and a checkpoint with non-trivial BN statistics."""
+    tmp = tmp_path_factory.mktemp("mixformer_" + request.param)
+    base, model = HEADS[request.param]
+    config = write_config(tmp / "tiny.yml", os.path.join(CONFIGS, base), model=model)
     paddle.seed(0)
     model = paddle_rtseg.build_model(config)
     randomize_state(model, seed=0)
