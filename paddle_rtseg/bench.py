@@ -89,12 +89,14 @@ def mixformer_rows(repeats, height=256, width=512):
     candidates, params = {}, {}
     for name, model in models.items():
         model.eval()
-        params[name] = sum(int(np.prod(p.shape)) for p in model.parameters() if not p.stop_gradient)
+        params[name] = "{:.2f}M params, {:.1f} GFLOPs".format(
+            sum(int(np.prod(p.shape)) for p in model.parameters()) / 1e6,
+            paddle.flops(model, [1, 3, height, width], print_detail=False) / 1e9)
         candidates[name] = _infer(model) if "+" in name else _backbone_only(model)
     ms = medians(round_robin(candidates, x, repeats))
     base = ms["MixFormer-B1 backbone"]
     return [dict(model=name, input="{}x{}".format(height, width), ms=value, ratio=value / base,
-                 note="ratio to the B1 backbone; {:.2f}M params".format(params[name] / 1e6))
+                 note="ratio to the B1 backbone; " + params[name])
             for name, value in ms.items()]
 
 
