@@ -164,3 +164,13 @@ def test_tiny_mixformer_learns_the_synthetic_task(tmp_path, synthetic_root):
     chance = all_background_miou(synthetic_root)
     print("tiny MixFormer synthetic mIoU after 100/200 iterations:", mious, "chance:", chance)
     assert mious[-1] > max(0.45, 3 * chance), (mious, chance)
+
+
+def test_registered_names():
+    from paddleseg.cvlibs import manager
+    for v in PADDLECLAS_PARAMS:
+        assert manager.BACKBONES["RTSeg_MixFormer_" + v] is getattr(M, "MixFormer_" + v)
+    assert manager.BACKBONES["RTSeg_MixFormer"] is M.MixFormer
+    assert manager.MODELS["RTSeg_UPerNet"] is UPerNet
+    with pytest.raises(ValueError, match="dim/2 a multiple of num_heads"):
+        M.MixFormer(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[3, 1, 1, 1])

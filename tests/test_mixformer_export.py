@@ -19,7 +19,7 @@ CONFIGS = os.path.join(ROOT, "configs", "mixformer")
 BACKBONE = dict(type="RTSeg_MixFormer_B0", embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2])
 HEADS = {  # tiny widths of the shipped configs
     "upernet": ("mixformer_b1_upernet_ade20k_512x512_160k.yml",
-                dict(num_classes=5, channels=16, aux_channels=8, backbone=BACKBONE)),
+                dict(channels=16, aux_channels=8, backbone=BACKBONE)),  # 150 classes
     "all_mlp": ("mixformer_b0_synthetic_128x128_2k.yml", dict(embedding_dim=16, backbone=BACKBONE)),
 }
 
