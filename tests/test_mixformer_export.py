@@ -67,3 +67,21 @@ def test_dynamic_shape_export_runs_in_every_backend(tiny, monkeypatch):
         # §7.4): one fresh process and .nb per size
         got = lite_x86(save_dir, os.path.join(save_dir, "lite_{}x{}".format(*shape[2:])), x[:1])
         np.testing.assert_allclose(got, expected[:1], atol=tol, err_msg=str(shape))
+
+
+def test_fixed_shape_export_with_unequal_window_padding(tiny, monkeypatch):
+    """At 96x160 the 1/4 map (24x40) needs 4 rows but 2 columns of window padding: a fixed-shape
+    export makes both constants (Paddle Lite's pad3d once swapped unequal H/W amounts)."""
+    config, path, tmp = tiny
+    monkeypatch.chdir(tmp)
+    save_dir = str(tmp / "export_fixed")
+    export(config, save_dir, model_path=path, input_shape=[1, 3, 96, 160], output_op="none")
+    x = np.random.default_rng(3).normal(size=(1, 3, 96, 160)).astype("float32")
+    expected = dygraph(config, path, x)
+    tol = 1e-4 * np.abs(expected).max()
+    np.testing.assert_allclose(deploy_utils.PaddleInferencePredictor(save_dir, use_mkldnn=True)(x),
+                               expected, atol=tol)
+    onnx_path = deploy_utils.convert_onnx(save_dir, os.path.join(save_dir, "model.onnx"), opset=13)
+    np.testing.assert_allclose(deploy_utils.OnnxPredictor(onnx_path)(x), expected, atol=tol)
+    got = lite_x86(save_dir, os.path.join(save_dir, "lite"), x)
+    np.testing.assert_allclose(got, expected, atol=tol)

@@ -15,16 +15,17 @@ from .shape import dim
 
 @paddle.jit.not_to_static
 def pad_to_multiple(x, multiple, data_format="NHWC"):
-    """Zero-pad the H and W of a 4-D ``x`` after their end to multiples of ``multiple``. Written as
-    ``pad3d`` (4-value ``F.pad`` with a data format): oneDNN's kernel for the general ``pad`` op
-    crashes in Paddle Inference."""
+    """Zero-pad the H and W of a 4-D ``x`` after their end to multiples of ``multiple``.
+
+    Always pads ``multiple - 1`` on both sides' ends and slices to the next multiple: Paddle Lite's
+    ``pad3d`` swaps the H and W amounts when they differ (a fixed-size export failed on Lite x86),
+    and oneDNN's kernel for the general ``pad`` op crashes, so only ``pad3d`` with equal amounts is
+    used. With known sizes the slice ends are constants, otherwise ``+ // *`` on the runtime shape.
+    """
     axes = (1, 2) if data_format == "NHWC" else (2, 3)
     h, w = dim(x, axes[0]), dim(x, axes[1])
-    if isinstance(h, int) and isinstance(w, int):
-        pad_h, pad_w = (multiple - h % multiple) % multiple, (multiple - w % multiple) % multiple
-        if not pad_h and not pad_w:
-            return x
-        return F.pad(x, [0, pad_w, 0, pad_h], data_format=data_format)
+    if isinstance(h, int) and isinstance(w, int) and h % multiple == 0 and w % multiple == 0:
+        return x
     x = F.pad(x, [0, multiple - 1, 0, multiple - 1], data_format=data_format)
     ends = [(s + multiple - 1) // multiple * multiple for s in (h, w)]
     return paddle.slice(x, axes=list(axes), starts=[0, 0], ends=ends)
