@@ -1,7 +1,8 @@
-"""MixFormer (with UperNet, and with the All-MLP decoder of the real-time configs) exports (``paddle_rtseg.export``) to a legacy static graph with dynamic batch
-and H/W that Paddle Inference (oneDNN), ONNX Runtime (paddle2onnx, opset 13) and Paddle Lite (x86
-runtime here; ``opt --valid_targets=arm`` supports every op) run within 1e-4 of dygraph, including
-sizes that need window padding and odd merges."""
+"""MixFormer, with UperNet and with the All-MLP decoder of the real-time configs, exports
+(``paddle_rtseg.export``) to a legacy static graph with dynamic batch and H/W that Paddle
+Inference (oneDNN), ONNX Runtime (paddle2onnx, opset 13) and Paddle Lite (x86 runtime here;
+``opt --valid_targets=arm`` supports every op) run within 1e-4 of dygraph, including sizes that
+need window padding and odd merges."""
 import os
 
 import numpy as np

@@ -17,10 +17,11 @@ from .shape import dim
 def pad_to_multiple(x, multiple, data_format="NHWC"):
     """Zero-pad the H and W of a 4-D ``x`` after their end to multiples of ``multiple``.
 
-    Always pads ``multiple - 1`` on both sides' ends and slices to the next multiple: Paddle Lite's
-    ``pad3d`` swaps the H and W amounts when they differ (a fixed-size export failed on Lite x86),
-    and oneDNN's kernel for the general ``pad`` op crashes, so only ``pad3d`` with equal amounts is
-    used. With known sizes the slice ends are constants, otherwise ``+ // *`` on the runtime shape.
+    Always pads ``multiple - 1`` at the end of both axes and slices to the next multiple: Paddle
+    Lite's ``pad3d`` (NHWC, x86 runtime) applied unequal H and W amounts swapped (a fixed-size
+    export failed), and oneDNN's kernel for the general ``pad`` op crashes, so only ``pad3d`` with
+    equal amounts is used. With known sizes the slice ends are constants, otherwise ``+ // *`` on
+    the runtime shape.
     """
     axes = (1, 2) if data_format == "NHWC" else (2, 3)
     h, w = dim(x, axes[0]), dim(x, axes[1])
