@@ -13,7 +13,7 @@ import pytest
 from conftest import CONFIGS, run_module, write_config
 from test_cli import all_background_miou
 
-from paddle_rtseg import CheckpointMismatchError, build_model, load_checkpoint
+from paddle_rtseg import CheckpointMismatchError, load_checkpoint
 from paddle_rtseg.layers import MixingAttention
 from paddle_rtseg.layers.adaptive_pool import adaptive_avg_pool2d
 from paddle_rtseg.layers.windows import crop, pad_to_multiple, window_partition, window_reverse
