@@ -2,7 +2,8 @@
 
 RTFormer-Slim at 512x1024, batch 1: ours and ``paddleseg.models.RTFormer`` with the same weights,
 called alternately (medians of ``--repeats`` rounds). SeaFormer T/S/B/L at 512x512 (ratios to
-Tiny). Prints the table and writes a bar chart PNG. Deployed-model latency is
+Tiny). MixFormer-B0/B1 with the heads considered for the real-time configs (``--only mixformer``).
+Prints the table and writes a bar chart PNG. Deployed-model latency is
 ``python -m paddle_rtseg.bench_deploy``; SegFormer++ token merging is
 ``python -m paddle_rtseg.bench_segformer_pp``. Numbers are for this machine only.
 """
@@ -70,6 +71,43 @@ def seaformer_rows(repeats, height=512, width=512):
             for name, value in ms.items()]
 
 
+def mixformer_rows(repeats, height=256, width=512):
+    """MixFormer B1 (19 classes): backbone alone and with each candidate head, called in turn; B0 with
+    the chosen All-MLP head. Ratios are to the B1 backbone alone."""
+    from paddle_rtseg.models import SegFormerPP, UPerNet
+    from paddle_rtseg.models import mixformer
+
+    x = paddle.randn([1, 3, height, width])
+    models = {
+        "MixFormer-B1 backbone": mixformer.MixFormer_B1(),
+        "MixFormer-B1 + All-MLP-128": SegFormerPP(19, mixformer.MixFormer_B1(), embedding_dim=128),
+        "MixFormer-B1 + UperNet-128": UPerNet(19, mixformer.MixFormer_B1(), channels=128,
+                                               aux_channels=0),
+        "MixFormer-B1 + UperNet-512": UPerNet(19, mixformer.MixFormer_B1(), channels=512),
+        "MixFormer-B0 + All-MLP-128": SegFormerPP(19, mixformer.MixFormer_B0(), embedding_dim=128),
+    }
+    candidates, params = {}, {}
+    for name, model in models.items():
+        model.eval()
+        params[name] = "{:.2f}M params, {:.1f} GFLOPs".format(
+            sum(int(np.prod(p.shape)) for p in model.parameters()) / 1e6,
+            paddle.flops(model, [1, 3, height, width], print_detail=False) / 1e9)
+        candidates[name] = _infer(model) if "+" in name else _backbone_only(model)
+    ms = medians(round_robin(candidates, x, repeats))
+    base = ms["MixFormer-B1 backbone"]
+    return [dict(model=name, input="{}x{}".format(height, width), ms=value, ratio=value / base,
+                 note="ratio to the B1 backbone; " + params[name])
+            for name, value in ms.items()]
+
+
+def _backbone_only(model):
+    def run(x):
+        with paddle.no_grad():
+            return [t.numpy() for t in model(x)]
+
+    return run
+
+
 def _network_only(model):
     def run(x):
         with paddle.no_grad():
@@ -107,13 +145,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--save_dir", default="output/bench")
+    parser.add_argument("--only", choices=sorted(FAMILIES), default=None,
+                        help="benchmark one family only")
     args = parser.parse_args(argv)
     writable_dir(args.save_dir)
-    rows = rtformer_rows(args.repeats) + seaformer_rows(args.repeats)
+    rows = [r for name in ([args.only] if args.only else ["rtformer", "seaformer", "mixformer"])
+            for r in FAMILIES[name](args.repeats)]
     print_table(rows)
     print("\nplot: " + plot(rows, os.path.join(args.save_dir, "bench_dygraph.png")))
     return rows
 
+
+FAMILIES = {"rtformer": rtformer_rows, "seaformer": seaformer_rows, "mixformer": mixformer_rows}
 
 if __name__ == "__main__":
     run_cli(main)

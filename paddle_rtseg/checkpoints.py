@@ -47,7 +47,9 @@ def read_checkpoint(path, model=None):
         return convert(state)
     if not isinstance(state, dict):
         raise ValueError("{} holds a {}, not a state dict".format(path, type(state).__name__))
-    return {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
+    state = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
+    convert = getattr(model, "convert_paddle_state_dict", None)  # e.g. drop a classifier's keys
+    return convert(state) if convert is not None else state
 
 
 def compare_state_dicts(model_state, checkpoint_state):

@@ -15,6 +15,7 @@ Inference.
 """
 import paddle
 import paddle.nn as nn
+import paddle.nn.functional as F
 
 from .shape import dim
 
@@ -58,6 +59,49 @@ class AdaptiveMaxPool2D(nn.Layer):
 
     def forward(self, x):
         return adaptive_max_pool2d(x, self.output_size)
+
+    def extra_repr(self):
+        return "output_size={}".format(self.output_size)
+
+
+@paddle.jit.not_to_static
+def _average_matrix(length, bins):
+    """``(length, bins)`` float matrix whose column ``i`` averages bin ``[floor(i*L/n),
+    ceil((i+1)*L/n))`` of an axis of ``length`` (an int, or a 0-D int tensor at export). Built from
+    the size with integer ``*``, ``//``, ``+`` and float ``relu``/``minimum`` (Paddle Lite ARM's
+    ``elementwise_min`` is float-only), never from a constant tensor."""
+    if not isinstance(length, int):
+        length = length.astype("int64")
+    i = paddle.arange(bins, dtype="int64")
+    start = (i * length // bins).astype("float32").unsqueeze(0)
+    end = (((i + 1) * length + bins - 1) // bins).astype("float32").unsqueeze(0)
+    j = paddle.arange(length, dtype="int64").astype("float32").unsqueeze(1)
+    one = paddle.ones([1], dtype="float32")
+    inside = paddle.minimum(F.relu(j - start + 1), one) * paddle.minimum(F.relu(end - j), one)
+    return inside / (end - start)
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """Exact ``F.adaptive_avg_pool2d(x, output_size)`` for NCHW ``x`` in every backend: two matrix
+    products with the bin-averaging matrices of H and W (exporters otherwise replace the adaptive
+    pool by a fixed-window one that only approximates it when a side is not a multiple of the bins)."""
+    bins_h, bins_w = output_size
+    y = paddle.matmul(x, _average_matrix(dim(x, 3), bins_w))                  # N, C, H, bins_w
+    y = paddle.matmul(y.transpose([0, 1, 3, 2]), _average_matrix(dim(x, 2), bins_h))
+    return y.transpose([0, 1, 3, 2])                                          # N, C, bins_h, bins_w
+
+
+class AdaptiveAvgPool2D(nn.Layer):
+    """Drop-in for ``nn.AdaptiveAvgPool2D(output_size)`` (NCHW) that every backend runs exactly."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        if isinstance(output_size, int):
+            output_size = (output_size, output_size)
+        self.output_size = tuple(output_size)
+
+    def forward(self, x):
+        return adaptive_avg_pool2d(x, self.output_size)
 
     def extra_repr(self):
         return "output_size={}".format(self.output_size)
