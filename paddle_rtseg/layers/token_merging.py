@@ -296,8 +296,43 @@ def neighbor_merge_2d(x, h, w, s):
     return x.flatten(2).transpose([0, 2, 1]), (dim(x, 2), dim(x, 3))
 
 
-def neighbor_unmerge_2d(x, merged_hw, hw):
-    """Inverse of :func:`neighbor_merge_2d`: nearest upsampling of the merged grid back to ``hw``."""
+def neighbor_unmerge_2d(x, merged_hw, hw, s=(2, 2)):
+    """Inverse of :func:`neighbor_merge_2d`: nearest upsampling of the merged grid back to ``hw``.
+
+    Written as a repeat (reshape + expand, then a crop of the partial border window) wherever that
+    equals nearest resizing (``src = floor(dst * in / out)``): always for windows of 1 or 2, and
+    for any window when the sizes are known and the index maps agree. A ``nearest_interp`` op in the
+    program would turn oneDNN's fast bilinear path off for all its resizes in Paddle Inference
+    (:func:`paddle_rtseg.deploy_utils.onednn_resize_is_exact`); the repeat also skips the two
+    token <-> NCHW transposes."""
+    (hm, wm), (h, w) = merged_hw, hw
+    sy, sx = s
+    if not (_repeat_is_nearest(hm, h, sy) and _repeat_is_nearest(wm, w, sx)):
+        return _nearest_resize(x, merged_hw, hw)
+    c = x.shape[2]
+    x = paddle.expand(x.reshape([0, 0, 1, c]), [-1, -1, sx, -1]).reshape([0, hm, -1, c])
+    if not _known_equal(w, wm, sx):                                     # B, hm, wm * sx, C
+        x = paddle.slice(x, axes=[2], starts=[0], ends=[w])
+    x = paddle.expand(x.reshape([0, 0, 1, -1]), [-1, -1, sy, -1]).reshape([0, -1, c])
+    if not _known_equal(h, hm, sy):                                     # B, hm * sy * w, C
+        x = paddle.slice(x, axes=[1], starts=[0], ends=[h * w])          # raster order: first h rows
+    return x
+
+
+def _known_equal(full, merged, s):
+    return isinstance(full, int) and isinstance(merged, int) and full == merged * s
+
+
+def _repeat_is_nearest(merged, full, s):
+    """Whether ``dst // s`` is nearest resizing's ``floor(dst * merged / full)`` for every ``dst``."""
+    if s <= 2:
+        return True
+    if not (isinstance(merged, int) and isinstance(full, int)):
+        return False
+    return all(int(d * (merged / full)) == d // s for d in range(full))
+
+
+def _nearest_resize(x, merged_hw, hw):
     c = x.shape[2]
     x = x.transpose([0, 2, 1]).reshape([0, c, merged_hw[0], merged_hw[1]])
     if all(isinstance(v, int) for v in hw):
@@ -307,30 +342,3 @@ def neighbor_unmerge_2d(x, merged_hw, hw):
                                              v.astype("int32"), [1]) for v in hw])
     x = F.interpolate(x, size=size, mode="nearest")
     return x.flatten(2).transpose([0, 2, 1])
-
-
-def merged_token_counts(strategy, h, w, sr_ratios=(8, 4, 2, 1), strides=(4, 2, 2, 2),
-                        patch_sizes=(7, 3, 3, 3)):
-    """Per stage ``(queries, keys/values)`` seen by attention for an ``h x w`` input (no compute).
-    Reproduces SegFormer++'s token bookkeeping (REFERENCES §9 counts at 1024x1024)."""
-    strategy = resolve_token_merging(strategy)
-    if strategy.downsample:
-        h, w = int(h * 0.5), int(w * 0.5)
-    counts = []
-    for cfg, sr, stride, k in zip(strategy.stages, sr_ratios, strides, patch_sizes):
-        pad = k // 2
-        h, w = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
-        hk, wk = (h // sr, w // sr) if sr > 1 else (h, w)
-        counts.append((_count(cfg, "q", h, w), _count(cfg, "kv", hk, wk)))
-    return counts
-
-
-def _count(cfg, side, h, w):
-    mode = getattr(cfg, side + "_mode")
-    if mode == "bsm":
-        sx, sy = getattr(cfg, side + "_sx"), getattr(cfg, side + "_sy")
-        return h * w - bsm_num_removed(h * w, h, w, sx, sy, getattr(cfg, side + "_r"))
-    if mode == "n2d":
-        sy, sx = getattr(cfg, side + "_s")
-        return math.ceil(h / sy) * math.ceil(w / sx)
-    return h * w
