@@ -10,13 +10,13 @@ Two ways to shrink the token sets of MiT's efficient self-attention, per stage:
   similarity are averaged into their destination together with it; unmerging copies a destination's
   value back to every source merged into it. Deterministic.
 * ``n2d`` -- neighbour merging: ``s x s`` average pooling (ceil mode: partial border windows average
-  their valid tokens), unmerged by nearest upsampling.
+  their valid tokens), unmerged by nearest upsampling (as a repeat: reshape + expand).
 
 Keys/values are merged after the spatial-reduction conv + norm and are never unmerged; queries are
 merged before attention and unmerged after it (the MixFFN sees every token).
 
 Deployment: everything here is gathers, a one-hot matmul (the mean of merged tokens, instead of a
-``scatter_reduce``), ``argsort``/``argmax`` and pooling/nearest interpolation -- ops Paddle Inference,
+``scatter_reduce``), ``argsort``/``argmax``, pooling and reshape/expand -- ops Paddle Inference,
 ONNX and Paddle Lite have. ``bsm`` needs the token grid size at export (fixed input H/W); ``n2d`` works
 with any input size.
 """
@@ -342,3 +342,30 @@ def _nearest_resize(x, merged_hw, hw):
                                              v.astype("int32"), [1]) for v in hw])
     x = F.interpolate(x, size=size, mode="nearest")
     return x.flatten(2).transpose([0, 2, 1])
+
+
+def merged_token_counts(strategy, h, w, sr_ratios=(8, 4, 2, 1), strides=(4, 2, 2, 2),
+                        patch_sizes=(7, 3, 3, 3)):
+    """Per stage ``(queries, keys/values)`` seen by attention for an ``h x w`` input (no compute).
+    Reproduces SegFormer++'s token bookkeeping (REFERENCES §9 counts at 1024x1024)."""
+    strategy = resolve_token_merging(strategy)
+    if strategy.downsample:
+        h, w = int(h * 0.5), int(w * 0.5)
+    counts = []
+    for cfg, sr, stride, k in zip(strategy.stages, sr_ratios, strides, patch_sizes):
+        pad = k // 2
+        h, w = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+        hk, wk = (h // sr, w // sr) if sr > 1 else (h, w)
+        counts.append((_count(cfg, "q", h, w), _count(cfg, "kv", hk, wk)))
+    return counts
+
+
+def _count(cfg, side, h, w):
+    mode = getattr(cfg, side + "_mode")
+    if mode == "bsm":
+        sx, sy = getattr(cfg, side + "_sx"), getattr(cfg, side + "_sy")
+        return h * w - bsm_num_removed(h * w, h, w, sx, sy, getattr(cfg, side + "_r"))
+    if mode == "n2d":
+        sy, sx = getattr(cfg, side + "_s")
+        return math.ceil(h / sy) * math.ceil(w / sx)
+    return h * w
