@@ -343,7 +343,7 @@ def test_training_through_merging_learns(strategy):
 @pytest.mark.parametrize("h,w", [(8, 8), (7, 9), (5, 4), (13, 11)])
 @pytest.mark.parametrize("s", [(2, 2), (3, 3), (2, 3), (1, 2)])
 def test_n2d_unmerge_repeat_equals_nearest_resize(h, w, s):
-    """The reshape/expand unmerge (kept out of nearest_interp for oneDNN) is nearest resizing."""
+    """The reshape/concat unmerge (kept out of nearest_interp for oneDNN) is nearest resizing."""
     import paddle.nn.functional as F
     x = paddle.randn([2, h * w, 6])
     merged, hw = tm.neighbor_merge_2d(x, h, w, s)

@@ -125,4 +125,14 @@ class SeaAttention(nn.Layer):
         a sequence: two means over the C input channels instead of six over the q/k/v maps (the
         same function; the training path keeps the batch statistics of the full maps)."""
         s = axial._squeeze(x)
-        return axial(self.to_q(s), self.to_k(s), self.to_v(s), squeezed=True)
+        return axial(_folded(self.to_q, s), _folded(self.to_k, s), _folded(self.to_v, s),
+                     squeezed=True)
+
+
+def _folded(conv_bn, x):
+    """``conv_bn(x)`` in eval mode as one conv with the BatchNorm folded into its weight and bias
+    (a second ``batch_norm`` op on the same statistics breaks paddle2onnx's export)."""
+    norm = conv_bn.norm
+    scale = norm.weight / paddle.sqrt(norm._variance + norm._epsilon)
+    weight = conv_bn.conv.weight * scale.reshape([-1, 1, 1, 1])
+    return F.conv2d(x, weight, norm.bias - norm._mean * scale)
