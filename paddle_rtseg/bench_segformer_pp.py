@@ -15,7 +15,10 @@ and how far its predictions move from the unmerged model's.
    speed-up is the ratio of medians. B0 uses the trained weights; other variants random weights
    (speed does not depend on the values except through bsm's matching, which has a fixed cost).
    With ``--paddle_inference`` the trained B0 is also exported once per strategy (fixed size) and
-   timed the same way in Paddle Inference (CPU, oneDNN).
+   timed the same way in Paddle Inference (CPU, oneDNN), and whether each export keeps oneDNN's
+   bilinear resize pass on (:func:`paddle_rtseg.deploy_utils.onednn_resize_is_exact`).
+4. MACs of B0 per strategy (:func:`paddle_rtseg.flops.count_macs`) and the achieved GFLOP/s of
+   each timing, next to ``paddle.matmul`` sgemm GFLOP/s measured in the same run.
 Prints a table, writes ``results.json`` and ``segformer_pp_bench.png`` in ``--save_dir``.
 """
 import argparse
