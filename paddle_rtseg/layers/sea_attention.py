@@ -53,13 +53,10 @@ class SqueezeAxialAttention(nn.Layer):
         """``(B, C, L)``-like -> ``(B, heads, C / heads, L)``."""
         return x.reshape([0, self.num_heads, x.shape[1] // self.num_heads, -1])
 
-    def forward(self, q, k, v, squeezed=False):
-        """``q, k, v``: full ``(B, C, H, W)`` maps, or already squeezed ones (``squeezed=True``)."""
-        if not squeezed:
-            q, k, v = self._squeeze(q), self._squeeze(k), self._squeeze(v)
-        v_squeezed = v
-        q = self._heads(self.pos_emb_q(q) * self.scale)
-        k = self._heads(self.pos_emb_k(k))
+    def forward(self, q, k, v):
+        q = self._heads(self.pos_emb_q(self._squeeze(q)) * self.scale)  # scale q, not the L x L
+        k = self._heads(self.pos_emb_k(self._squeeze(k)))
+        v_squeezed = self._squeeze(v)
         v = self._heads(v_squeezed)
         attn = F.softmax(paddle.matmul(q, k, transpose_x=True), axis=-1)               # B,h,L,L
         out = paddle.matmul(v, attn, transpose_y=True)                                 # B,h,dv,L
@@ -110,29 +107,6 @@ class SeaAttention(nn.Layer):
     def forward(self, x):
         q, k, v = self.to_q(x), self.to_k(x), self.to_v(x)
         detail = self.detail(q, k, v)
-        if self.training:
-            row, column = self.row(q, k, v), self.column(q, k, v)
-        else:
-            row, column = self._squeezed_projection(x, self.row), self._squeezed_projection(
-                x, self.column)
         # v (B,C,H,W) + row (B,C,H,1) + column (B,C,1,W): each add broadcasts one operand only
-        context = v + row + column
+        context = v + self.row(q, k, v) + self.column(q, k, v)
         return hard_sigmoid(self.proj(F.relu6(context))) * detail
-
-    def _squeezed_projection(self, x, axial):
-        """Eval only: with BatchNorm affine (running statistics), the squeeze (a mean over one axis)
-        commutes with the 1x1 Conv-BN projections, so the input is squeezed once and projected as
-        a sequence: two means over the C input channels instead of six over the q/k/v maps (the
-        same function; the training path keeps the batch statistics of the full maps)."""
-        s = axial._squeeze(x)
-        return axial(_folded(self.to_q, s), _folded(self.to_k, s), _folded(self.to_v, s),
-                     squeezed=True)
-
-
-def _folded(conv_bn, x):
-    """``conv_bn(x)`` in eval mode as one conv with the BatchNorm folded into its weight and bias
-    (a second ``batch_norm`` op on the same statistics breaks paddle2onnx's export)."""
-    norm = conv_bn.norm
-    scale = norm.weight / paddle.sqrt(norm._variance + norm._epsilon)
-    weight = conv_bn.conv.weight * scale.reshape([-1, 1, 1, 1])
-    return F.conv2d(x, weight, norm.bias - norm._mean * scale)
