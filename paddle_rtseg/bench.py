@@ -1,9 +1,10 @@
 """``python -m paddle_rtseg.bench``: dygraph latency of our models, side by side with PaddleSeg's.
 
-RTFormer-Slim at 512x1024, batch 1: ours and ``paddleseg.models.RTFormer`` with the same weights,
-called alternately (medians of ``--repeats`` rounds). SeaFormer T/S/B/L at 512x512 (ratios to
-Tiny). MixFormer-B0/B1 with the heads considered for the real-time configs (``--only mixformer``).
-Prints the table and writes a bar chart PNG. Deployed-model latency is
+RTFormer-Slim at 512x1024 and SegFormer-B0 at 1024x1024, batch 1: ours and PaddleSeg's
+(``paddleseg.models.RTFormer`` / ``SegFormer``) with the same weights, called alternately (medians of
+``--repeats`` rounds). SeaFormer T/S/B/L at 512x512 (ratios to Tiny). MixFormer-B0/B1 with the heads
+considered for the real-time configs. MACs from :func:`paddle_rtseg.flops.count_macs` (matmuls and
+functional convs included). Prints the table and writes a bar chart PNG. Deployed-model latency is
 ``python -m paddle_rtseg.bench_deploy``; SegFormer++ token merging is
 ``python -m paddle_rtseg.bench_segformer_pp``. Numbers are for this machine only.
 """
@@ -15,6 +16,7 @@ import paddle
 
 import paddle_rtseg  # noqa: F401
 from paddle_rtseg.errors import run_cli, writable_dir
+from paddle_rtseg.flops import count_macs
 from paddle_rtseg.timing import medians, round_robin
 
 
@@ -41,10 +43,35 @@ def rtformer_rows(repeats, height=512, width=1024):
     a, b = _infer(ours)(x), _infer(theirs)(x)
     diff = float(np.abs(a - b).max() / np.abs(b).max())
     ms = medians(round_robin({"ours": _infer(ours), "paddleseg": _infer(theirs)}, x, repeats))
+    return _pair_rows("RTFormer-Slim", ours, ms, diff, height, width)
+
+
+def segformer_rows(repeats, height=1024, width=1024):
+    """Ours (SegFormer++ with merging off) vs PaddleSeg's SegFormer-B0 on the same weights."""
+    from paddleseg.models import SegFormer
+    from paddleseg.models.backbones.mix_transformer import MixVisionTransformer_B0
+
+    from paddle_rtseg.models.mit import MiT_B0
+    from paddle_rtseg.models.segformer_pp import SegFormerPP
+
+    theirs = SegFormer(19, MixVisionTransformer_B0(), embedding_dim=256)
+    ours = SegFormerPP(19, MiT_B0(), embedding_dim=256)
+    ours.set_state_dict(theirs.state_dict())
+    x = paddle.randn([1, 3, height, width])
+    a, b = _infer(ours)(x), _infer(theirs)(x)
+    diff = float(np.abs(a - b).max() / np.abs(b).max())
+    ms = medians(round_robin({"ours": _infer(ours), "paddleseg": _infer(theirs)}, x, repeats))
+    return _pair_rows("SegFormer-B0", ours, ms, diff, height, width)
+
+
+def _pair_rows(name, ours, ms, diff, height, width):
     shape = "{}x{}".format(height, width)
-    return [dict(model="RTFormer-Slim (paddle_rtseg)", input=shape, ms=ms["ours"],
-                 ratio=ms["ours"] / ms["paddleseg"], note="max rel. diff {:.1e}".format(diff)),
-            dict(model="RTFormer-Slim (PaddleSeg)", input=shape, ms=ms["paddleseg"], ratio=1.0,
+    gmacs = count_macs(ours, [1, 3, height, width]) / 1e9
+    return [dict(model=name + " (paddle_rtseg)", input=shape, ms=ms["ours"],
+                 ratio=ms["ours"] / ms["paddleseg"],
+                 note="ours/PaddleSeg latency; max rel. logit diff {:.1e}; {:.2f} GMACs".format(
+                     diff, gmacs)),
+            dict(model=name + " (PaddleSeg)", input=shape, ms=ms["paddleseg"], ratio=1.0,
                  note="reference for the ratio above")]
 
 
@@ -60,13 +87,15 @@ def seaformer_rows(repeats, height=512, width=512):
                                        **seaformer.HEADS[variant])
         model.eval()
         name = "SeaFormer-" + variant.capitalize()
-        params[name] = sum(int(np.prod(p.shape)) for p in model.parameters() if not p.stop_gradient)
+        params[name] = (sum(int(np.prod(p.shape)) for p in model.parameters() if not p.stop_gradient),
+                        count_macs(model, [1, 3, height, width]))
         candidates[name] = _infer(model)
         candidates[name + " (network)"] = _network_only(model)
     ms = medians(round_robin(candidates, x, repeats))
     tiny = ms["SeaFormer-Tiny"]
     return [dict(model=name, input="{}x{}".format(height, width), ms=value, ratio=value / tiny,
-                 note="ratio to SeaFormer-Tiny; {:.2f}M params".format(params[name.split(" ")[0]] / 1e6)
+                 note="ratio to SeaFormer-Tiny; {:.2f}M params, {:.2f} GMACs".format(
+                     params[name.split(" ")[0]][0] / 1e6, params[name.split(" ")[0]][1] / 1e9)
                  + ("; without the final resize" if "network" in name else ""))
             for name, value in ms.items()]
 
@@ -89,9 +118,9 @@ def mixformer_rows(repeats, height=256, width=512):
     candidates, params = {}, {}
     for name, model in models.items():
         model.eval()
-        params[name] = "{:.2f}M params, {:.1f} GFLOPs".format(
+        params[name] = "{:.2f}M params, {:.2f} GMACs".format(
             sum(int(np.prod(p.shape)) for p in model.parameters()) / 1e6,
-            paddle.flops(model, [1, 3, height, width], print_detail=False) / 1e9)
+            count_macs(model, [1, 3, height, width]) / 1e9)
         candidates[name] = _infer(model) if "+" in name else _backbone_only(model)
     ms = medians(round_robin(candidates, x, repeats))
     base = ms["MixFormer-B1 backbone"]
@@ -141,22 +170,24 @@ def plot(rows, path):
     return path
 
 
+BENCHES = {"rtformer": rtformer_rows, "segformer": segformer_rows, "seaformer": seaformer_rows,
+           "mixformer": mixformer_rows}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--models", nargs="+", choices=sorted(BENCHES), default=sorted(BENCHES),
+                        help="which comparisons to run (default: all)")
     parser.add_argument("--save_dir", default="output/bench")
-    parser.add_argument("--only", choices=sorted(FAMILIES), default=None,
-                        help="benchmark one family only")
     args = parser.parse_args(argv)
     writable_dir(args.save_dir)
-    rows = [r for name in ([args.only] if args.only else ["rtformer", "seaformer", "mixformer"])
-            for r in FAMILIES[name](args.repeats)]
+    rows = [row for name in args.models for row in BENCHES[name](args.repeats)]
     print_table(rows)
     print("\nplot: " + plot(rows, os.path.join(args.save_dir, "bench_dygraph.png")))
     return rows
 
 
-FAMILIES = {"rtformer": rtformer_rows, "seaformer": seaformer_rows, "mixformer": mixformer_rows}
 
 if __name__ == "__main__":
     run_cli(main)

@@ -15,7 +15,10 @@ and how far its predictions move from the unmerged model's.
    speed-up is the ratio of medians. B0 uses the trained weights; other variants random weights
    (speed does not depend on the values except through bsm's matching, which has a fixed cost).
    With ``--paddle_inference`` the trained B0 is also exported once per strategy (fixed size) and
-   timed the same way in Paddle Inference (CPU, oneDNN).
+   timed the same way in Paddle Inference (CPU, oneDNN), and whether each export keeps oneDNN's
+   bilinear resize pass on (:func:`paddle_rtseg.deployment.onednn_resize_is_exact`).
+4. MACs of B0 per strategy (:func:`paddle_rtseg.flops.count_macs`) and the achieved GFLOP/s of
+   each timing, next to ``paddle.matmul`` sgemm GFLOP/s measured in the same run.
 Prints a table, writes ``results.json`` and ``segformer_pp_bench.png`` in ``--save_dir``.
 """
 import argparse
@@ -134,6 +137,7 @@ def time_strategies(model, size, rounds):
 
 def time_paddle_inference(config, weights, size, rounds, threads, save_dir):
     """Like :func:`time_strategies` on per-strategy exports (``paddle_rtseg.export``)."""
+    from . import deployment
     from .deployment import PaddleInferencePredictor
     from .export import export
     predictors = {}
@@ -145,6 +149,10 @@ def time_paddle_inference(config, weights, size, rounds, threads, save_dir):
         predictors[strategy] = PaddleInferencePredictor(out, use_mkldnn=True, threads=threads)
     x = np.random.default_rng(0).normal(size=(1, 3, size, size)).astype("float32")
     times = round_robin(predictors, x, rounds)
+    onednn = {s: deployment.onednn_resize_is_exact(deployment.model_paths(os.path.join(
+        save_dir, "export_{}_{}".format(s, size)))[0]) for s in STRATEGIES}
+    print("oneDNN bilinear resize pass on: " + ", ".join(
+        "{} {}".format(s, "yes" if on else "NO") for s, on in onednn.items()))
     return {s: ms / 1000.0 for s, ms in medians(times).items()}
 
 
@@ -220,6 +228,20 @@ def main(argv=None):
         results["speed"]["B0-PI"] = time_paddle_inference(
             args.config, weights, args.size, args.rounds, args.threads, args.save_dir)
 
+    from .flops import achieved_gflops, count_macs, sgemm_gflops
+    macs = {}
+    for s in STRATEGIES:
+        model.set_token_merging(s)
+        macs[s] = count_macs(model, [1, 3, args.size, args.size])
+    model.set_token_merging(None)
+    sgemm = sgemm_gflops()
+    results.update(b0_macs=macs, sgemm_gflops=sgemm)
+    print("MiT-B0 at {0}x{0}: GMACs per strategy (paddle_rtseg.flops.count_macs); achieved "
+          "GFLOP/s; paddle.matmul sgemm in this run: {1:.1f} GFLOP/s".format(args.size, sgemm))
+    for s in STRATEGIES:
+        print("  {:<11}{:>8.2f} GMACs".format(s, macs[s] / 1e9) + "".join(
+            "  {}: {:.1f} GFLOP/s".format(v, achieved_gflops(macs[s], med[s]))
+            for v, med in results["speed"].items() if v.startswith("B0")))
     header = "{:<11}".format("strategy") + "".join(
         "{:>26}".format("MiT-{} s (speed-up)".format(v)) for v in results["speed"]) + \
         "{:>10}{:>11}{:>11}{:>11}{:>10}".format("paper", "acc@128", "mIoU@128", "acc@" + str(

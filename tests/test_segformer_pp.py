@@ -338,3 +338,16 @@ def test_training_through_merging_learns(strategy):
         opt.clear_grad()
         losses.append(float(loss))
     assert losses[-1] < 0.6 * losses[0], losses
+
+
+@pytest.mark.parametrize("h,w", [(8, 8), (7, 9), (5, 4), (13, 11)])
+@pytest.mark.parametrize("s", [(2, 2), (3, 3), (2, 3), (1, 2)])
+def test_n2d_unmerge_repeat_equals_nearest_resize(h, w, s):
+    """The reshape/concat unmerge (kept out of nearest_interp for oneDNN) is nearest resizing."""
+    import paddle.nn.functional as F
+    x = paddle.randn([2, h * w, 6])
+    merged, hw = tm.neighbor_merge_2d(x, h, w, s)
+    grid = merged.transpose([0, 2, 1]).reshape([2, 6, hw[0], hw[1]])
+    expected = F.interpolate(grid, size=[h, w], mode="nearest").flatten(2).transpose([0, 2, 1])
+    got = tm.neighbor_unmerge_2d(merged, hw, (h, w), s)
+    np.testing.assert_array_equal(got.numpy(), expected.numpy())

@@ -70,15 +70,44 @@ class EfficientSelfAttention(nn.Layer):
         if cfg.q_mode == "bsm":
             out = matching.unmerge(out)
         elif cfg.q_mode == "n2d":
-            out = neighbor_unmerge_2d(out, merged_hw, (h, w))
+            out = neighbor_unmerge_2d(out, merged_hw, (h, w), cfg.q_s)
         return out
 
     def _attend(self, x_q, x_kv):
-        """Multi-head attention of Eq. 2: softmax(q k^T / sqrt(d)) v, heads concatenated."""
+        """Multi-head attention of Eq. 2: softmax(q k^T / sqrt(d)) v, heads concatenated.
+
+        The ``1/sqrt(d)`` scale multiplies the queries (N x d), not the N x N' attention matrix.
+        In dygraph the queries are processed in blocks (:func:`blocked_attention`)."""
         c, heads = self.dim, self.num_heads
-        q = self.q(x_q).reshape([0, -1, heads, c // heads]).transpose([0, 2, 1, 3])
+        q = (self.q(x_q) * self.scale).reshape([0, -1, heads, c // heads]).transpose([0, 2, 1, 3])
         kv = self.kv(x_kv).reshape([0, -1, 2, heads, c // heads]).transpose([2, 0, 3, 1, 4])
         k, v = kv[0], kv[1]
-        attn = F.softmax(paddle.matmul(q, k, transpose_y=True) * self.scale, axis=-1)
-        out = paddle.matmul(self.attn_drop(attn), v)
+        if paddle.in_dynamic_mode() and not (self.training and self.attn_drop.p > 0):
+            out = blocked_attention(q, k, v)
+        else:
+            attn = F.softmax(paddle.matmul(q, k, transpose_y=True), axis=-1)
+            out = paddle.matmul(self.attn_drop(attn), v)
         return out.transpose([0, 2, 1, 3]).reshape([0, -1, c])
+
+
+#: Attention-matrix elements per query block of :func:`blocked_attention` (4 MB of float32: the
+#: block stays in cache between the two matmuls and the softmax).
+BLOCK_ELEMENTS = 1 << 20
+
+
+def blocked_attention(q, k, v, block_elements=None):
+    """``softmax(q k^T) v`` for (B, heads, N, d) queries, computed for blocks of queries in turn.
+
+    Every query row is computed exactly as in the one-shot form (rows are independent), but the
+    ``N x N'`` matrix never exists whole: on CPU the one-shot form streams it through memory three
+    times (matmul, softmax, matmul; 256 MB for MiT stage 1 at 1024x1024) and is memory-bound."""
+    block_elements = block_elements or BLOCK_ELEMENTS
+    b, heads, n = q.shape[0], q.shape[1], q.shape[2]
+    n_kv = k.shape[2]
+    rows = max(64, block_elements // max(1, b * heads * n_kv))
+    if not isinstance(n, int) or n <= rows:
+        return paddle.matmul(F.softmax(paddle.matmul(q, k, transpose_y=True), axis=-1), v)
+    outs = [paddle.matmul(F.softmax(paddle.matmul(q[:, :, start:start + rows], k, transpose_y=True),
+                                    axis=-1), v)
+            for start in range(0, n, rows)]
+    return paddle.concat(outs, axis=2)

@@ -54,11 +54,11 @@ class SqueezeAxialAttention(nn.Layer):
         return x.reshape([0, self.num_heads, x.shape[1] // self.num_heads, -1])
 
     def forward(self, q, k, v):
-        q = self._heads(self.pos_emb_q(self._squeeze(q)))
+        q = self._heads(self.pos_emb_q(self._squeeze(q)) * self.scale)  # scale q, not the L x L
         k = self._heads(self.pos_emb_k(self._squeeze(k)))
         v_squeezed = self._squeeze(v)
         v = self._heads(v_squeezed)
-        attn = F.softmax(paddle.matmul(q, k, transpose_x=True) * self.scale, axis=-1)  # B,h,L,L
+        attn = F.softmax(paddle.matmul(q, k, transpose_x=True), axis=-1)               # B,h,L,L
         out = paddle.matmul(v, attn, transpose_y=True)                                 # B,h,dv,L
         out = out.reshape([0, v_squeezed.shape[1], -1, 1] if self.axis == 2
                           else [0, v_squeezed.shape[1], 1, -1])

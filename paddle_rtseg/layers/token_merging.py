@@ -10,13 +10,13 @@ Two ways to shrink the token sets of MiT's efficient self-attention, per stage:
   similarity are averaged into their destination together with it; unmerging copies a destination's
   value back to every source merged into it. Deterministic.
 * ``n2d`` -- neighbour merging: ``s x s`` average pooling (ceil mode: partial border windows average
-  their valid tokens), unmerged by nearest upsampling.
+  their valid tokens), unmerged by nearest upsampling (as a repeat: reshape + concat).
 
 Keys/values are merged after the spatial-reduction conv + norm and are never unmerged; queries are
 merged before attention and unmerged after it (the MixFFN sees every token).
 
 Deployment: everything here is gathers, a one-hot matmul (the mean of merged tokens, instead of a
-``scatter_reduce``), ``argsort``/``argmax`` and pooling/nearest interpolation -- ops Paddle Inference,
+``scatter_reduce``), ``argsort``/``argmax``, pooling, reshape and concat -- ops Paddle Inference,
 ONNX and Paddle Lite have. ``bsm`` needs the token grid size at export (fixed input H/W); ``n2d`` works
 with any input size.
 """
@@ -296,8 +296,49 @@ def neighbor_merge_2d(x, h, w, s):
     return x.flatten(2).transpose([0, 2, 1]), (dim(x, 2), dim(x, 3))
 
 
-def neighbor_unmerge_2d(x, merged_hw, hw):
-    """Inverse of :func:`neighbor_merge_2d`: nearest upsampling of the merged grid back to ``hw``."""
+def neighbor_unmerge_2d(x, merged_hw, hw, s=(2, 2)):
+    """Inverse of :func:`neighbor_merge_2d`: nearest upsampling of the merged grid back to ``hw``.
+
+    Written as a repeat (reshape + concat of copies, then a crop of the partial border window) wherever that
+    equals nearest resizing (``src = floor(dst * in / out)``): always for windows of 1 or 2, and
+    for any window when the sizes are known and the index maps agree. A ``nearest_interp`` op in the
+    program would turn oneDNN's fast bilinear path off for all its resizes in Paddle Inference
+    (:func:`paddle_rtseg.deploy_utils.onednn_resize_is_exact`); the repeat also skips the two
+    token <-> NCHW transposes."""
+    (hm, wm), (h, w) = merged_hw, hw
+    sy, sx = s
+    if not (_repeat_is_nearest(hm, h, sy) and _repeat_is_nearest(wm, w, sx)):
+        return _nearest_resize(x, merged_hw, hw)
+    c = x.shape[2]
+    x = _repeat(x.reshape([0, 0, 1, c]), sx).reshape([0, hm, -1, c])   # B, hm, wm * sx, C
+    if not _known_equal(w, wm, sx):
+        x = paddle.slice(x, axes=[2], starts=[0], ends=[w])
+    x = _repeat(x.reshape([0, 0, 1, -1]), sy).reshape([0, -1, c])
+    if not _known_equal(h, hm, sy):                                     # B, hm * sy * w, C
+        x = paddle.slice(x, axes=[1], starts=[0], ends=[h * w])          # raster order: first h rows
+    return x
+
+
+def _repeat(x, times):
+    """``x`` repeated ``times`` along axis 2 (size 1): a concat of copies, which every backend runs
+    as plain copies (Paddle Inference's CPU ``expand_v2`` took a quarter of B0's 2x2 run time)."""
+    return x if times == 1 else paddle.concat([x] * times, axis=2)
+
+
+def _known_equal(full, merged, s):
+    return isinstance(full, int) and isinstance(merged, int) and full == merged * s
+
+
+def _repeat_is_nearest(merged, full, s):
+    """Whether ``dst // s`` is nearest resizing's ``floor(dst * merged / full)`` for every ``dst``."""
+    if s <= 2:
+        return True
+    if not (isinstance(merged, int) and isinstance(full, int)):
+        return False
+    return all(int(d * (merged / full)) == d // s for d in range(full))
+
+
+def _nearest_resize(x, merged_hw, hw):
     c = x.shape[2]
     x = x.transpose([0, 2, 1]).reshape([0, c, merged_hw[0], merged_hw[1]])
     if all(isinstance(v, int) for v in hw):

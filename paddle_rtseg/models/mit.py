@@ -70,9 +70,13 @@ class DWConv(nn.Layer):
         super().__init__()
         self.dwconv = nn.Conv2D(channels, channels, 3, 1, 1, groups=channels)
 
-    def forward(self, x, h, w):
+    def forward(self, x, h, w, act=None):
+        """``act`` (element-wise) is applied on the NCHW map, before the transpose back to tokens:
+        the same values, and Paddle's GELU is much faster on that layout."""
         c = x.shape[2]
         x = self.dwconv(x.transpose([0, 2, 1]).reshape([0, c, h, w]))
+        if act is not None:
+            x = act(x)
         return x.flatten(2).transpose([0, 2, 1])
 
 
@@ -88,7 +92,7 @@ class MixFFN(nn.Layer):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x, h, w):
-        x = self.drop(self.act(self.dwconv(self.fc1(x), h, w)))
+        x = self.drop(self.dwconv(self.fc1(x), h, w, act=self.act))
         return self.drop(self.fc2(x))
 
 
