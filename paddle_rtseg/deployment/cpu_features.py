@@ -64,10 +64,11 @@ def support(precision, flags=None):
         amx = NEEDS[precision][0]
         return True, "{} via {}{}".format(precision, " and ".join(found), "" if amx in flags
                                           else " (no {}, which would be faster)".format(NAMES[amx]))
-    return False, ("this CPU has none of {} (flags in {}), so {} would run on emulated or "
-                   "16-bit paths no faster than fp32".format(
-                       ", ".join(NAMES[f] for f in NEEDS[precision]),
-                       os.environ.get("PADDLE_RTSEG_CPUINFO") or CPUINFO, precision))
+    how = {"bf16": "emulated with fp32 arithmetic plus conversions, slower than fp32",
+           "int8": "16-bit intermediate products, no faster than fp32"}[precision]
+    return False, "this CPU has none of {} (flags in {}), so {} would run {}".format(
+        ", ".join(NAMES[f] for f in NEEDS[precision]),
+        os.environ.get("PADDLE_RTSEG_CPUINFO") or CPUINFO, precision, how)
 
 
 def require(precision, backend, flags=None):
