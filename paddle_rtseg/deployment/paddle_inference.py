@@ -7,14 +7,16 @@ from .model_dir import model_paths
 from .predictor import Predictor
 from .program import onednn_resize_is_exact, read_program
 
-# The ops oneDNN runs in int8: those the PTQ model calibrated (``quantize``: conv2d,
-# depthwise_conv2d, matmul_v2) under the names they get after the oneDNN fusion passes. With
-# Paddle's default (every op it can quantize) oneDNN also quantizes elementwise_add, whose two
-# inputs then arrive one as uint8 (after a ReLU) and one as int8, and Paddle 3.0 aborts in
-# ``fused_elementwise_add`` ("The type of data we are trying to retrieve (uint8) does not match
-# the type of data (int8)"); limiting it to these ops is the working configuration.
-ONEDNN_INT8_OPS = ("conv2d", "fused_conv2d", "depthwise_conv2d", "matmul", "matmul_v2",
-                   "fused_matmul")
+# The ops oneDNN runs in int8: the convolutions PTQ calibrated (``quantize``), under the names they
+# get after the oneDNN fusion passes. Two measured reasons for the list:
+# - With Paddle's default (every op it can quantize) oneDNN also quantizes elementwise_add, whose
+#   two inputs then arrive one as uint8 (after a ReLU) and one as int8, and Paddle 3.0 aborts in
+#   ``fused_elementwise_add`` ("The type of data we are trying to retrieve (uint8) does not match
+#   the type of data (int8)").
+# - Adding matmul/matmul_v2/fused_matmul (the attention products) runs but is slower than fp32
+#   (demo RTFormer-Slim 256x512: fp32 1291 ms, convs + matmuls 1658 ms, convs only 975 ms, one
+#   side-by-side run on a loaded 2-core AVX512-VNNI CPU;).
+ONEDNN_INT8_OPS = ("conv2d", "fused_conv2d", "depthwise_conv2d")
 QUANT_OP_MARKERS = ("fake_quantize", "fake_channel_wise", "quantize_linear", "fake_dequantize")
 CPU_PRECISIONS = ("fp32", "bf16", "int8")
 TRT_PRECISIONS = ("fp32", "fp16")
