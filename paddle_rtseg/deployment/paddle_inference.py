@@ -15,7 +15,7 @@ from .program import onednn_resize_is_exact, read_program
 #   the type of data (int8)").
 # - Adding matmul/matmul_v2/fused_matmul (the attention products) runs but is slower than fp32
 #   (demo RTFormer-Slim 256x512: fp32 1291 ms, convs + matmuls 1658 ms, convs only 975 ms, one
-#   side-by-side run on a loaded 2-core AVX512-VNNI CPU;).
+#   side-by-side run on a loaded 2-core AVX512-VNNI CPU).
 ONEDNN_INT8_OPS = ("conv2d", "fused_conv2d", "depthwise_conv2d")
 QUANT_OP_MARKERS = ("fake_quantize", "fake_channel_wise", "quantize_linear", "fake_dequantize")
 CPU_PRECISIONS = ("fp32", "bf16", "int8")
