@@ -1,19 +1,24 @@
-"""int8 for Paddle Lite ARM: post-training quantization and Lite's weight quantization, measured.
+"""int8 for every backend: post-training quantization calibrated on training images, measured.
 
     python -m paddle_rtseg.quantize --config CFG --model_path trained.pdparams --save_dir DIR \
-        [--calib_batches 16] [--algo KL|hist|avg|abs_max|mse] [--opts key=value ...]
+        [--calib_batches 16] [--algo hist [KL avg ...]] [--lite true|false] [--evaluate true|false] \
+        [--opts key=value ...]
 
-1. Exports the fp32 model (legacy format, dynamic shapes, logits out) to ``DIR/fp32``.
+1. Exports the fp32 model (legacy format, dynamic shapes, logits out) to ``DIR/fp32`` (+ ``model.onnx``).
 2. Static post-training quantization with Paddle's own API,
    ``paddle.static.quantization.PostTrainingQuantization`` (Paddle 3.0 in legacy static mode; PaddleSlim
    is not needed and its releases do not support Paddle 3.0's program format): activations calibrated
-   on training images, weights per-channel abs-max, conv2d/depthwise_conv2d/matmul_v2 quantized;
-   saved with fake-quant ops to ``DIR/ptq_int8`` (what Paddle Lite turns into int8 ARM kernels).
-3. ``paddle_lite_opt`` to ARM ``.nb`` for fp32, PTQ int8 and weight-only int8
+   on training images (``--algo``), weights per-channel abs-max, conv2d/depthwise_conv2d/matmul_v2;
+   saved with fake-quant ops to ``DIR/ptq_int8``: what Paddle Inference runs in int8 with oneDNN
+   (``deploy/python/infer.py --precision int8``) and Paddle Lite turns into int8 ARM kernels.
+   KL prints its progress (it is pure Python over every activation tensor: minutes).
+3. ONNX Runtime's static int8 model (QDQ, per-channel, same calibration images) to
+   ``DIR/ptq_int8/model_int8.onnx`` (``deploy/onnx/infer.py --precision int8``), see ``onnx_int8``.
+4. ``paddle_lite_opt`` to ARM ``.nb`` for fp32, PTQ int8 and weight-only int8
    (``--quant_model=true --quant_type=QUANT_INT8``), plus x86 ``.nb`` where x86 kernels exist.
-4. mIoU on the config's validation set for each variant this machine can run (PTQ: simulated
-   quantization in Paddle Inference; weight-int8: Lite x86 runtime, which de-quantizes weights at
-   load) and the size of every artifact.
+5. mIoU on the config's validation set for each variant this machine can run (fp32, bf16 and int8
+   on Paddle Inference oneDNN, PTQ also simulated without oneDNN, fp32 and int8 on ONNX Runtime,
+   weight-int8 on the Lite x86 runtime), the time each int8 model took to make and every size.
 
 Paddle picks the static-graph format when it is imported, so like the exporter this re-runs itself
 with ``FLAGS_enable_pir_api=0`` when needed.
