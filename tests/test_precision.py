@@ -153,3 +153,23 @@ def test_precision_path_runs_within_stated_accuracy(trained_tiny, backend, preci
         agree.append((fp32(x).argmax(1) == low(x).argmax(1)).mean())
     assert 100 * (base - score) <= MAX_MIOU_LOSS[precision], (base, score)
     assert np.mean(agree) >= MIN_AGREEMENT[precision], np.mean(agree)
+
+
+@pytest.mark.slow
+def test_deploy_all_adds_low_precision_rows(tmp_path, synthetic_root):
+    if not all(cpu_features.support(p)[0] for p in ("bf16", "int8")):
+        pytest.skip("this CPU lacks bf16 or int8 instructions: " + cpu_features.summary())
+    config = os.path.join(CONFIGS, "rtformer", "rtformer_slim_synthetic_128x128_2k.yml")
+    opts = ["model.base_channels=8", "model.head_channels=16", "model.spp_channels=16",
+            "model.num_heads=4", "train_dataset.dataset_root=" + synthetic_root,
+            "val_dataset.dataset_root=" + synthetic_root]
+    proc = run_module("paddle_rtseg.deploy_all", "--config", config, "--save_dir", tmp_path / "o",
+                      "--shapes", "1,3,64,64", "--repeats", "1", "--precision", "bf16", "int8",
+                      "--calib_batches", 2, "--opts", *opts, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = {c[1]: c for c in ([x.strip() for x in line.strip().strip("|").split("|")]
+                              for line in proc.stdout.splitlines()) if len(c) == 6}
+    for name in ("paddle-inference oneDNN bf16", "paddle-inference oneDNN int8", "onnxruntime int8"):
+        assert rows[name][4].endswith("x"), rows[name]  # latency ratio to fp32, same backend
+        assert 0.5 < float(rows[name][5]) <= 1.0, rows[name]  # argmax agreement (random weights)
+    assert float(rows["paddle-inference oneDNN"][2]) < 1e-4  # fp32 rows still held to 1e-4
