@@ -52,8 +52,10 @@ def miou(predictor, pairs, transforms, num_classes, ignore_index=255):
 
 
 ALGOS = ["KL", "hist", "avg", "abs_max", "mse"]
-DEFAULT_ALGO = "hist"
-WHY_DEFAULT = "TO BE MEASURED"
+DEFAULT_ALGO = "avg"
+WHY_DEFAULT = ("as accurate as KL and mse and 13x faster than KL: demo SeaFormer-Tiny, simulated int8 "
+               "mIoU vs fp32 88.93: avg 89.14 (88 s), abs_max 88.97 (73 s), hist 88.79 (90 s), mse "
+               "89.23 (125 s), KL 89.22 (1161 s); docs/deployment.md 5b")
 # seconds measured for RTFormer-Slim (16 calibration images, 2 busy cores): printed up front
 KL_NOTE = ("KL searches 2048-bin histograms per activation tensor in pure Python: ~1-2 s per "
            "tensor, 538 s for RTFormer-Slim on 2 cores")
@@ -229,7 +231,12 @@ def run(args):
         predictor = _try(factory, notes, "{} on {}".format(name, runtime)) if factory else None
         if predictor is None and not arm_nb:
             continue
-        score = miou(predictor, val_pairs, transforms, num_classes) if predictor else float("nan")
+        try:
+            score = miou(predictor, val_pairs, transforms, num_classes) if predictor else float("nan")
+        except Exception as e:  # a backend failing at run time must not hide the other rows
+            notes.append("{} on {} failed at run time: {}".format(
+                name, runtime, " ".join(str(e).split())[:300]))
+            score = float("nan")
         if against is None:  # an fp32 row: the baseline of its backend
             scores[runtime] = score
         base = scores.get(against or runtime, float("nan"))
