@@ -229,9 +229,16 @@ def bench_precision(name, save_dir, repeats, threads, precisions, log=print, mod
         except du.DeployError as e:
             skipped[key] = " ".join(str(e).split())
     transforms = du.read_deploy_yaml(fp32_dir)["transforms"]
-    scores = {k: miou(p, pairs, transforms, 5) for k, p in predictors.items()}
     image = cv2.resize(du.read_image(pairs[0][0]), (shape[3], shape[2]))
     x = du.preprocess(image, transforms)
+    scores = {}
+    for key, predictor in list(predictors.items()):
+        try:  # a backend failing at run time is a row saying so, not a lost family
+            scores[key] = miou(predictor, pairs, transforms, 5)
+            predictor(x)
+        except Exception as e:
+            skipped[key] = "failed at run time: " + " ".join(str(e).split())
+            del predictors[key]
     log("{}: timing {} predictors x {} repeats at {}".format(name, len(predictors), repeats,
                                                               "x".join(map(str, shape))))
     medians = {k: float(np.median(v)) for k, v in round_robin(predictors, x, repeats).items()}
