@@ -17,6 +17,11 @@ from .program import onednn_resize_is_exact, read_program
 #   (demo RTFormer-Slim 256x512: fp32 1291 ms, convs + matmuls 1658 ms, convs only 975 ms, one
 #   side-by-side run on a loaded 2-core AVX512-VNNI CPU).
 ONEDNN_INT8_OPS = ("conv2d", "fused_conv2d", "depthwise_conv2d")
+# bf16: the convolutions and matmuls. With Paddle's default (every op with a bf16 kernel) SeaFormer
+# aborts at run time ("There are no kernels which are registered in the dequantize operator": a
+# bf16 -> fp32 reorder inserted where no kernel exists); this list runs on every family.
+ONEDNN_BF16_OPS = ("conv2d", "fused_conv2d", "depthwise_conv2d", "matmul", "matmul_v2",
+                   "fused_matmul")
 QUANT_OP_MARKERS = ("fake_quantize", "fake_channel_wise", "quantize_linear", "fake_dequantize")
 CPU_PRECISIONS = ("fp32", "bf16", "int8")
 TRT_PRECISIONS = ("fp32", "fp16")
@@ -90,6 +95,7 @@ class PaddleInferencePredictor(Predictor):
                     config.pass_builder().append_pass("interpolate_onednn_pass")
                 if precision == "bf16":
                     config.enable_mkldnn_bfloat16()
+                    config.set_bfloat16_op(set(ONEDNN_BF16_OPS))
                 elif precision == "int8":
                     config.enable_mkldnn_int8(set(ONEDNN_INT8_OPS))
             else:
