@@ -188,7 +188,7 @@ def _synthetic_val(root):
 
 
 def bench_precision(name, save_dir, repeats, threads, precisions, log=print, model_paths=None,
-                    calib_images=16, algo=None):
+                    calib_images=16, algo=None, size=None):
     """Paddle Inference (oneDNN) and ONNX Runtime at each of ``precisions`` on the family's trained
     model: median latency at the benchmark size (alternating), mIoU on the synthetic val set."""
     import subprocess
@@ -200,7 +200,7 @@ def bench_precision(name, save_dir, repeats, threads, precisions, log=print, mod
     if not weights:
         raise RuntimeError("no trained weights for {} (looked in {}): train it first, or pass "
                            "--model_path {}=W.pdparams".format(name, TRAINED[name][1], name))
-    shape = MODELS[name][1]
+    shape = MODELS[name][1][:2] + list(size) if size else MODELS[name][1]
     work = os.path.join(save_dir, name, "precision")
     data = os.path.join(save_dir, "data", "synthetic")
     pairs = _synthetic_val(data)
@@ -346,6 +346,8 @@ def main(argv=None):
     parser.add_argument("--model_path", nargs="+", default=[], metavar="NAME=W.pdparams",
                         help="trained weights per family (default: the demo-trained ones, TRAINED)")
     parser.add_argument("--calib_images", type=int, default=16)
+    parser.add_argument("--size", nargs=2, type=int, default=None, metavar=("H", "W"),
+                        help="--precision table: time at H x W instead of the model's size")
     parser.add_argument("--algo", default=None, help="PTQ calibration (default: quantize's)")
     args = parser.parse_args(argv)
     os.makedirs(args.save_dir, exist_ok=True)
@@ -366,7 +368,8 @@ def main(argv=None):
             try:
                 results[name] = bench_precision(name, args.save_dir, args.repeats, args.threads,
                                                 precisions, model_paths=model_paths,
-                                                calib_images=args.calib_images, algo=args.algo)
+                                                calib_images=args.calib_images, algo=args.algo,
+                                                size=args.size)
             except Exception as e:  # one family failing must not hide the others
                 print("{}: FAILED: {}".format(name, str(e)[:1500]))
                 continue
