@@ -21,13 +21,15 @@ weights. A precision the CPU or backend cannot run is a row saying why.
 Every predictor of a model (dygraph and each backend; for RTFormer also PaddleSeg's export) is called
 in turn within each repeat (round robin), so ratios compare latencies measured under the same machine
 load; the table reports medians. Every backend runs with the settings of ``paddle_rtseg.deployment`` (the
-runners' too): oneDNN resizes where exact, ONNX Runtime flushing denormals. Weights are random; the
-latency depends on them only through denormals, which Paddle Inference and ONNX Runtime flush and
-Paddle Lite cannot (docs/deployment.md, section 5). Accuracy in the plot is the published mIoU of
+runners' too): oneDNN resizes where exact, ONNX Runtime flushing denormals. With random weights
+(no trained ones found) the latency depends on them through denormals, which Paddle Inference and
+ONNX Runtime flush and Paddle Lite cannot (docs/deployment.md, section 5). Accuracy in the plot is the published mIoU of
 each variant, labelled with its dataset; PaddleSeg's point is its fastest backend with correct output. Writes ``results.md`` and
 ``speed_accuracy.png`` into ``--save_dir`` (``results.md`` is rewritten after each model).
 Memory: all three models in one process peaked at ~18 GB (Paddle Inference/oneDNN and Lite keep
-their buffers); with less memory, run one model per invocation (``--models segformer_pp_b0``).
+their buffers); with less memory, run one model per invocation (``--models segformer_pp_b0``). The
+``--precision`` table of SegFormer++-B0 at 1024x1024 was killed for memory on a 23 GB machine
+shared with other jobs: ``--size 512 512`` times it smaller.
 """
 import argparse
 import os
