@@ -2,18 +2,34 @@
 GFLOPs, and PaddleSeg's own RTFormer exported the same way as a peer, on the same weights.
 
     python -m paddle_rtseg.bench_deploy [--models rtformer_slim seaformer_tiny segformer_pp_b0] \
-        [--repeats 10] [--threads 2] [--save_dir output/bench_deploy]
+        [--repeats 10] [--threads 2] [--save_dir output/bench_deploy] \
+        [--precision fp32 bf16 int8] [--model_path NAME=W.pdparams ...]
+
+Weights: a family's demo-trained weights when present (``make demo`` for RTFormer-Slim in
+``output/demo/train``; ``python -m paddle_rtseg.train --config configs/<family>/<name>_synthetic_
+128x128_2k.yml --save_dir output/demo/<name> --iters 300`` for the others, see ``TRAINED``), with
+that synthetic config's model (5 classes) at the benchmark's input size; random weights with the
+published config otherwise (the report says which). Random weights change latency through
+denormals and make accuracy columns meaningless.
+
+``--precision`` with bf16 and/or int8 runs the low-precision comparison instead of the backend
+table: per family, Paddle Inference (oneDNN) and ONNX Runtime at each precision (int8 models made by
+``python -m paddle_rtseg.quantize``, calibrated on training images), latency relative to fp32 on the
+same backend (alternating, medians) and mIoU on the synthetic validation set; it needs trained
+weights. A precision the CPU or backend cannot run is a row saying why.
 
 Every predictor of a model (dygraph and each backend; for RTFormer also PaddleSeg's export) is called
 in turn within each repeat (round robin), so ratios compare latencies measured under the same machine
 load; the table reports medians. Every backend runs with the settings of ``paddle_rtseg.deployment`` (the
-runners' too): oneDNN resizes where exact, ONNX Runtime flushing denormals. Weights are random; the
-latency depends on them only through denormals, which Paddle Inference and ONNX Runtime flush and
-Paddle Lite cannot (docs/deployment.md, section 5). Accuracy in the plot is the published mIoU of
+runners' too): oneDNN resizes where exact, ONNX Runtime flushing denormals. With random weights
+(no trained ones found) the latency depends on them through denormals, which Paddle Inference and
+ONNX Runtime flush and Paddle Lite cannot (docs/deployment.md, section 5). Accuracy in the plot is the published mIoU of
 each variant, labelled with its dataset; PaddleSeg's point is its fastest backend with correct output. Writes ``results.md`` and
 ``speed_accuracy.png`` into ``--save_dir`` (``results.md`` is rewritten after each model).
 Memory: all three models in one process peaked at ~18 GB (Paddle Inference/oneDNN and Lite keep
-their buffers); with less memory, run one model per invocation (``--models segformer_pp_b0``).
+their buffers); with less memory, run one model per invocation (``--models segformer_pp_b0``). The
+``--precision`` table of SegFormer++-B0 at 1024x1024 was killed for memory on a 23 GB machine
+shared with other jobs: ``--size 512 512`` times it smaller.
 """
 import argparse
 import os
@@ -27,6 +43,13 @@ from .timing import round_robin
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # name: (config, input shape (batch 1), published mIoU, dataset of that mIoU)
+TRAINED = {  # name: (synthetic config the demo weights were trained with, training --save_dir)
+    "rtformer_slim": ("configs/rtformer/rtformer_slim_synthetic_128x128_2k.yml", "output/demo/train"),
+    "seaformer_tiny": ("configs/seaformer/seaformer_tiny_synthetic_128x128_2k.yml",
+                       "output/demo/seaformer_tiny"),
+    "segformer_pp_b0": ("configs/segformer_pp/segformer_pp_b0_synthetic_128x128_2k.yml",
+                        "output/demo/segformer_pp_b0"),
+}
 MODELS = {
     "rtformer_slim": ("configs/rtformer/rtformer_slim_cityscapes_1024x512_120k.yml",
                       [1, 3, 512, 1024], 76.31, "Cityscapes (PaddleSeg)"),
@@ -35,6 +58,26 @@ MODELS = {
     "segformer_pp_b0": ("configs/segformer_pp/segformer_pp_b0_cityscapes_1024x1024_160k.yml",
                         [1, 3, 1024, 1024], 76.54, "Cityscapes (SegFormer-B0, mmseg)"),
 }
+
+
+def find_weights(train_dir):
+    """``best_model/model.pdparams`` of a training ``--save_dir``, else its latest ``iter_N``."""
+    best = os.path.join(train_dir, "best_model", "model.pdparams")
+    if os.path.isfile(best):
+        return best
+    iters = [d for d in (os.listdir(train_dir) if os.path.isdir(train_dir) else [])
+             if d.startswith("iter_") and d[5:].isdigit()
+             and os.path.isfile(os.path.join(train_dir, d, "model.pdparams"))]
+    if not iters:
+        return None
+    return os.path.join(train_dir, max(iters, key=lambda d: int(d[5:])), "model.pdparams")
+
+
+def trained(name, model_paths=None):
+    """``(config, weights)`` of the family's trained model, or ``(None, None)``."""
+    config, train_dir = TRAINED[name]
+    weights = (model_paths or {}).get(name) or find_weights(os.path.join(ROOT, train_dir))
+    return (os.path.join(ROOT, config), weights) if weights else (None, None)
 
 
 def _build(config, opts=None):
@@ -58,8 +101,9 @@ def _params(model):
     return sum(int(np.prod(p.shape)) for p in model.parameters()) / 1e6
 
 
-def bench_model(name, save_dir, repeats, threads, log=print):
+def bench_model(name, save_dir, repeats, threads, log=print, model_paths=None):
     import paddle
+    from . import load_checkpoint
     from .export import export
 
     config, shape, miou, dataset = MODELS[name]
@@ -67,9 +111,19 @@ def bench_model(name, save_dir, repeats, threads, log=print):
     work = os.path.join(save_dir, name)
     os.makedirs(work, exist_ok=True)
     paddle.seed(0)
-    model = _build(config)
-    weights = os.path.join(work, "weights.pdparams")
-    paddle.save(model.state_dict(), weights)
+    trained_config, weights = trained(name, model_paths)
+    if weights:
+        config = trained_config
+        model = _build(config)
+        load_checkpoint(model, weights)
+        note = "weights: trained {} ({})".format(os.path.relpath(weights, ROOT),
+                                                 os.path.relpath(config, ROOT))
+    else:
+        model = _build(config)
+        weights = os.path.join(work, "weights.pdparams")
+        paddle.save(model.state_dict(), weights)
+        note = "weights: RANDOM (no trained weights found; see TRAINED in bench_deploy.py)"
+    log("{}: {}".format(name, note))
     info = dict(params=_params(model), gflops=_gflops(model, shape), miou=miou, dataset=dataset)
 
     ours_dir = os.path.join(work, "ours")
@@ -81,7 +135,7 @@ def bench_model(name, save_dir, repeats, threads, log=print):
     predictors.update({"ours " + k: v for k, v in
                        backend_predictors(ours_dir, artifacts, threads).items()})
 
-    notes = []
+    notes = [note]
     if name.startswith("rtformer"):  # PaddleSeg's RTFormer, same weights, static shape required
         static_dir = os.path.join(work, "ours_static")  # ours exported like PaddleSeg's must be
         export(config, static_dir, weights, input_shape=shape, output_op="none", fmt="legacy")
@@ -125,6 +179,102 @@ def bench_model(name, save_dir, repeats, threads, log=print):
     times = round_robin(predictors, x, repeats)
     medians = {k: float(np.median(v)) for k, v in times.items()}
     return dict(info, shape=shape, medians=medians, errors=errors, notes=notes)
+
+
+def _synthetic_val(root):
+    """``(image, label)`` paths of the synthetic validation set (generated like the demo's)."""
+    from .datasets import generate_synthetic
+    root = generate_synthetic(root)
+    with open(os.path.join(root, "val.txt")) as f:
+        return [tuple(os.path.join(root, p) for p in line.split()) for line in f if line.strip()]
+
+
+def bench_precision(name, save_dir, repeats, threads, precisions, log=print, model_paths=None,
+                    calib_images=16, algo=None, size=None):
+    """Paddle Inference (oneDNN) and ONNX Runtime at each of ``precisions`` on the family's trained
+    model: median latency at the benchmark size (alternating), mIoU on the synthetic val set."""
+    import subprocess
+
+    import cv2
+    from .quantize import DEFAULT_ALGO, miou
+
+    config, weights = trained(name, model_paths)
+    if not weights:
+        raise RuntimeError("no trained weights for {} (looked in {}): train it first, or pass "
+                           "--model_path {}=W.pdparams".format(name, TRAINED[name][1], name))
+    shape = MODELS[name][1][:2] + list(size) if size else MODELS[name][1]
+    work = os.path.join(save_dir, name, "precision")
+    data = os.path.join(save_dir, "data", "synthetic")
+    pairs = _synthetic_val(data)
+    opts = ["train_dataset.dataset_root=" + data, "val_dataset.dataset_root=" + data]
+    log("{}: int8 models (paddle_rtseg.quantize, {} calibration images) from {}".format(
+        name, calib_images, os.path.relpath(weights, ROOT)))
+    proc = subprocess.run([sys.executable, "-m", "paddle_rtseg.quantize", "--config", config,
+                           "--model_path", weights, "--save_dir", work, "--evaluate", "false",
+                           "--calib_batches", str(calib_images), "--algo", algo or DEFAULT_ALGO,
+                           "--opts"] + opts, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+    if proc.returncode:
+        raise RuntimeError("quantize failed:\n" + proc.stdout[-2000:])
+    fp32_dir, int8_dir = os.path.join(work, "fp32"), os.path.join(work, "ptq_int8")
+    makers = {}
+    for precision in precisions:
+        model_dir = int8_dir if precision == "int8" else fp32_dir
+        makers[("paddle-inference oneDNN", precision)] = lambda d=model_dir, p=precision: \
+            du.PaddleInferencePredictor(d, threads=threads, precision=p)
+        makers[("onnxruntime", precision)] = lambda d=model_dir, p=precision: du.OnnxPredictor(
+            du.default_onnx_file(d, p), threads, precision=p)
+    predictors, skipped = {}, {}
+    for key, make in makers.items():
+        try:
+            predictors[key] = make()
+        except du.DeployError as e:
+            skipped[key] = " ".join(str(e).split())
+    transforms = du.read_deploy_yaml(fp32_dir)["transforms"]
+    image = cv2.resize(du.read_image(pairs[0][0]), (shape[3], shape[2]))
+    x = du.preprocess(image, transforms)
+    scores = {}
+    for key, predictor in list(predictors.items()):
+        try:  # a backend failing at run time is a row saying so, not a lost family
+            scores[key] = miou(predictor, pairs, transforms, 5)
+            predictor(x)
+        except Exception as e:
+            skipped[key] = "failed at run time: " + " ".join(str(e).split())
+            del predictors[key]
+    log("{}: timing {} predictors x {} repeats at {}".format(name, len(predictors), repeats,
+                                                              "x".join(map(str, shape))))
+    medians = {k: float(np.median(v)) for k, v in round_robin(predictors, x, repeats).items()}
+    ref = {k[0]: predictors[k](x).argmax(1) for k in predictors if k[1] == "fp32"}
+    agree = {k: float((p(x).argmax(1) == ref[k[0]]).mean()) if k[0] in ref else float("nan")
+             for k, p in predictors.items()}
+    return dict(shape=shape, weights=os.path.relpath(weights, ROOT), medians=medians,
+                scores=scores, agree=agree, skipped=skipped, keys=list(makers),
+                cpu=du.cpu_features.summary(), images=len(pairs))
+
+
+def report_precision(results):
+    rows, lines = [], []
+    for name, r in results.items():
+        med, scores = r["medians"], r["scores"]
+        for key in r["keys"]:
+            backend, precision = key
+            base = (backend, "fp32")
+            if key in r["skipped"]:
+                rows.append([name, backend, precision, "-", "-", "-", "-", "-",
+                             "not run: " + r["skipped"][key][:160]])
+                continue
+            ratio = med[key] / med[base] if base in med else float("nan")
+            change = 100 * (scores[key] - scores[base]) if base in scores else float("nan")
+            rows.append([name, backend, precision, "{:.1f}".format(med[key]),
+                         "{:.2f}x".format(ratio), "{:.2f}".format(100 * scores[key]),
+                         "{:+.2f}".format(change), "{:.4f}".format(r["agree"][key]), ""])
+        lines.append("{}: {} at {}, weights {}, mIoU on {} synthetic val images; {}".format(
+            name, "latency", "x".join(map(str, r["shape"])), r["weights"], r["images"], r["cpu"]))
+    table = format_table(["model", "backend", "precision", "median ms", "latency vs fp32",
+                          "mIoU (%)", "mIoU change (points)", "argmax = fp32 (bench input)",
+                          "note"], rows)
+    return table + "\n\n" + "\n".join(lines) + ("\nGoal: <= 0.5x the fp32 latency with <= 0.5 "
+                                                 "mIoU points lost.")
 
 
 def report(results):
@@ -193,9 +343,42 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--save_dir", default="output/bench_deploy")
+    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16", "int8"],
+                        help="with bf16/int8: the low-precision table (fp32 is always included)")
+    parser.add_argument("--model_path", nargs="+", default=[], metavar="NAME=W.pdparams",
+                        help="trained weights per family (default: the demo-trained ones, TRAINED)")
+    parser.add_argument("--calib_images", type=int, default=16)
+    parser.add_argument("--size", nargs=2, type=int, default=None, metavar=("H", "W"),
+                        help="--precision table: time at H x W instead of the model's size")
+    parser.add_argument("--algo", default=None, help="PTQ calibration (default: quantize's)")
     args = parser.parse_args(argv)
     os.makedirs(args.save_dir, exist_ok=True)
+    model_paths = dict(item.split("=", 1) for item in args.model_path if "=" in item)
+    if len(model_paths) != len(args.model_path) or set(model_paths) - set(MODELS):
+        print("Error: --model_path takes NAME=W.pdparams with NAME in {}".format(", ".join(MODELS)),
+              file=sys.stderr)
+        return 2
     results = {}
+    if set(args.precision) != {"fp32"}:
+        precisions = ["fp32"] + [p for p in ("bf16", "int8") if p in args.precision]
+        print(du.cpu_features.summary())
+        for name in args.models:
+            if name not in MODELS:
+                print("Error: unknown model {!r}; known: {}".format(name, ", ".join(MODELS)),
+                      file=sys.stderr)
+                return 2
+            try:
+                results[name] = bench_precision(name, args.save_dir, args.repeats, args.threads,
+                                                precisions, model_paths=model_paths,
+                                                calib_images=args.calib_images, algo=args.algo,
+                                                size=args.size)
+            except Exception as e:  # one family failing must not hide the others
+                print("{}: FAILED: {}".format(name, str(e)[:1500]))
+                continue
+            with open(os.path.join(args.save_dir, "precision.md"), "w") as f:
+                f.write(report_precision(results) + "\n")
+        print(report_precision(results))
+        return 0
     for name in args.models:
         if name not in MODELS:
             print("Error: unknown model {!r}; known: {}".format(name, ", ".join(MODELS)),
@@ -205,7 +388,8 @@ def main(argv=None):
             print("skipping {}: {} does not exist yet".format(name, MODELS[name][0]))
             continue
         try:
-            results[name] = bench_model(name, args.save_dir, args.repeats, args.threads)
+            results[name] = bench_model(name, args.save_dir, args.repeats, args.threads,
+                                        model_paths=model_paths)
         except Exception as e:  # one family failing must not hide the others
             print("{}: FAILED: {}".format(name, str(e)[:500]))
             continue

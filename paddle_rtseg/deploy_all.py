@@ -2,13 +2,19 @@
 
     python -m paddle_rtseg.deploy_all --config CFG [--model_path W.pdparams] [--save_dir DIR] \
         [--input_shape N C H W] [--shapes 1,3,512,1024 2,3,250,333] [--repeats 5] [--threads 2] \
-        [--opts key=value ...]
+        [--precision fp32 bf16 int8] [--opts key=value ...]
 
 Exports once with dynamic batch/H/W, or the fixed ``--input_shape`` (legacy format, logits out),
 converts to ONNX (paddle2onnx, opset 13) and to Paddle Lite ``.nb`` for x86 and ARM (checking every op has an ARM kernel), runs
 dygraph, Paddle Inference (oneDNN on and off), ONNX Runtime and Lite x86 on the same inputs, and
 prints, per input shape and backend, the relative max error of the logits against dygraph and the
 median latency. Exit code 0 when every backend is within 1e-4, 1 otherwise, 2 on bad input.
+
+``--precision bf16 int8`` adds Paddle Inference oneDNN bf16 / int8 and ONNX Runtime int8 (int8
+models from ``python -m paddle_rtseg.quantize``, calibrated on the config's training images, written
+to ``<save_dir>/quantize``); those rows report the latency ratio to fp32 on the same backend and
+the share of pixels whose argmax equals dygraph's instead of the 1e-4 check. A precision the CPU
+lacks the instructions for is an error naming them (``deployment/cpu_features.py``).
 """
 import argparse
 import os
@@ -83,8 +89,44 @@ def parse_args(argv=None):
                              "2,3,250,333, or --input_shape)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16", "int8"],
+                        help="also run these CPU precisions (fp32 always runs)")
+    parser.add_argument("--calib_batches", type=int, default=16,
+                        help="training images that calibrate int8")
     parser.add_argument("--opts", nargs="+", default=None)
     return parser.parse_args(argv)
+
+
+def low_precision_predictors(args, model, threads=2, log=print):
+    """``{name: predictor}`` for ``args.precision``'s bf16/int8 (quantize runs for int8)."""
+    import subprocess
+    from .atomic import atomic_save
+    out = {}
+    if "bf16" in args.precision:
+        out["paddle-inference oneDNN bf16"] = du.PaddleInferencePredictor(
+            args.save_dir, threads=threads, precision="bf16")
+    if "int8" in args.precision:
+        du.cpu_features.require("int8", "Paddle Inference and ONNX Runtime")
+        qdir = os.path.join(args.save_dir, "quantize")
+        weights = args.model_path
+        if not weights:  # the export replaced save_dir: keep the initialisation for quantize
+            weights = os.path.join(qdir, "init.pdparams")
+            atomic_save(model.state_dict(), weights)
+        log("int8: python -m paddle_rtseg.quantize ... --save_dir {}".format(qdir))
+        cmd = [sys.executable, "-m", "paddle_rtseg.quantize", "--config", args.config,
+               "--model_path", weights, "--save_dir", qdir, "--evaluate", "false",
+               "--calib_batches", str(args.calib_batches)]
+        proc = subprocess.run(cmd + (["--opts"] + args.opts if args.opts else []),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if proc.returncode:
+            raise du.DeployError("int8 quantization failed ({}):\n{}".format(
+                " ".join(cmd), proc.stdout.strip()[-1500:]))
+        int8_dir = os.path.join(qdir, "ptq_int8")
+        out["paddle-inference oneDNN int8"] = du.PaddleInferencePredictor(
+            int8_dir, threads=threads, precision="int8")
+        out["onnxruntime int8"] = du.OnnxPredictor(du.default_onnx_file(int8_dir, "int8"),
+                                                   threads, precision="int8")
+    return out
 
 
 def compared_shapes(input_shape, shapes):
@@ -148,7 +190,8 @@ def prepare(args):
         else "dynamic batch/H/W", args.save_dir))
     artifacts = convert_all(args.save_dir)
     return shapes, dict(dygraph=dygraph_predictor(model),
-                        **backend_predictors(args.save_dir, artifacts, args.threads))
+                        **backend_predictors(args.save_dir, artifacts, args.threads),
+                        **low_precision_predictors(args, model, args.threads))
 
 
 def compare(shapes, predictors, repeats, input_shape):
@@ -161,12 +204,21 @@ def compare(shapes, predictors, repeats, input_shape):
         ref = predictors["dygraph"](x)
         ms = medians(round_robin(predictors, x, repeats))  # backends alternate
         for name, predictor in predictors.items():
-            error = float(np.abs(predictor(x) - ref).max() / np.abs(ref).max())
-            if name != "dygraph":
+            y = predictor(x)
+            error = float(np.abs(y - ref).max() / np.abs(ref).max())
+            low = name.endswith(("bf16", "int8"))  # not held to 1e-4: argmax agreement instead
+            if name != "dygraph" and not low:
                 worst = max(worst, error)
+            fp32 = ms.get(name[:-5])  # "onnxruntime int8" -> "onnxruntime"
             rows.append(["x".join(map(str, shape)), name, "{:.1e}".format(error),
-                         "{:.1f}".format(ms[name])])
-    print(format_table(["input", "backend", "max rel. error vs dygraph", "median ms"], rows))
+                         "{:.1f}".format(ms[name]),
+                         "{:.2f}x".format(ms[name] / fp32) if low and fp32 else "",
+                         "{:.4f}".format(float((y.argmax(1) == ref.argmax(1)).mean()))])
+    header = ["input", "backend", "max rel. error vs dygraph", "median ms", "latency vs fp32",
+              "argmax = dygraph"]
+    if not any(name.endswith(("bf16", "int8")) for name in predictors):  # fp32 only: 4 columns
+        header, rows = header[:4], [r[:4] for r in rows]
+    print(format_table(header, rows))
     print("worst relative error over backends: {:.2e} ({})".format(
         worst, "OK (< 1e-4)" if worst < 1e-4 else "ABOVE 1e-4"))
     return 0 if worst < 1e-4 else 1

@@ -1,9 +1,13 @@
-"""Paddle Inference runner: CPU (oneDNN, threads), GPU, TensorRT (fp32/fp16, dynamic-shape ranges).
+"""Paddle Inference runner: CPU (oneDNN; fp32, bf16, int8), GPU, TensorRT (fp32/fp16, dynamic-shape ranges).
 
     python deploy/python/infer.py --model_dir output/export --image_path images/ --save_dir out \
         [--device cpu|gpu] [--cpu_threads 4] [--enable_mkldnn true|false] \
-        [--use_trt] [--precision fp32|fp16] [--min_shape 1 3 256 256 --opt_shape 1 3 512 1024 \
-         --max_shape 1 3 1024 2048]
+        [--precision fp32|bf16|int8|fp16] [--use_trt] \
+        [--min_shape 1 3 256 256 --opt_shape 1 3 512 1024 --max_shape 1 3 1024 2048]
+
+CPU precisions: bf16 needs AVX512-BF16 or AMX-BF16, int8 needs AVX512-VNNI/AVX-VNNI or AMX-INT8
+(the runner says which the CPU lacks) and a post-training-quantized model: ``--model_dir
+Q/ptq_int8`` from ``python -m paddle_rtseg.quantize ... --save_dir Q``. fp16 is TensorRT's (GPU).
 """
 import os
 import sys
@@ -19,8 +23,9 @@ def main(argv=None):
     parser.add_argument("--enable_mkldnn", default="true", choices=["true", "false"],
                         help="oneDNN on CPU (default true)")
     parser.add_argument("--use_trt", action="store_true", help="TensorRT subgraphs (GPU only)")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16"],
-                        help="TensorRT precision")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8", "fp16"],
+                        help="CPU (oneDNN): fp32, bf16, int8 (a model from paddle_rtseg.quantize); "
+                             "GPU: fp32, fp16 with --use_trt")
     for name in ("min", "opt", "max"):
         parser.add_argument("--{}_shape".format(name), nargs=4, type=int, default=None,
                             metavar=("N", "C", "H", "W"),
@@ -39,11 +44,15 @@ def main(argv=None):
                 "1 3 1024 2048), or export with a fixed --input_shape.")
         shape = info["input_shape"]
         fixed = None if dynamic else [1 if shape[0] == -1 else shape[0]] + list(shape[1:])
-        return common.du.PaddleInferencePredictor(
+        predictor = common.du.PaddleInferencePredictor(
             args.model_dir, device=args.device, use_mkldnn=args.enable_mkldnn == "true",
-            threads=args.cpu_threads, use_trt=args.use_trt, trt_precision=args.precision,
+            threads=args.cpu_threads, use_trt=args.use_trt, precision=args.precision,
             min_shape=args.min_shape or fixed, opt_shape=args.opt_shape or fixed,
             max_shape=args.max_shape or fixed)
+        if args.precision != "fp32" and args.device == "cpu":
+            print("precision: {}; {}".format(predictor.precision_reason,
+                                             common.du.cpu_features.summary()))
+        return predictor
 
     return common.run(args, make_predictor)
 

@@ -1,21 +1,44 @@
-"""ONNX Runtime predictor."""
+"""ONNX Runtime predictor (CPU: fp32, and int8 on a QDQ model written by ``paddle_rtseg.quantize``)."""
 import os
 
 import numpy as np
 
+from . import cpu_features
 from .errors import DeployError
 from .predictor import Predictor
 
+# metadata key that ``paddle_rtseg.quantize`` writes into the int8 model it makes
+PRECISION_KEY = "paddle_rtseg_precision"
+INT8_FILE = "model_int8.onnx"
+NO_BF16 = ("ONNX Runtime's CPU execution provider has no bf16 kernels for Conv, MatMul and the "
+           "other ops of these models on x86 (its bf16 fast-math GEMM option is ARM64-only), so a "
+           "bf16 model would fail to load or run in fp32 with casts. Use --precision int8 here, or "
+           "Paddle Inference (deploy/python/infer.py --precision bf16).")
+
+
+def default_onnx_file(model_dir, precision="fp32"):
+    """``<model_dir>/model.onnx``, or ``model_int8.onnx`` (``quantize``'s QDQ model) for int8."""
+    return os.path.join(model_dir, INT8_FILE if precision == "int8" else "model.onnx")
+
 
 class OnnxPredictor(Predictor):
-    """ONNX Runtime (CPU by default) on a ``.onnx`` written by :func:`convert_onnx`."""
+    """ONNX Runtime (CPU by default) on a ``.onnx`` written by :func:`convert_onnx` (fp32) or by
+    ``paddle_rtseg.quantize`` (int8: per-channel QDQ, activations calibrated on training images)."""
     name = "onnxruntime"
 
-    def __init__(self, onnx_path, threads=2, providers=None):
+    def __init__(self, onnx_path, threads=2, providers=None, precision="fp32"):
         import onnxruntime as ort
+        if precision == "bf16":
+            raise DeployError("--precision bf16 on ONNX Runtime: " + NO_BF16)
+        if precision not in ("fp32", "int8"):
+            raise DeployError("--precision {} on ONNX Runtime: use fp32 or int8.".format(precision))
+        self.precision_reason = cpu_features.require(precision, "ONNX Runtime")
         if not os.path.isfile(onnx_path):
-            raise DeployError("ONNX model {} does not exist; convert with paddle2onnx first "
-                              "(deploy/onnx/README in docs/deployment.md).".format(onnx_path))
+            raise DeployError("ONNX model {} does not exist; {}".format(onnx_path, (
+                "make the int8 model with `python -m paddle_rtseg.quantize --config CFG "
+                "--model_path W.pdparams --save_dir Q` (writes Q/ptq_int8/{})".format(INT8_FILE)
+                if precision == "int8" else
+                "convert with paddle2onnx first (docs/deployment.md)")))
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -27,6 +50,17 @@ class OnnxPredictor(Predictor):
         options.add_session_config_entry("session.set_denormal_as_zero", "1")
         self.session = ort.InferenceSession(onnx_path, options,
                                             providers=providers or ["CPUExecutionProvider"])
+        stored = self.session.get_modelmeta().custom_metadata_map.get(PRECISION_KEY, "fp32")
+        if stored != precision:
+            raise DeployError(
+                "{} is a{} {} model but --precision {} was asked. {}".format(
+                    onnx_path, "n" if stored == "int8" else "", stored, precision,
+                    "Pass the int8 model `python -m paddle_rtseg.quantize` wrote "
+                    "(<save_dir>/ptq_int8/{}).".format(INT8_FILE) if precision == "int8"
+                    else "Pass --precision {} or the fp32 model.onnx.".format(stored)))
+        self.precision = precision
+        if precision != "fp32":
+            self.name = "onnxruntime-" + precision
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, x):

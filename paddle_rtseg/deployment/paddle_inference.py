@@ -1,28 +1,85 @@
-"""Paddle Inference predictor: CPU (oneDNN), GPU, TensorRT."""
+"""Paddle Inference predictor: CPU (oneDNN; fp32, bf16, int8), GPU, TensorRT (fp32, fp16)."""
 import numpy as np
 
+from . import cpu_features
+from .errors import DeployError
 from .model_dir import model_paths
 from .predictor import Predictor
-from .program import onednn_resize_is_exact
+from .program import onednn_resize_is_exact, read_program
+
+# The ops oneDNN runs in int8: the convolutions PTQ calibrated (``quantize``), under the names they
+# get after the oneDNN fusion passes. Two measured reasons for the list:
+# - With Paddle's default (every op it can quantize) oneDNN also quantizes elementwise_add, whose
+#   two inputs then arrive one as uint8 (after a ReLU) and one as int8, and Paddle 3.0 aborts in
+#   ``fused_elementwise_add`` ("The type of data we are trying to retrieve (uint8) does not match
+#   the type of data (int8)").
+# - Adding matmul/matmul_v2/fused_matmul (the attention products) runs but is slower than fp32
+#   (demo RTFormer-Slim 256x512: fp32 1291 ms, convs + matmuls 1658 ms, convs only 975 ms, one
+#   side-by-side run on a loaded 2-core AVX512-VNNI CPU).
+ONEDNN_INT8_OPS = ("conv2d", "fused_conv2d", "depthwise_conv2d")
+# bf16: the convolutions and matmuls. With Paddle's default (every op with a bf16 kernel) SeaFormer
+# aborts at run time ("There are no kernels which are registered in the dequantize operator": a
+# bf16 -> fp32 reorder inserted where no kernel exists); this list runs on every family.
+ONEDNN_BF16_OPS = ("conv2d", "fused_conv2d", "depthwise_conv2d", "matmul", "matmul_v2",
+                   "fused_matmul")
+QUANT_OP_MARKERS = ("fake_quantize", "fake_channel_wise", "quantize_linear", "fake_dequantize")
+CPU_PRECISIONS = ("fp32", "bf16", "int8")
+TRT_PRECISIONS = ("fp32", "fp16")
+
+
+def is_quantized(model_file):
+    """Whether a legacy program carries the fake-quant scales of post-training quantization."""
+    if not model_file.endswith(".pdmodel"):
+        return False
+    return any(op.type.startswith(QUANT_OP_MARKERS) for block in read_program(model_file).blocks
+               for op in block.ops)
+
+
+def check_precision(model_dir, device, precision, use_mkldnn=True, use_trt=False):
+    """:class:`DeployError` naming the fix when ``precision`` cannot run as asked; otherwise the
+    reason string (which instructions the CPU uses)."""
+    if device == "gpu":
+        if precision not in TRT_PRECISIONS or (precision != "fp32" and not use_trt):
+            raise DeployError("--precision {} on GPU: Paddle Inference runs fp32, or fp16 with "
+                              "--use_trt. bf16 and int8 are CPU (oneDNN) paths: use --device cpu."
+                              .format(precision))
+        return precision
+    if precision not in CPU_PRECISIONS:
+        raise DeployError("--precision {} on CPU: use fp32, bf16 or int8 (fp16 is TensorRT's, "
+                          "with --device gpu --use_trt).".format(precision))
+    if precision != "fp32" and not use_mkldnn:
+        raise DeployError("--precision {} runs on oneDNN: drop --enable_mkldnn false."
+                          .format(precision))
+    reason = cpu_features.require(precision, "Paddle Inference (oneDNN)")
+    if precision == "int8" and not is_quantized(model_paths(model_dir)[0]):
+        raise DeployError(
+            "--precision int8 needs a post-training-quantized model (fake-quant scales "
+            "calibrated on training images), and {} is a plain fp32 export. Make one with "
+            "`python -m paddle_rtseg.quantize --config CFG --model_path W.pdparams --save_dir Q` "
+            "and pass --model_dir Q/ptq_int8.".format(model_dir))
+    return reason
 
 
 class PaddleInferencePredictor(Predictor):
-    """Paddle Inference on an exported directory: CPU (oneDNN on/off, threads), GPU, TensorRT."""
+    """Paddle Inference on an exported directory: CPU (oneDNN on/off, threads; ``precision`` fp32,
+    bf16 = ``enable_mkldnn_bfloat16``, int8 = ``enable_mkldnn_int8`` on a PTQ model), GPU, TensorRT
+    (``precision`` fp32/fp16)."""
 
     def __init__(self, model_dir, device="cpu", use_mkldnn=True, threads=2, use_trt=False,
-                 trt_precision="fp32", min_shape=None, opt_shape=None, max_shape=None,
+                 precision="fp32", min_shape=None, opt_shape=None, max_shape=None,
                  ir_optim=True):
         import paddle.inference as pi
         model_file, params_file = model_paths(model_dir)
+        self.precision_reason = check_precision(model_dir, device, precision, use_mkldnn, use_trt)
         config = pi.Config(model_file, params_file)
         config.switch_ir_optim(ir_optim)
         if device == "gpu":
             config.enable_use_gpu(500, 0)
             if use_trt:
-                precision = {"fp32": pi.PrecisionType.Float32,
-                             "fp16": pi.PrecisionType.Half}[trt_precision]
+                mode = {"fp32": pi.PrecisionType.Float32,
+                        "fp16": pi.PrecisionType.Half}[precision]
                 config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=1,
-                                              min_subgraph_size=3, precision_mode=precision,
+                                              min_subgraph_size=3, precision_mode=mode,
                                               use_static=False, use_calib_mode=False)
                 if min_shape:
                     name = "x"
@@ -36,15 +93,21 @@ class PaddleInferencePredictor(Predictor):
                 config.enable_mkldnn()
                 if onednn_resize_is_exact(model_file):
                     config.pass_builder().append_pass("interpolate_onednn_pass")
+                if precision == "bf16":
+                    config.enable_mkldnn_bfloat16()
+                    config.set_bfloat16_op(set(ONEDNN_BF16_OPS))
+                elif precision == "int8":
+                    config.enable_mkldnn_int8(set(ONEDNN_INT8_OPS))
             else:
                 config.disable_mkldnn()
         config.disable_glog_info()
         self.predictor = pi.create_predictor(config)
         self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
         self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
-        self.name = "paddle-inference-{}{}".format(
-            device, "-trt-" + trt_precision if use_trt else "-onednn" if use_mkldnn and
-            device == "cpu" else "")
+        self.precision = precision
+        backend = ("-trt" if use_trt else "-onednn" if use_mkldnn and device == "cpu" else "")
+        self.name = "paddle-inference-{}{}{}".format(
+            device, backend, "" if precision == "fp32" and not use_trt else "-" + precision)
 
     def __call__(self, x):
         self.input.reshape(list(x.shape))

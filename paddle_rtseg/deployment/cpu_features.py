@@ -1,0 +1,81 @@
+"""Which low-precision instructions this CPU has, and whether a ``--precision`` can run fast on it.
+
+Reads the ``flags`` line of ``/proc/cpuinfo`` (Linux; no Paddle needed). ``PADDLE_RTSEG_CPUINFO``
+names another file to read instead (to check what a runner would say on another CPU, and in tests).
+
+What each precision needs to be faster than fp32 (oneDNN's and ONNX Runtime's x86 kernels):
+
+- ``bf16``: ``avx512_bf16`` (AVX512-BF16 dot products, e.g. AMD Zen 4, Intel Cooper Lake) or
+  ``amx_bf16`` (AMX tiles, Intel Sapphire Rapids and later; the fastest). Without either, oneDNN
+  emulates bf16 with fp32 arithmetic plus conversions: slower than fp32, so it is refused.
+- ``int8``: ``avx512_vnni`` / ``avx_vnni`` (VNNI dot products) or ``amx_int8``. Without them int8
+  kernels use 16-bit intermediate products and gain little or nothing over fp32.
+"""
+import os
+
+from .errors import DeployError
+
+CPUINFO = "/proc/cpuinfo"
+# precision -> (flags that make it fast, best first), human names for messages
+NEEDS = {
+    "bf16": ("amx_bf16", "avx512_bf16"),
+    "int8": ("amx_int8", "avx512_vnni", "avx_vnni"),
+}
+NAMES = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512-BF16", "amx_int8": "AMX-INT8",
+         "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI", "avx512f": "AVX512F"}
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def cpu_flags(path=None):
+    """The set of CPU feature flags (``/proc/cpuinfo``'s ``flags`` line, lower case); an empty set
+    where the file is missing or has no flags line (not Linux)."""
+    path = path or os.environ.get("PADDLE_RTSEG_CPUINFO") or CPUINFO
+    try:
+        with open(path) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return set(value.lower().split())
+    except OSError:
+        pass
+    return set()
+
+
+def summary(flags=None):
+    """One line naming every low-precision feature this CPU has and lacks."""
+    flags = cpu_flags() if flags is None else flags
+    names = ("avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    have = [NAMES[n] for n in names if n in flags]
+    lack = [NAMES[n] for n in names if n not in flags]
+    return "CPU has: {}; lacks: {}".format(", ".join(have) or "none of them",
+                                           ", ".join(lack) or "nothing")
+
+
+def support(precision, flags=None):
+    """``(ok, reason)``: whether ``precision`` has fast instructions on this CPU, and which."""
+    if precision == "fp32":
+        return True, "fp32"
+    if precision not in NEEDS:
+        raise DeployError("Unknown precision {!r}: use one of {}.".format(
+            precision, ", ".join(PRECISIONS)))
+    flags = cpu_flags() if flags is None else flags
+    found = [NAMES[f] for f in NEEDS[precision] if f in flags]
+    if found:
+        amx = NEEDS[precision][0]
+        return True, "{} via {}{}".format(precision, " and ".join(found), "" if amx in flags
+                                          else " (no {}, which would be faster)".format(NAMES[amx]))
+    how = {"bf16": "emulated with fp32 arithmetic plus conversions, slower than fp32",
+           "int8": "16-bit intermediate products, no faster than fp32"}[precision]
+    return False, "this CPU has none of {} (flags in {}), so {} would run {}".format(
+        ", ".join(NAMES[f] for f in NEEDS[precision]),
+        os.environ.get("PADDLE_RTSEG_CPUINFO") or CPUINFO, precision, how)
+
+
+def require(precision, backend, flags=None):
+    """:class:`DeployError` unless this CPU runs ``precision`` fast; returns the reason string."""
+    ok, reason = support(precision, flags)
+    if not ok:
+        raise DeployError("--precision {} on {}: {}. Use --precision fp32 on this machine, or run "
+                          "on a CPU with {}.".format(precision, backend, reason, " or ".join(
+                              NAMES[f] for f in NEEDS[precision])))
+    return reason

@@ -1,0 +1,175 @@
+"""``--precision fp32|bf16|int8`` end to end: CPU feature detection (faked cpuinfo), the runners'
+clear errors, and on a trained tiny RTFormer every precision path of Paddle Inference (oneDNN) and
+ONNX Runtime within the accuracy docs/deployment.md states (skipped, with the reason, where this
+CPU lacks the instructions)."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import CONFIGS, ROOT, run_module, write_config
+from paddle_rtseg import deployment as du
+from paddle_rtseg.deployment import cpu_features
+
+# stated accuracy on the trained tiny model (docs/deployment.md, "Low precision on CPU"):
+# mIoU change vs fp32 on the same backend (points) and argmax agreement with fp32
+MAX_MIOU_LOSS = {"bf16": 0.5, "int8": 1.5}
+MIN_AGREEMENT = {"bf16": 0.995, "int8": 0.95}
+NO_LOW_PRECISION = "flags\t\t: fpu sse sse2 avx avx2 fma avx512f avx512bw\n"
+ZEN4 = "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
+SAPPHIRE = "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni amx_bf16 amx_int8 amx_tile\n"
+
+
+def fake_cpuinfo(tmp_path, text):
+    path = tmp_path / "cpuinfo"
+    path.write_text("processor\t: 0\nvendor_id\t: Fake\n" + text)
+    return str(path)
+
+
+def test_cpu_features_read_and_name_what_is_missing(tmp_path):
+    old = fake_cpuinfo(tmp_path, NO_LOW_PRECISION)
+    assert "avx512f" in cpu_features.cpu_flags(old)
+    for precision in ("bf16", "int8"):
+        ok, reason = cpu_features.support(precision, cpu_features.cpu_flags(old))
+        assert not ok and "AVX512" in reason and "AMX" in reason, reason
+        with pytest.raises(du.DeployError, match="--precision {} on X".format(precision)):
+            cpu_features.require(precision, "X", cpu_features.cpu_flags(old))
+    zen4 = cpu_features.cpu_flags(fake_cpuinfo(tmp_path, ZEN4))
+    assert cpu_features.support("bf16", zen4) == (
+        True, "bf16 via AVX512-BF16 (no AMX-BF16, which would be faster)")
+    assert cpu_features.support("int8", zen4)[0]
+    spr = cpu_features.cpu_flags(fake_cpuinfo(tmp_path, SAPPHIRE))
+    assert cpu_features.support("bf16", spr) == (True, "bf16 via AMX-BF16 and AVX512-BF16")
+    assert "lacks: AVX-VNNI" in cpu_features.summary(spr)
+    assert cpu_features.support("fp32", set()) == (True, "fp32")
+    assert cpu_features.cpu_flags(str(tmp_path / "missing")) == set()  # not Linux: no flags
+    with pytest.raises(du.DeployError, match="Unknown precision"):
+        cpu_features.support("int4", spr)
+
+
+@pytest.fixture
+def fake_model_dir(tmp_path):
+    """A directory the runners accept up to the point of loading the network."""
+    d = tmp_path / "model"
+    d.mkdir()
+    for name in ("model.pdmodel", "model.pdiparams", "model.onnx", "model_int8.onnx"):
+        (d / name).write_bytes(b"")
+    (d / "deploy.yaml").write_text(yaml.safe_dump({"Deploy": {
+        "model": "model.pdmodel", "params": "model.pdiparams", "transforms": [{"type": "Normalize"}],
+        "input_shape": [-1, 3, -1, -1], "output_op": "none"}}))
+    import cv2
+    cv2.imwrite(str(tmp_path / "im.png"), np.zeros((8, 8, 3), np.uint8))
+    return str(d)
+
+
+@pytest.mark.parametrize("runner,precision", [("python", "bf16"), ("python", "int8"),
+                                              ("onnx", "int8")])
+def test_runner_refuses_precision_the_cpu_lacks(tmp_path, fake_model_dir, runner, precision):
+    env = dict(os.environ, PADDLE_RTSEG_CPUINFO=fake_cpuinfo(tmp_path, NO_LOW_PRECISION))
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "deploy", runner, "infer.py"),
+                           "--model_dir", fake_model_dir, "--image_path", str(tmp_path / "im.png"),
+                           "--save_dir", str(tmp_path / "out"), "--precision", precision],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]  # (Paddle may warn on stderr before it)
+    assert last.startswith("error: --precision {} on ".format(precision)), proc.stderr
+    assert "this CPU has none of" in proc.stderr and "Traceback" not in proc.stderr
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_onnx_runtime_bf16_is_refused_with_the_reason(tmp_path, fake_model_dir):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "deploy", "onnx", "infer.py"),
+                           "--model_dir", fake_model_dir, "--image_path", str(tmp_path / "im.png"),
+                           "--save_dir", str(tmp_path / "out"), "--precision", "bf16"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "no bf16 kernels" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_precision_errors_name_the_fix(fake_model_dir):
+    with pytest.raises(du.DeployError, match="fp16 with --use_trt"):
+        du.PaddleInferencePredictor(fake_model_dir, device="gpu", precision="int8")
+    with pytest.raises(du.DeployError, match="drop --enable_mkldnn false"):
+        du.PaddleInferencePredictor(fake_model_dir, use_mkldnn=False, precision="bf16")
+    with pytest.raises(du.DeployError, match="use fp32, bf16 or int8"):
+        du.PaddleInferencePredictor(fake_model_dir, precision="fp16")
+
+
+@pytest.fixture(scope="module")
+def trained_tiny(tmp_path_factory, synthetic_root):
+    """A tiny RTFormer trained briefly on the synthetic set, and its quantize outputs."""
+    root = tmp_path_factory.mktemp("precision")
+    datasets = {k: {"dataset_root": synthetic_root} for k in ("train_dataset", "val_dataset")}
+    config = write_config(
+        root / "tiny.yml", os.path.join(CONFIGS, "rtformer", "rtformer_slim_synthetic_128x128_2k.yml"),
+        model=dict(base_channels=8, head_channels=16, spp_channels=16, num_heads=4), **datasets)
+    proc = run_module("paddle_rtseg.train", "--config", config, "--save_dir", root / "train",
+                      "--iters", 80, "--save_interval", 80, "--seed", 0, "--log_iters", 40,
+                      env={"OMP_NUM_THREADS": "1"}, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    weights = str(root / "train" / "iter_80" / "model.pdparams")
+    proc = run_module("paddle_rtseg.quantize", "--config", config, "--model_path", weights,
+                      "--save_dir", root / "q", "--calib_batches", 8, "--evaluate", "false",
+                      timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    with open(os.path.join(synthetic_root, "val.txt")) as f:
+        pairs = [tuple(os.path.join(synthetic_root, p) for p in line.split()) for line in f]
+    return str(root / "q"), pairs
+
+
+def _cases():
+    for backend in ("paddle-inference", "onnxruntime"):
+        for precision in ("bf16", "int8"):
+            yield backend, precision
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend,precision", list(_cases()))
+def test_precision_path_runs_within_stated_accuracy(trained_tiny, backend, precision):
+    from paddle_rtseg.quantize import miou
+    q, pairs = trained_tiny
+    fp32_dir, int8_dir = os.path.join(q, "fp32"), os.path.join(q, "ptq_int8")
+    model_dir = int8_dir if precision == "int8" else fp32_dir
+    if backend == "onnxruntime" and precision == "bf16":
+        with pytest.raises(du.DeployError, match="no bf16 kernels"):
+            du.OnnxPredictor(du.default_onnx_file(fp32_dir), precision="bf16")
+        return
+    ok, reason = cpu_features.support(precision)
+    if not ok:
+        pytest.skip("this CPU cannot run {}: {}".format(precision, reason))
+    if backend == "paddle-inference":
+        make = lambda d, p: du.PaddleInferencePredictor(d, threads=1, precision=p)  # noqa: E731
+    else:
+        make = lambda d, p: du.OnnxPredictor(du.default_onnx_file(d, p), 1, precision=p)  # noqa
+    fp32, low = make(fp32_dir, "fp32"), make(model_dir, precision)
+    transforms = du.read_deploy_yaml(fp32_dir)["transforms"]
+    base, score = miou(fp32, pairs, transforms, 5), miou(low, pairs, transforms, 5)
+    assert base > 0.5, "the tiny model did not learn (mIoU {:.3f})".format(base)
+    agree = []
+    for image, _ in pairs:
+        x = du.preprocess(du.read_image(image), transforms)
+        agree.append((fp32(x).argmax(1) == low(x).argmax(1)).mean())
+    assert 100 * (base - score) <= MAX_MIOU_LOSS[precision], (base, score)
+    assert np.mean(agree) >= MIN_AGREEMENT[precision], np.mean(agree)
+
+
+@pytest.mark.slow
+def test_deploy_all_adds_low_precision_rows(tmp_path, synthetic_root):
+    if not all(cpu_features.support(p)[0] for p in ("bf16", "int8")):
+        pytest.skip("this CPU lacks bf16 or int8 instructions: " + cpu_features.summary())
+    config = os.path.join(CONFIGS, "rtformer", "rtformer_slim_synthetic_128x128_2k.yml")
+    opts = ["model.base_channels=8", "model.head_channels=16", "model.spp_channels=16",
+            "model.num_heads=4", "train_dataset.dataset_root=" + synthetic_root,
+            "val_dataset.dataset_root=" + synthetic_root]
+    proc = run_module("paddle_rtseg.deploy_all", "--config", config, "--save_dir", tmp_path / "o",
+                      "--shapes", "1,3,64,64", "--repeats", "1", "--precision", "bf16", "int8",
+                      "--calib_batches", 2, "--opts", *opts, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = {c[1]: c for c in ([x.strip() for x in line.strip().strip("|").split("|")]
+                              for line in proc.stdout.splitlines()) if len(c) == 6}
+    for name in ("paddle-inference oneDNN bf16", "paddle-inference oneDNN int8", "onnxruntime int8"):
+        assert rows[name][4].endswith("x"), rows[name]  # latency ratio to fp32, same backend
+        assert 0.5 < float(rows[name][5]) <= 1.0, rows[name]  # argmax agreement (random weights)
+    assert float(rows["paddle-inference oneDNN"][2]) < 1e-4  # fp32 rows still held to 1e-4
