@@ -57,6 +57,8 @@ MODELS = {
                        [1, 3, 512, 512], 35.0, "ADE20K (authors, batch 16)"),
     "segformer_pp_b0": ("configs/segformer_pp/segformer_pp_b0_cityscapes_1024x1024_160k.yml",
                         [1, 3, 1024, 1024], 76.54, "Cityscapes (SegFormer-B0, mmseg)"),
+    "mixformer_b1": ("configs/mixformer/mixformer_b1_cityscapes_1024x512_160k.yml",
+                     [1, 3, 512, 1024], None, "Cityscapes (no published figure for this head)"),
 }
 
 
@@ -75,6 +77,8 @@ def find_weights(train_dir):
 
 def trained(name, model_paths=None):
     """``(config, weights)`` of the family's trained model, or ``(None, None)``."""
+    if name not in TRAINED:
+        return None, None
     config, train_dir = TRAINED[name]
     weights = (model_paths or {}).get(name) or find_weights(os.path.join(ROOT, train_dir))
     return (os.path.join(ROOT, config), weights) if weights else (None, None)
@@ -89,12 +93,9 @@ def _build(config, opts=None):
     return model
 
 
-def _gflops(model, shape):
-    import paddle
-    try:
-        return paddle.flops(model, shape, print_detail=False) / 1e9
-    except Exception:  # custom layers paddle.flops cannot walk
-        return float("nan")
+def _gmacs(model, shape):
+    from .flops import count_macs
+    return count_macs(model, shape) / 1e9
 
 
 def _params(model):
@@ -124,7 +125,7 @@ def bench_model(name, save_dir, repeats, threads, log=print, model_paths=None):
         paddle.save(model.state_dict(), weights)
         note = "weights: RANDOM (no trained weights found; see TRAINED in bench_deploy.py)"
     log("{}: {}".format(name, note))
-    info = dict(params=_params(model), gflops=_gflops(model, shape), miou=miou, dataset=dataset)
+    info = dict(params=_params(model), gmacs=_gmacs(model, shape), miou=miou, dataset=dataset)
 
     ours_dir = os.path.join(work, "ours")
     export(config, ours_dir, weights, output_op="none", fmt="legacy")
@@ -289,11 +290,15 @@ def report(results):
                          "{:.2f}x".format(med["dygraph"] / ms),
                          "{:.2f}".format(ms / peer) if peer else "",
                          "{:.1e}".format(r["errors"][backend]),
-                         "{:.2f}".format(r["params"]), "{:.1f}".format(r["gflops"])])
+                         "{:.2f}".format(r["params"]), "{:.2f}".format(r["gmacs"]),
+                         "{:.1f}".format(2 * r["gmacs"] / (ms / 1000))])
         ours = {k: v for k, v in med.items() if k.startswith("ours ")}
         best = min(ours, key=ours.get)
-        lines.append("{}: best backend {} {:.1f} ms = {:.2f}x faster than dygraph ({:.1f} ms)"
-                     .format(name, best, ours[best], med["dygraph"] / ours[best], med["dygraph"]))
+        lines.append("{}: best backend {} {:.1f} ms = {:.2f}x faster than dygraph ({:.1f} ms); "
+                     "it achieves {:.1f} GFLOP/s = {:.2f}x paddle.matmul sgemm in this run"
+                     .format(name, best, ours[best], med["dygraph"] / ours[best], med["dygraph"],
+                             2 * r["gmacs"] / (ours[best] / 1000),
+                             2 * r["gmacs"] / (ours[best] / 1000) / r["sgemm_gflops"]))
         for backend in med:
             if not backend.startswith(("ours ", "ours-static ")):
                 continue
@@ -304,7 +309,10 @@ def report(results):
         lines += ["{}: {}".format(name, n) for n in r["notes"]]
     table = format_table(["model", "input", "backend", "median ms", "speed-up vs dygraph",
                           "ours/PaddleSeg", "rel. err vs dygraph", "params (M)",
-                          "GFLOPs (paddle.flops)"], rows)
+                          "GMACs (flops.count_macs)", "achieved GFLOP/s"], rows)
+    sgemm = {r["sgemm_gflops"] for r in results.values()}
+    lines.append("paddle.matmul sgemm (float32, 1024^3, same threads) in this run: {} GFLOP/s"
+                 .format(", ".join("{:.1f}".format(v) for v in sorted(sgemm))))
     return table + "\n\n" + "\n".join(lines)
 
 
@@ -359,6 +367,7 @@ def main(argv=None):
               file=sys.stderr)
         return 2
     results = {}
+    sgemm = None
     if set(args.precision) != {"fp32"}:
         precisions = ["fp32"] + [p for p in ("bf16", "int8") if p in args.precision]
         print(du.cpu_features.summary())
@@ -390,6 +399,10 @@ def main(argv=None):
         try:
             results[name] = bench_model(name, args.save_dir, args.repeats, args.threads,
                                         model_paths=model_paths)
+            if sgemm is None:  # the roofline, measured once in this process
+                from .flops import sgemm_gflops
+                sgemm = sgemm_gflops()
+            results[name]["sgemm_gflops"] = sgemm
         except Exception as e:  # one family failing must not hide the others
             print("{}: FAILED: {}".format(name, str(e)[:500]))
             continue
