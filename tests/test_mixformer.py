@@ -173,3 +173,15 @@ def test_registered_names():
     assert manager.MODELS["RTSeg_UPerNet"] is UPerNet
     with pytest.raises(ValueError, match="dim/2 a multiple of num_heads"):
         M.MixFormer(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[3, 1, 1, 1])
+
+
+@pytest.mark.parametrize("variant, gmacs", [
+    ("B0", 0.39), ("B1", 0.68),
+    pytest.param("B2", 0.88, marks=pytest.mark.slow), pytest.param("B3", 1.78, marks=pytest.mark.slow),
+    pytest.param("B4", 3.44, marks=pytest.mark.slow), pytest.param("B5", 6.64, marks=pytest.mark.slow),
+    pytest.param("B6", 12.51, marks=pytest.mark.slow)])
+def test_backbone_macs_at_224_as_in_readme(variant, gmacs):
+    """README's MixFormer table: GMACs at 224x224 from the one MAC counter (paper: 0.4..12.7 G)."""
+    from paddle_rtseg.flops import count_macs
+    model = getattr(M, "MixFormer_" + variant)()
+    assert round(count_macs(model, [1, 3, 224, 224]) / 1e9, 2) == gmacs
