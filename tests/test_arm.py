@@ -211,3 +211,23 @@ def test_lite_x86_two_models_several_sizes_one_process(exported):
                 ref = models[family](paddle.to_tensor(x))[0].numpy()
             tolerance = 1e-3 if family == "seaformer" else RTOL  # see test_deploy.RTOL_EXCEPTIONS
             assert relative_error(predictors[family](x), ref) < tolerance, (family, shape)
+
+
+def test_lite_x86_runtime_defect_that_litepredictor_avoids(exported):
+    """Why LitePredictor keeps one predictor per input size: a bare paddlelite 2.13 x86 predictor
+    that ran one height/width returns wrong values for another (measured: relative error ~1 on
+    RTFormer and SeaFormer). If this starts failing, the runtime was fixed and the cache can go."""
+    from paddlelite.lite import MobileConfig, create_paddle_predictor
+    models, exports = exported
+    config = MobileConfig()
+    config.set_model_from_file(_x86_nb(exports["rtformer", "none"][0]))
+    predictor = create_paddle_predictor(config)
+    errors = []
+    for shape in [(1, 3, 64, 64), (1, 3, 97, 131)]:
+        x = np.random.RandomState(sum(shape)).randn(*shape).astype("float32")
+        predictor.get_input(0).from_numpy(x)
+        predictor.run()
+        with paddle.no_grad():
+            ref = models["rtformer"](paddle.to_tensor(x))[0].numpy()
+        errors.append(relative_error(np.array(predictor.get_output(0).numpy()), ref))
+    assert errors[0] < RTOL and errors[1] > 0.1, errors
