@@ -7,7 +7,7 @@ VENV26 := .venv-paddle26
 STAMP26 := $(VENV26)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv test unit smoke-paddle26 demo bench clean
+.PHONY: venv test unit arm-setup smoke-paddle26 demo bench clean
 
 $(STAMP): requirements.txt setup.py scripts/find_python310.sh
 	@python310="$$(scripts/find_python310.sh)" && \
@@ -24,14 +24,19 @@ $(STAMP26): requirements-paddle26.txt setup.py scripts/find_python310.sh
 
 venv: $(STAMP)
 
-## make test: the whole suite (unit, parity, CLIs, exports), then the Paddle 2.6 smoke test.
-test: $(STAMP)
+## make test: the whole suite (unit, parity, CLIs, exports, ARM kernels), then the Paddle 2.6 smoke test.
+## The ARM tests need PADDLE_LITE_ARM_DIR (a Paddle Lite armv8 library) and what arm-setup installs.
+test: $(STAMP) arm-setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory smoke-paddle26
 
 ## make unit: the suite without the slow (real-size / export / end-to-end) tests.
 unit: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+## make arm-setup: qemu, the aarch64 cross compiler, cmake, arm64 libjpeg/libpng (as root with apt).
+arm-setup:
+	@scripts/setup_arm.sh
 
 smoke-paddle26: $(STAMP26)
 	$(VENV26)/bin/python -m pytest -p no:cacheprovider -c compat_tests/pytest.ini compat_tests

@@ -10,11 +10,13 @@ from .predictor import Predictor
 class LitePredictor(Predictor):
     """Paddle Lite light runtime on a ``.nb`` (on this machine: an x86 ``.nb``).
 
-    Two defects of the paddlelite 2.13 x86 runtime are worked around here (measured on RTFormer,
-    see docs/deployment.md): a predictor that ran one input size gives wrong results for another
-    size, so a predictor is kept per input size (the last few sizes); and the x86 ``bilinear_interp_v2`` kernel is wrong
-    for batch > 1, so a batch runs image by image. The Python ``MobileConfig`` has no thread setting
-    (the C++ API has ``set_threads``).
+    A defect of the paddlelite 2.13 x86 runtime is worked around here (docs/deployment.md §7): a
+    predictor that ran one input height/width returns wrong values (relative error ~1) for another,
+    so a predictor is kept per input size (the last few sizes). A change of batch size on one
+    predictor, batch > 1, and several predictors or models in one process are correct
+    (tests/test_arm.py::test_lite_x86_two_models_several_sizes_one_process). The ARM runtime has no
+    such defect: one predictor serves every size (tests/test_arm.py). The Python ``MobileConfig``
+    has no thread setting (the C++ API has ``set_threads``).
     """
     name = "paddle-lite"
 
@@ -40,9 +42,6 @@ class LitePredictor(Predictor):
 
     def __call__(self, x):
         predictor = self._predictor(tuple(x.shape[1:]))
-        outputs = []
-        for image in x:
-            predictor.get_input(0).from_numpy(np.ascontiguousarray(image[None]))
-            predictor.run()
-            outputs.append(np.array(predictor.get_output(0).numpy(), copy=True))  # not a view
-        return np.concatenate(outputs, axis=0)
+        predictor.get_input(0).from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        predictor.run()
+        return np.array(predictor.get_output(0).numpy(), copy=True)  # not a view of Lite's buffer

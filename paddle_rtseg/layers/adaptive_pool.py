@@ -3,15 +3,22 @@
 ``nn.AdaptiveMaxPool2D`` uses bins ``[floor(i*L/n), ceil((i+1)*L/n))``. Exporters turn it into a
 fixed-window pooling that only approximates those bins unless ``L`` is a multiple of ``n``
 (paddle2onnx: 2.4% logit error on RTFormer at 512x1024). Here one gather per axis lays the bins out
-as ``K = ceil(L/n) + 1`` runs of ``n`` (no bin is longer than ``K``; a shorter bin repeats its last
-element, which cannot change its max), and a max over the run axis is the adaptive max, exactly.
+as ``K = ceil(L/n) + 1`` runs of ``n`` (no bin is longer than ``K``; a shorter bin of length ``l``
+wraps around, run ``j`` taking its element ``j mod l``, which cannot change its max), and a max over
+the run axis is the adaptive max, exactly.
 Max is separable, so H then W gives the 2-D pool.
 
-The indices are computed with a few integer ops (``arange``, ``*``, ``//``, ``minimum``) from the
+The indices are computed with a few integer ops (``arange``, ``+``, ``-``, ``*``, ``//``) from the
 size, a constant when it is known and the runtime shape otherwise, so every export runs the same
 ~30 small ops and none is a constant tensor (Paddle Lite 2.13 cannot read the constant tensors
 Paddle 3.0 writes). A max over one slice per bin needed ~100 ops and cost 3-4x more in Paddle
 Inference.
+
+Why ``j mod l`` (as ``j - (j // l) * l``) and not ``minimum(start + j, end - 1)``: Paddle Lite's ARM
+``elementwise_min``/``max`` have float kernels only, so ``opt`` wraps an int64 ``minimum`` in casts
+and a float tensor reaches ``gather`` as its index, which aborts on ARM at run time
+(``gather_compute.cc: Unsupported this index precision: float``). ``+ - * //`` run on int64 in every
+backend, and the function (the pooled values) is unchanged.
 """
 import paddle
 import paddle.nn as nn
@@ -23,7 +30,7 @@ from .shape import dim
 @paddle.jit.not_to_static  # plain Python at export: the int/tensor branch is resolved while tracing
 def _bin_indices(length, bins):
     """``(K, bins)`` indices, run-major: column ``i`` lists bin ``i`` of an axis of ``length``,
-    its last element repeated up to ``K = ceil(length / bins) + 1``. ``length`` is an int when
+    cyclically up to ``K = ceil(length / bins) + 1`` entries. ``length`` is an int when
     known (then ``K`` is a constant) or a 0-D int tensor from the runtime shape."""
     if not isinstance(length, int):
         length = length.astype("int64")
@@ -31,8 +38,9 @@ def _bin_indices(length, bins):
     i = paddle.arange(bins, dtype="int64")
     start = i * length // bins
     end = ((i + 1) * length + bins - 1) // bins
-    offsets = paddle.arange(longest, dtype="int64")
-    return paddle.minimum(offsets.unsqueeze(1) + start.unsqueeze(0), (end - 1).unsqueeze(0))
+    size = (end - start).unsqueeze(0)                       # (1, bins), every bin >= 1 long
+    offsets = paddle.arange(longest, dtype="int64").unsqueeze(1)  # (K, 1)
+    return start.unsqueeze(0) + offsets - (offsets // size) * size
 
 
 def adaptive_max_pool2d(x, output_size):

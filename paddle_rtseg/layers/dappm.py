@@ -13,6 +13,23 @@ from .norm import bn2d, conv2d
 from .shape import spatial_size
 
 
+class ZeroPadAvgPool2D(nn.Layer):
+    """``nn.AvgPool2D(k, s, padding=k // 2, exclusive=False)`` written as explicit zero padding and
+    an average pool without padding: the same function (padded zeros count, every window divides by
+    ``k * k``), chosen because Paddle Lite's ARM pooling with ``exclusive=False`` divides by the
+    padded extent instead of ``k * k`` when one window overlaps the padding on both sides (DAPPM's
+    9/4 and 17/8 pools on a 1/32 map of <= 4 / <= 8 px, i.e. inputs of 256 px or less: 1e-2 logit
+    error on ARM). A pool without padding has no such case on any backend."""
+
+    def __init__(self, kernel_size, stride):
+        super().__init__()
+        self.pad = nn.Pad2D(kernel_size // 2, mode="constant", value=0.0)
+        self.pool = nn.AvgPool2D(kernel_size=kernel_size, stride=stride, padding=0)
+
+    def forward(self, x):
+        return self.pool(self.pad(x))
+
+
 def _bn_relu_conv(in_channels, out_channels, kernel_size, lr_mult, pool=None):
     parts = [pool] if pool is not None else []
     parts += [bn2d(in_channels, lr_mult=lr_mult), nn.ReLU(),
@@ -29,7 +46,7 @@ class DAPPM(nn.Layer):
         super().__init__()
         self.scale0 = _bn_relu_conv(in_channels, inter_channels, 1, lr_mult)
         for i, (k, s) in enumerate([(5, 2), (9, 4), (17, 8)], start=1):
-            pool = nn.AvgPool2D(kernel_size=k, stride=s, padding=k // 2, exclusive=False)
+            pool = ZeroPadAvgPool2D(k, s)
             setattr(self, "scale{}".format(i), _bn_relu_conv(in_channels, inter_channels, 1,
                                                              lr_mult, pool))
         self.scale4 = _bn_relu_conv(in_channels, inter_channels, 1, lr_mult,
