@@ -23,6 +23,8 @@ FAMILIES = {  # family: (config, model overrides)
     "segformer_pp": (os.path.join(ROOT, "configs", "segformer_pp",
                                   "segformer_pp_b0_synthetic_128x128_2k.yml"),
                      dict(token_merging="2x2")),
+    "mixformer": (os.path.join(ROOT, "configs", "mixformer", "mixformer_b0_synthetic_128x128_2k.yml"),
+                  {}),
 }
 RTOL = 1e-4
 # Measured exception: the tiny synthetic SeaFormer's logits are small (max |logit| ~0.1 with random

@@ -108,6 +108,36 @@ class SegFormerPP(nn.Layer):
 
     def forward(self, x):
         feats = self.backbone(x)
+        if paddle.in_dynamic_mode():
+            fused = self._fused_per_stage(feats)
+        else:
+            fused = self._fused_concat(feats)
+        classifier = self.linear_pred if self.head == "paddleseg" else self.conv_seg
+        logit = classifier(self.dropout(fused))
+        return [F.interpolate(logit, size=spatial_size(x), mode="bilinear",
+                              align_corners=self.align_corners)]
+
+    def _up(self, t, size):
+        return F.interpolate(t, size=size, mode="bilinear", align_corners=self.align_corners)
+
+    def _fused_concat(self, feats):
+        """The decoder as written (SegFormer Eq. 4): the fusion conv over the concat of the
+        upsampled stages. Exported graphs use this form: the per-stage form convolves with filters
+        computed from parameters, on which ``paddle_lite_opt --valid_targets=arm`` crashes (signal
+        11, as on PaddleSeg's RTFormer; tests/test_arm.py)."""
+        size = spatial_size(feats[0])
+        if self.head == "paddleseg":
+            c1, c2, c3, c4 = feats
+            parts = [self._up(self.linear_c4(c4), size), self._up(self.linear_c3(c3), size),
+                     self._up(self.linear_c2(c2), size), self.linear_c1(c1)]
+            return self.linear_fuse(paddle.concat(parts, axis=1))
+        parts = [conv(f) if i == 0 else self._up(conv(f), size)
+                 for i, (conv, f) in enumerate(zip(self.convs, feats))]
+        return self.fusion_conv(paddle.concat(parts, axis=1))
+
+    def _fused_per_stage(self, feats):
+        """Same function as :meth:`_fused_concat`, each stage's share of the fusion conv applied
+        before its upsampling (:meth:`_fuse_part`); dygraph only (val, predict, training)."""
         size = spatial_size(feats[0])
         if self.head == "paddleseg":
             fuse, order = self.linear_fuse, (4, 3, 2, 1)  # PaddleSeg's concat order
@@ -121,14 +151,9 @@ class SegFormerPP(nn.Layer):
         for (linear, feat, upsample), w in zip(parts, paddle.split(conv_weight, len(parts), axis=1)):
             part = self._fuse_part(feat, linear, w)
             if upsample:
-                part = F.interpolate(part, size=size, mode="bilinear",
-                                     align_corners=self.align_corners)
+                part = self._up(part, size)
             fused = part if fused is None else fused + part
-        fused = F.relu(norm(fused))
-        classifier = self.linear_pred if self.head == "paddleseg" else self.conv_seg
-        logit = classifier(self.dropout(fused))
-        return [F.interpolate(logit, size=spatial_size(x), mode="bilinear",
-                              align_corners=self.align_corners)]
+        return F.relu(norm(fused))
 
     @staticmethod
     def _fuse_part(feat, linear, fuse_weight):
