@@ -77,7 +77,7 @@ def test_strategy_exports_and_runs_in_every_backend(tiny, strategy, monkeypatch)
     expected = dygraph(config, path, strategy, x)
     tol = 1e-4 * np.abs(expected).max()
     # no nearest resize anywhere (2x2 unmerges by repeating): oneDNN's fast bilinear path stays on
-    assert deploy_utils.onednn_resize_is_exact(deploy_utils.model_paths(save_dir)[0])
+    assert du.onednn_resize_is_exact(du.model_paths(save_dir)[0])
 
     got = du.PaddleInferencePredictor(save_dir, use_mkldnn=True)(x)  # dynamic batch
     np.testing.assert_allclose(got, expected, atol=tol)
