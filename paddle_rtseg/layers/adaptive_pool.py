@@ -56,8 +56,9 @@ def adaptive_max_pool2d(x, output_size):
     return y.reshape([-1, channels, bins_h, bins_w])
 
 
-class AdaptiveMaxPool2D(nn.Layer):
-    """Drop-in for ``nn.AdaptiveMaxPool2D(output_size)`` (NCHW) that every backend runs exactly."""
+class _AdaptivePool2D(nn.Layer):
+    """An adaptive pooling layer over :attr:`pool` (``pool(x, (h, w))``, NCHW)."""
+    pool = None
 
     def __init__(self, output_size):
         super().__init__()
@@ -66,10 +67,15 @@ class AdaptiveMaxPool2D(nn.Layer):
         self.output_size = tuple(output_size)
 
     def forward(self, x):
-        return adaptive_max_pool2d(x, self.output_size)
+        return self.pool(x, self.output_size)
 
     def extra_repr(self):
         return "output_size={}".format(self.output_size)
+
+
+class AdaptiveMaxPool2D(_AdaptivePool2D):
+    """Drop-in for ``nn.AdaptiveMaxPool2D(output_size)`` (NCHW) that every backend runs exactly."""
+    pool = staticmethod(adaptive_max_pool2d)
 
 
 @paddle.jit.not_to_static
@@ -99,17 +105,6 @@ def adaptive_avg_pool2d(x, output_size):
     return y.transpose([0, 1, 3, 2])                                          # N, C, bins_h, bins_w
 
 
-class AdaptiveAvgPool2D(nn.Layer):
+class AdaptiveAvgPool2D(_AdaptivePool2D):
     """Drop-in for ``nn.AdaptiveAvgPool2D(output_size)`` (NCHW) that every backend runs exactly."""
-
-    def __init__(self, output_size):
-        super().__init__()
-        if isinstance(output_size, int):
-            output_size = (output_size, output_size)
-        self.output_size = tuple(output_size)
-
-    def forward(self, x):
-        return adaptive_avg_pool2d(x, self.output_size)
-
-    def extra_repr(self):
-        return "output_size={}".format(self.output_size)
+    pool = staticmethod(adaptive_avg_pool2d)
