@@ -109,3 +109,32 @@ def test_fixed_shape_export_has_no_shape_ops(tmp_path):
     ops, text = lite_ops(legacy)
     assert "Paddle-Lite supports this model!" in text
     assert not {"shape", "where", "slice", "linear_interp_v2"} & set(ops), sorted(ops)
+
+
+def spatial_broadcasts(pdmodel):
+    """``(op, X dims, Y dims)`` of every element-wise op of a legacy program whose operands differ
+    in H or W (one of them broadcast over a spatial axis)."""
+    sys.path.insert(0, ROOT)
+    from paddle_rtseg.deployment.program import read_program
+    found = []
+    for block in read_program(pdmodel).blocks:
+        dims = {v.name: list(getattr(v.type, field).tensor.dims) for v in block.vars
+                for field in ("dense_tensor", "lod_tensor")  # Paddle 3.0 / 2.6 name
+                if field in type(v.type).DESCRIPTOR.fields_by_name and v.type.HasField(field)}
+        for op in block.ops:
+            if not op.type.startswith("elementwise_"):
+                continue
+            args = {a.parameter: a.arguments[0] for a in op.inputs if a.arguments}
+            x, y = dims.get(args.get("X")), dims.get(args.get("Y"))
+            if x and y and len(x) == len(y) == 4 and (x[2:] != y[2:]) and 1 not in (x[2] * x[3],
+                                                                                    y[2] * y[3]):
+                found.append((op.type, x, y))
+    return found
+
+
+def test_exported_adds_do_not_broadcast_over_a_spatial_axis(tmp_path):
+    # Paddle Inference's oneDNN runs (B,C,H,W) + (B,C,H,1) with its reference kernel (many times
+    # slower); the exported graph repeats the row/column attention outputs first (shape.py)
+    legacy, diffs = export(tmp_path, "mini", True, [1, 3, 128, 192], [(1, 3, 128, 192)])
+    assert diffs[0] < 1e-4
+    assert spatial_broadcasts(legacy + ".pdmodel") == []

@@ -50,8 +50,10 @@ class SqueezeAxialPositionalEmbedding(nn.Layer):
         resampled = F.interpolate(image, size=out_size, mode="bilinear", align_corners=False)
         if isinstance(length, int):
             return resampled
-        # dynamic length, decided at run time (where: a Host op in Paddle Lite)
-        return paddle.where(length == 1, self._centre(image, size), resampled)
+        # dynamic length, decided at run time: the centre sample when it is 1. A blend rather than
+        # ``paddle.where``, whose broadcasting adds ~10 small ops per embedding to the graph
+        is_one = (length == 1).astype(resampled.dtype)
+        return resampled + (self._centre(image, size) - resampled) * is_one
 
     def _centre(self, image, size):
         """Length-1 resampling: the sample at source coordinate ``size / 2 - 0.5``. Paddle's

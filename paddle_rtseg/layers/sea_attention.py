@@ -21,6 +21,7 @@ import paddle.nn.functional as F
 from .axial_position import SqueezeAxialPositionalEmbedding
 from .conv_bn import ConvBN
 from .hard_sigmoid import hard_sigmoid
+from .shape import broadcast_explicitly
 
 
 class SqueezeAxialAttention(nn.Layer):
@@ -107,6 +108,7 @@ class SeaAttention(nn.Layer):
     def forward(self, x):
         q, k, v = self.to_q(x), self.to_k(x), self.to_v(x)
         detail = self.detail(q, k, v)
-        # v (B,C,H,W) + row (B,C,H,1) + column (B,C,1,W): each add broadcasts one operand only
-        context = v + self.row(q, k, v) + self.column(q, k, v)
+        # v (B,C,H,W) + row (B,C,H,1) + column (B,C,1,W), broadcast explicitly in exported graphs
+        context = (v + broadcast_explicitly(self.row(q, k, v), v)
+                   + broadcast_explicitly(self.column(q, k, v), v))
         return hard_sigmoid(self.proj(F.relu6(context))) * detail

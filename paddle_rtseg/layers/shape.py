@@ -19,3 +19,20 @@ def spatial_size(x):
     if isinstance(h, int) and isinstance(w, int):
         return [h, w]
     return paddle.shape(x)[2:]
+
+
+@paddle.jit.not_to_static
+def broadcast_explicitly(t, like):
+    """``t`` repeated along its size-1 axes to ``like``'s shape: unchanged in dygraph (operators
+    broadcast), an explicit ``tile`` in a static graph (export). Same values either way.
+
+    Why: Paddle Inference's oneDNN runs an add whose operand broadcasts over a spatial axis of an
+    NHWC tensor (``(B, C, H, W) + (B, C, H, 1)``) with oneDNN's reference kernel (``binary ref:any``
+    in ``ONEDNN_VERBOSE=1``), many times slower than its JIT add of equal shapes; its ``expand_v2``
+    kernel is the same reference broadcast. ``tile`` runs in every backend (Paddle Lite: a Host
+    kernel)."""
+    if paddle.in_dynamic_mode():
+        return t
+    repeats = [dim(like, axis) if t.shape[axis] == 1 and like.shape[axis] != 1 else 1
+               for axis in range(len(like.shape))]
+    return paddle.tile(t, repeats)
