@@ -1,7 +1,7 @@
 """Deployment benchmark (not a test): per model and backend, median latency at batch 1, parameters,
 GFLOPs, and PaddleSeg's own RTFormer exported the same way as a peer, on the same weights.
 
-    python -m paddle_rtseg.bench_deploy [--models rtformer_slim seaformer_tiny segformer_pp_b0] \
+    python -m paddle_rtseg.bench_deploy [--models rtformer_slim seaformer_tiny ... (default: one per family)] \
         [--repeats 10] [--threads 2] [--save_dir output/bench_deploy] \
         [--precision fp32 bf16 int8] [--model_path NAME=W.pdparams ...]
 
@@ -38,6 +38,7 @@ import sys
 import numpy as np
 
 from . import deployment as du
+from .errors import ConfigError, run_cli
 from .deploy_all import backend_predictors, dygraph_predictor, format_table
 from .timing import round_robin
 
@@ -55,11 +56,20 @@ MODELS = {
                       [1, 3, 512, 1024], 76.31, "Cityscapes (PaddleSeg)"),
     "seaformer_tiny": ("configs/seaformer/seaformer_tiny_ade20k_512x512_160k.yml",
                        [1, 3, 512, 512], 35.0, "ADE20K (authors, batch 16)"),
+    "seaformer_small": ("configs/seaformer/seaformer_small_ade20k_512x512_160k.yml",
+                        [1, 3, 512, 512], 38.9, "ADE20K (authors' repo)"),
+    "seaformer_base": ("configs/seaformer/seaformer_base_ade20k_512x512_160k.yml",
+                       [1, 3, 512, 512], 41.2, "ADE20K (authors' repo)"),
+    "seaformer_large": ("configs/seaformer/seaformer_large_ade20k_512x512_160k.yml",
+                        [1, 3, 512, 512], 43.0, "ADE20K (authors' repo)"),
     "segformer_pp_b0": ("configs/segformer_pp/segformer_pp_b0_cityscapes_1024x1024_160k.yml",
                         [1, 3, 1024, 1024], 76.54, "Cityscapes (SegFormer-B0, mmseg)"),
     "mixformer_b1": ("configs/mixformer/mixformer_b1_cityscapes_1024x512_160k.yml",
                      [1, 3, 512, 1024], None, "Cityscapes (no published figure for this head)"),
 }
+
+
+DEFAULT_MODELS = ("rtformer_slim", "seaformer_tiny", "segformer_pp_b0", "mixformer_b1")
 
 
 def find_weights(train_dir):
@@ -347,7 +357,8 @@ def plot(results, path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=list(MODELS),
+                        help="default: one model per family")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--save_dir", default="output/bench_deploy")
@@ -363,19 +374,14 @@ def main(argv=None):
     os.makedirs(args.save_dir, exist_ok=True)
     model_paths = dict(item.split("=", 1) for item in args.model_path if "=" in item)
     if len(model_paths) != len(args.model_path) or set(model_paths) - set(MODELS):
-        print("Error: --model_path takes NAME=W.pdparams with NAME in {}".format(", ".join(MODELS)),
-              file=sys.stderr)
-        return 2
+        raise ConfigError("--model_path takes NAME=W.pdparams with NAME in {}"
+                          .format(", ".join(MODELS)))
     results = {}
     sgemm = None
     if set(args.precision) != {"fp32"}:
         precisions = ["fp32"] + [p for p in ("bf16", "int8") if p in args.precision]
         print(du.cpu_features.summary())
         for name in args.models:
-            if name not in MODELS:
-                print("Error: unknown model {!r}; known: {}".format(name, ", ".join(MODELS)),
-                      file=sys.stderr)
-                return 2
             try:
                 results[name] = bench_precision(name, args.save_dir, args.repeats, args.threads,
                                                 precisions, model_paths=model_paths,
@@ -389,10 +395,6 @@ def main(argv=None):
         print(report_precision(results))
         return 0
     for name in args.models:
-        if name not in MODELS:
-            print("Error: unknown model {!r}; known: {}".format(name, ", ".join(MODELS)),
-                  file=sys.stderr)
-            return 2
         if not os.path.isfile(os.path.join(ROOT, MODELS[name][0])):
             print("skipping {}: {} does not exist yet".format(name, MODELS[name][0]))
             continue
@@ -416,4 +418,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

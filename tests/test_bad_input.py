@@ -424,3 +424,11 @@ def test_grayscale_and_rgba_converted_by_predict_and_runner(tmp_path, exported, 
         assert "rgba.png has an alpha channel; it is dropped" in log
     assert sorted(os.listdir(tmp_path / "pred" / "added_prediction")) == ["gray.png", "rgba.png"]
     assert {"gray.png", "rgba.png"} <= set(os.listdir(tmp_path / "run"))
+
+
+def test_benchmark_flags(tmp_path):
+    out = run_module("paddle_rtseg.bench_deploy", "--model_path", "seaformer_tiny:w.pdparams",
+                     "--save_dir", tmp_path / "b", cwd=tmp_path)
+    assert_clean_error(out, "NAME=W.pdparams", "seaformer_large")
+    out = run_module("paddle_rtseg.bench_deploy", "--models", "seaformer_huge", cwd=tmp_path)
+    assert out.returncode == 2 and "invalid choice: 'seaformer_huge'" in out.stderr
