@@ -161,7 +161,8 @@ def test_sea_attention_shapes_and_gate():
     assert layer(x).shape == [2, 32, 9, 13]
     # zero-initialised projection BN: the gate starts at hard_sigmoid(0) = 1/2 of the detail path
     q, k, v = layer.to_q(x), layer.to_k(x), layer.to_v(x)
-    np.testing.assert_allclose(layer(x).numpy(), 0.5 * layer.detail(q, k, v).numpy(), atol=1e-6)
+    detail = layer.detail(paddle.concat([q, k, v], axis=1))
+    np.testing.assert_allclose(layer(x).numpy(), 0.5 * detail.numpy(), atol=1e-6)
 
 
 # --- model --------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from .shape import dim
+from .shape import broadcast_explicitly, dim
 
 
 class SqueezeAxialPositionalEmbedding(nn.Layer):
@@ -50,10 +50,12 @@ class SqueezeAxialPositionalEmbedding(nn.Layer):
         resampled = F.interpolate(image, size=out_size, mode="bilinear", align_corners=False)
         if isinstance(length, int):
             return resampled
-        # dynamic length, decided at run time: the centre sample when it is 1. A blend rather than
-        # ``paddle.where``, whose broadcasting adds ~10 small ops per embedding to the graph
+        # dynamic length, decided at run time: the centre sample when it is 1. A blend of equal
+        # shapes rather than ``paddle.where``, whose broadcasting adds ~10 small ops per embedding
+        # (oneDNN runs broadcasts over H/W with its slow reference kernel: shape.py)
         is_one = (length == 1).astype(resampled.dtype)
-        return resampled + (self._centre(image, size) - resampled) * is_one
+        centre = broadcast_explicitly(self._centre(image, size), resampled)
+        return resampled + (centre - resampled) * is_one
 
     def _centre(self, image, size):
         """Length-1 resampling: the sample at source coordinate ``size / 2 - 0.5``. Paddle's

@@ -24,6 +24,18 @@ from .hard_sigmoid import hard_sigmoid
 from .shape import broadcast_explicitly
 
 
+def axial_mean(x, axis):
+    """Mean over spatial ``axis`` (2: H, 3: W) of ``(B, C, H, W)``, kept as size 1: the squeeze of
+    Eq. 2. Exported graphs take the mean over W as a mean over H of the transposed map: Paddle
+    Inference hands a reduction over the last axis to oneDNN, which runs it on its NHWC tensors with
+    its reference kernel (``reduction ref:any`` in ``ONEDNN_VERBOSE=1``: 3-7 ms for one 256x32x32
+    map of SeaFormer-L); other axes run in Paddle's own kernel, as the mean over H does. (A 5-D
+    ``(B, C, H, W, 1)`` view instead gives wrong values on Paddle Lite x86.)"""
+    if axis == 2 or paddle.in_dynamic_mode():
+        return paddle.mean(x, axis=axis, keepdim=True)
+    return paddle.mean(x.transpose([0, 1, 3, 2]), axis=2, keepdim=True).transpose([0, 1, 3, 2])
+
+
 class SqueezeAxialAttention(nn.Layer):
     """Multi-head attention along one axis of squeezed q/k/v (Eq. 2-4), then ReLU6 + Conv-BN.
 
@@ -46,18 +58,20 @@ class SqueezeAxialAttention(nn.Layer):
         self.pos_emb_k = SqueezeAxialPositionalEmbedding(key_channels, axis)
         self.proj = ConvBN(value_channels, value_channels, bn_weight_init=0.0)
 
-    def _squeeze(self, x):
-        """Mean over the other spatial axis: ``(B, C, L, 1)`` or ``(B, C, 1, L)``."""
-        return paddle.mean(x, axis=5 - self.axis, keepdim=True)
 
     def _heads(self, x):
         """``(B, C, L)``-like -> ``(B, heads, C / heads, L)``."""
         return x.reshape([0, self.num_heads, x.shape[1] // self.num_heads, -1])
 
     def forward(self, q, k, v):
-        q = self._heads(self.pos_emb_q(self._squeeze(q)) * self.scale)  # scale q, not the L x L
-        k = self._heads(self.pos_emb_k(self._squeeze(k)))
-        v_squeezed = self._squeeze(v)
+        """Squeeze full ``(B, C, H, W)`` maps, then :meth:`attend`."""
+        return self.attend(*(axial_mean(t, 5 - self.axis) for t in (q, k, v)))
+
+    def attend(self, q, k, v):
+        """Attention over squeezed ``(B, C, L, 1)`` or ``(B, C, 1, L)`` sequences."""
+        q = self._heads(self.pos_emb_q(q) * self.scale)  # scale q, not the L x L
+        k = self._heads(self.pos_emb_k(k))
+        v_squeezed = v
         v = self._heads(v_squeezed)
         attn = F.softmax(paddle.matmul(q, k, transpose_x=True), axis=-1)               # B,h,L,L
         out = paddle.matmul(v, attn, transpose_y=True)                                 # B,h,dv,L
@@ -79,8 +93,9 @@ class DetailEnhancement(nn.Layer):
         self.dwconv = ConvBN(in_channels, in_channels, 3, groups=in_channels, act=nn.ReLU6)
         self.pwconv = ConvBN(in_channels, out_channels)
 
-    def forward(self, q, k, v):
-        return self.pwconv(self.dwconv(paddle.concat([q, k, v], axis=1)))
+    def forward(self, qkv):
+        """``qkv``: ``concat(q, k, v)`` along channels."""
+        return self.pwconv(self.dwconv(qkv))
 
 
 class SeaAttention(nn.Layer):
@@ -104,11 +119,15 @@ class SeaAttention(nn.Layer):
         self.row = SqueezeAxialAttention(key_channels, value_channels, num_heads, axis=2)
         self.column = SqueezeAxialAttention(key_channels, value_channels, num_heads, axis=3)
         self.proj = ConvBN(value_channels, channels, bn_weight_init=0.0)
+        self.split_sizes = [key_channels, key_channels, value_channels]
 
     def forward(self, x):
         q, k, v = self.to_q(x), self.to_k(x), self.to_v(x)
-        detail = self.detail(q, k, v)
+        qkv = paddle.concat([q, k, v], axis=1)
+        detail = self.detail(qkv)
+        # one squeeze of concat(q, k, v) per axis (means are per channel), split for the attention
+        row = self.row.attend(*paddle.split(axial_mean(qkv, 3), self.split_sizes, axis=1))
+        column = self.column.attend(*paddle.split(axial_mean(qkv, 2), self.split_sizes, axis=1))
         # v (B,C,H,W) + row (B,C,H,1) + column (B,C,1,W), broadcast explicitly in exported graphs
-        context = (v + broadcast_explicitly(self.row(q, k, v), v)
-                   + broadcast_explicitly(self.column(q, k, v), v))
+        context = v + broadcast_explicitly(row, v) + broadcast_explicitly(column, v)
         return hard_sigmoid(self.proj(F.relu6(context))) * detail
