@@ -2,6 +2,7 @@
 clear errors, and on a trained tiny RTFormer every precision path of Paddle Inference (oneDNN) and
 ONNX Runtime within the accuracy docs/deployment.md states (skipped, with the reason, where this
 CPU lacks the instructions)."""
+import json
 import os
 import subprocess
 import sys
@@ -16,8 +17,8 @@ from paddle_rtseg.deployment import cpu_features
 
 # stated accuracy on the trained tiny model (docs/deployment.md, "Low precision on CPU"):
 # mIoU change vs fp32 on the same backend (points) and argmax agreement with fp32
-MAX_MIOU_LOSS = {"bf16": 0.5, "int8": 1.5}
-MIN_AGREEMENT = {"bf16": 0.995, "int8": 0.95}
+MAX_MIOU_LOSS = {"bf16": 0.5, "int8": 0.5}
+MIN_AGREEMENT = {"bf16": 0.995, "int8": 0.98}
 NO_LOW_PRECISION = "flags\t\t: fpu sse sse2 avx avx2 fma avx512f avx512bw\n"
 ZEN4 = "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
 SAPPHIRE = "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni amx_bf16 amx_int8 amx_tile\n"
@@ -95,6 +96,23 @@ def test_precision_errors_name_the_fix(fake_model_dir):
         du.PaddleInferencePredictor(fake_model_dir, use_mkldnn=False, precision="bf16")
     with pytest.raises(du.DeployError, match="use fp32, bf16 or int8"):
         du.PaddleInferencePredictor(fake_model_dir, precision="fp16")
+
+
+def test_int8_keeps_negative_sums_of_a_conv_added_to_a_relu_output(tmp_path):
+    """oneDNN's int8 conv + residual-add fusion writes ``relu(x) + conv(y)`` as uint8 (the
+    residual's type), zeroing negative sums: SeaFormer-Tiny lost 3.5-7.5 mIoU points this way.
+    The pattern alone (tests/onednn_residual_case.py), int8 against fp32 on Paddle Inference:
+    0.02 of fp32's range off with the fusion off, 0.69 with it on."""
+    ok, reason = cpu_features.support("int8")
+    if not ok:
+        pytest.skip("this CPU cannot run int8: " + reason)
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "onednn_residual_case.py"),
+                           str(tmp_path)], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, FLAGS_enable_pir_api="0", PYTHONPATH=ROOT))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["negative_sums"] > 0.2, result  # the case is the one that breaks
+    assert result["relative_error"] < 0.1, result
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,18 @@ from .program import onednn_resize_is_exact, read_program
 #   (demo RTFormer-Slim 256x512: fp32 1291 ms, convs + matmuls 1658 ms, convs only 975 ms, one
 #   side-by-side run on a loaded 2-core AVX512-VNNI CPU).
 ONEDNN_INT8_OPS = ("conv2d", "fused_conv2d", "depthwise_conv2d")
+# int8 runs without oneDNN's conv + residual-add fusion (the name differs between Paddle releases).
+# Paddle's int8 fused convolution gives its output the residual's data type (``GetDstType`` in
+# phi/kernels/onednn/conv_function.h). A residual that leaves a ReLU is uint8, so ``relu(x) +
+# conv(y)`` with no activation after the add is written as uint8: every negative sum becomes 0
+# (ONEDNN_VERBOSE: ``dst:u8 ... attr-post-ops:sum``). Measured on the demo models, PTQ ``avg``,
+# mIoU change vs fp32 on the 16 synthetic validation images, fused -> unfused: SeaFormer-Tiny
+# -3.46 -> +0.10 (its first inverted-residual block adds a 1x1 projection to the stem's ReLU
+# output), RTFormer-Slim -1.19 -> -0.03, SegFormer++-B0 +0.04 -> +0.04; the adds then run as
+# separate ops, at no measurable latency cost (512x512, side by side: SeaFormer-Tiny 49.9 -> 49.6
+# ms, RTFormer-Slim 105.7 -> 102.9 ms). docs/deployment.md 5b.
+ONEDNN_INT8_UNFUSED = ("conv_elementwise_add_onednn_fuse_pass",
+                       "conv_elementwise_add_mkldnn_fuse_pass")
 # bf16: the convolutions and matmuls. With Paddle's default (every op with a bf16 kernel) SeaFormer
 # aborts at run time ("There are no kernels which are registered in the dequantize operator": a
 # bf16 -> fp32 reorder inserted where no kernel exists); this list runs on every family.
@@ -98,6 +110,8 @@ class PaddleInferencePredictor(Predictor):
                     config.set_bfloat16_op(set(ONEDNN_BF16_OPS))
                 elif precision == "int8":
                     config.enable_mkldnn_int8(set(ONEDNN_INT8_OPS))
+                    for name in ONEDNN_INT8_UNFUSED:
+                        config.delete_pass(name)
             else:
                 config.disable_mkldnn()
         config.disable_glog_info()
