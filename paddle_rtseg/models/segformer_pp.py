@@ -22,6 +22,7 @@ from paddleseg.cvlibs import manager
 from paddleseg.models import layers
 
 from ..checkpoints import load_pretrained
+from ..layers.materialize import exporting, materialize
 from ..layers.shape import dim, spatial_size
 from ..registry import register
 from .mit import MixVisionTransformer
@@ -95,7 +96,7 @@ class SegFormerPP(nn.Layer):
             self.conv_seg = nn.Conv2D(embedding_dim, num_classes, 1)
         if token_merging is not None:
             self.set_token_merging(token_merging)
-        self._export_parts = None  # set by prepare_export
+        self._exported = None  # set by prepare_export
         self.pretrained = pretrained
         if pretrained is not None:
             load_pretrained(self, pretrained)
@@ -111,7 +112,7 @@ class SegFormerPP(nn.Layer):
         feats = self.backbone(x)
         if paddle.in_dynamic_mode():
             fused = self._fused_per_stage(feats)
-        elif self._export_parts is not None:
+        elif exporting(self):
             fused = self._fused_exported(feats)
         else:
             fused = self._fused_concat(feats)
@@ -123,32 +124,21 @@ class SegFormerPP(nn.Layer):
     def prepare_export(self):
         """Called by :func:`paddle_rtseg.export.export` on the loaded, eval-mode model before
         tracing: the per-stage decoder (:meth:`_fused_per_stage`) with its filters materialized as
-        parameters of their own (plain ``conv2d`` ops whose filter is a persistable variable, which
-        ``paddle_lite_opt --valid_targets=arm`` accepts; it crashes on filters computed in the
-        graph) and the fusion BN folded into them. Checkpoint keys are untouched: the new
-        parameters exist only on the model being exported."""
+        parameters (:mod:`paddle_rtseg.layers.materialize`) and the fusion BN folded into them."""
         if self.training:
             raise ValueError("prepare_export needs the model in eval mode (BN statistics are folded)")
         with paddle.no_grad():
             parts = self._per_stage_filters()
-        self._export_parts = []
-        for i, (weight, bias) in enumerate(parts):
-            made = []
-            for kind, value in (("weight", weight), ("bias", bias)):
-                param = self.create_parameter(
-                    value.shape, dtype=value.dtype,
-                    default_initializer=nn.initializer.Assign(value.numpy()))
-                param.stop_gradient = True
-                self.add_parameter("export_fuse{}_{}".format(i, kind), param)
-                made.append(param)
-            self._export_parts.append(tuple(made))
+        self._exported = [(materialize(self, "export_fuse{}_weight".format(i), weight),
+                           materialize(self, "export_fuse{}_bias".format(i), bias))
+                          for i, (weight, bias) in enumerate(parts)]
 
     def _fused_exported(self, feats):
         """:meth:`_fused_per_stage` with the filters of :meth:`prepare_export`."""
         size = spatial_size(feats[0])
         fused = None
         for (feat, upsample), (weight, bias) in zip(self._decoder_inputs(feats),
-                                                    self._export_parts):
+                                                    self._exported):
             part = F.conv2d(feat, weight, bias)
             if upsample:
                 part = self._up(part, size)
