@@ -91,7 +91,6 @@ class MixFFN(nn.Layer):
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, channels)
         self.drop = nn.Dropout(drop)
-
         self._exported = None  # set by prepare_export
 
     def forward(self, x, h, w):
@@ -106,9 +105,9 @@ class MixFFN(nn.Layer):
         function, but the token <-> NCHW transposes move from the 4x-wide hidden tensor to the
         block's input and output (measured in Paddle Inference: oneDNN reorders of the hidden map
         were the largest layout cost of MiT stage 1)."""
-        self._exported = [
-            materialize(self, "export_fc{}_weight".format(i), fc.weight.t().unsqueeze(-1).unsqueeze(-1))
-            for i, fc in ((1, self.fc1), (2, self.fc2))]
+        self._exported = [materialize(self, "export_fc{}_weight".format(i),
+                                      fc.weight.t().unsqueeze(-1).unsqueeze(-1))  # out, in, 1, 1
+                          for i, fc in ((1, self.fc1), (2, self.fc2))]
 
     def _forward_nchw(self, x, h, w):
         c = x.shape[2]

@@ -126,7 +126,7 @@ class SegFormerPP(nn.Layer):
         tracing: the per-stage decoder (:meth:`_fused_per_stage`) with its filters materialized as
         parameters (:mod:`paddle_rtseg.layers.materialize`) and the fusion BN folded into them."""
         if self.training:
-            raise ValueError("prepare_export needs the model in eval mode (BN statistics are folded)")
+            raise ValueError("prepare_export needs the model in eval mode (it folds BN statistics)")
         with paddle.no_grad():
             parts = self._per_stage_filters()
         self._exported = [(materialize(self, "export_fuse{}_weight".format(i), weight),
