@@ -110,6 +110,17 @@ class _WithOutputOp:
         return SavedSegmentationNet()
 
 
+def prepare_export(model):
+    """Let every layer that has a ``prepare_export()`` method (e.g. SegFormer++'s decoder, which
+    materializes filters it computes from parameters in dygraph) switch to its export form; called
+    on the loaded eval-mode model right before tracing. Returns the layers prepared."""
+    prepared = [layer for layer in model.sublayers(include_self=True)
+                if callable(getattr(layer, "prepare_export", None))]
+    for layer in prepared:
+        layer.prepare_export()
+    return prepared
+
+
 def _probe(model, shape, in_channels):
     """Run the model in dygraph on a zero image of ``shape`` (-1 -> a small size) to find shapes it
     cannot take before tracing (tracing errors are far less readable)."""
@@ -309,6 +320,7 @@ def _export(config, save_dir, model_path, input_shape, output_op, fmt, opts, mod
     if shape[1] == -1:
         shape[1] = in_channels
     _probe(model, shape, in_channels)
+    prepare_export(model)
 
     net = _WithOutputOp.build(model, output_op)
     net.eval()

@@ -110,3 +110,48 @@ def test_bsm_with_dynamic_size_says_to_fix_the_input_shape(tiny):
     with pytest.raises(ExportError, match="fixed input height and width|--input_shape"):
         export(config, str(tmp / "dynamic_hq"), model_path=path, output_op="none",
                model_overrides={"token_merging": "hq"})
+
+
+@pytest.mark.parametrize("head", ["paddleseg", "mmseg"])
+def test_export_form_has_materialized_filters(tiny, head, monkeypatch):
+    """Exports run the per-stage decoder (fusion BN folded) and Mix-FFN on the NCHW map with every
+    filter materialized at export time (``prepare_export``): each conv's filter is a persistable
+    variable (``paddle_lite_opt --valid_targets=arm`` crashes on computed ones) and no 4-way concat
+    is left; Lite ARM's opt converts it; the outputs are dygraph's; checkpoints keep their keys."""
+    config, path, tmp = tiny
+    monkeypatch.chdir(tmp)
+    if head != "paddleseg":  # a checkpoint of mmseg's head with non-trivial BN
+        paddle.seed(1)
+        model = paddle_rtseg.build_model(config, head=head)
+        rng = np.random.default_rng(1)
+        model.set_state_dict({k: rng.uniform(0.5, 1.5, v.shape).astype("float32")
+                              if k.endswith(("_variance", "bn.weight")) else v.numpy()
+                              for k, v in model.state_dict().items()})
+        path = str(tmp / "mmseg.pdparams")
+        paddle.save(model.state_dict(), path)
+    keys = set(paddle.load(path))
+    save_dir = str(tmp / ("form_" + head))
+    export(config, save_dir, model_path=path, input_shape=[1, 3, 128, 96], output_op="none",
+           model_overrides={"head": head})
+    block = du.read_program(du.model_paths(save_dir)[0]).blocks[0]
+    persistable = {v.name for v in block.vars if v.persistable}
+    convs = [op for op in block.ops if op.type in ("conv2d", "depthwise_conv2d")]
+    filters = [a for op in convs for i in op.inputs if i.parameter == "Filter" for a in i.arguments]
+    assert len(filters) == len(convs) and set(filters) <= persistable
+    types = [op.type for op in block.ops]
+    assert "concat" not in types
+    assert types.count("batch_norm") == (0 if head == "paddleseg" else 4)  # fusion BN folded
+    assert du.convert_lite(save_dir, os.path.join(save_dir, "arm"), target="arm").endswith(".nb")
+
+    x = np.random.default_rng(3).normal(size=(1, 3, 128, 96)).astype("float32")
+    model = paddle_rtseg.build_model(config, head=head)
+    assert set(model.state_dict()) == keys  # the export-only parameters are not in checkpoints
+    paddle_rtseg.load_checkpoint(model, path)
+    model.eval()
+    with paddle.no_grad():
+        expected = model(paddle.to_tensor(x))[0].numpy()
+    tol = 1e-4 * np.abs(expected).max()
+    np.testing.assert_allclose(du.PaddleInferencePredictor(save_dir, use_mkldnn=True)(x), expected,
+                               atol=tol)
+    onnx_path = du.convert_onnx(save_dir, os.path.join(save_dir, "model.onnx"), opset=13)
+    np.testing.assert_allclose(du.OnnxPredictor(onnx_path)(x), expected, atol=tol)

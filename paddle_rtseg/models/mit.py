@@ -17,6 +17,7 @@ from paddleseg.models.backbones.transformer_utils import DropPath, Identity, one
 
 from ..checkpoints import load_pretrained
 from ..layers.efficient_attention import EfficientSelfAttention
+from ..layers.materialize import exporting, materialize
 from ..layers.shape import dim
 from ..layers.token_merging import resolve_token_merging
 from ..registry import register
@@ -90,10 +91,31 @@ class MixFFN(nn.Layer):
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, channels)
         self.drop = nn.Dropout(drop)
+        self._exported = None  # set by prepare_export
 
     def forward(self, x, h, w):
+        if exporting(self):
+            return self._forward_nchw(x, h, w)
         x = self.drop(self.dwconv(self.fc1(x), h, w, act=self.act))
         return self.drop(self.fc2(x))
+
+    def prepare_export(self):
+        """Exported graphs run Mix-FFN on the NCHW map, ``fc1``/``fc2`` as 1x1 convs whose filters
+        are the Linear weights materialized (:mod:`paddle_rtseg.layers.materialize`): the same
+        function, but the token <-> NCHW transposes move from the 4x-wide hidden tensor to the
+        block's input and output (measured in Paddle Inference: oneDNN reorders of the hidden map
+        were the largest layout cost of MiT stage 1)."""
+        self._exported = [materialize(self, "export_fc{}_weight".format(i),
+                                      fc.weight.t().unsqueeze(-1).unsqueeze(-1))  # out, in, 1, 1
+                          for i, fc in ((1, self.fc1), (2, self.fc2))]
+
+    def _forward_nchw(self, x, h, w):
+        c = x.shape[2]
+        x = x.transpose([0, 2, 1]).reshape([0, c, h, w])
+        x = F.conv2d(x, self._exported[0], self.fc1.bias)
+        x = self.act(self.dwconv.dwconv(x))
+        x = F.conv2d(self.drop(x), self._exported[1], self.fc2.bias)
+        return self.drop(x.flatten(2).transpose([0, 2, 1]))
 
 
 class MiTBlock(nn.Layer):

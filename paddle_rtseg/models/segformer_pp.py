@@ -22,6 +22,7 @@ from paddleseg.cvlibs import manager
 from paddleseg.models import layers
 
 from ..checkpoints import load_pretrained
+from ..layers.materialize import exporting, materialize
 from ..layers.shape import dim, spatial_size
 from ..registry import register
 from .mit import MixVisionTransformer
@@ -95,6 +96,7 @@ class SegFormerPP(nn.Layer):
             self.conv_seg = nn.Conv2D(embedding_dim, num_classes, 1)
         if token_merging is not None:
             self.set_token_merging(token_merging)
+        self._exported = None  # set by prepare_export
         self.pretrained = pretrained
         if pretrained is not None:
             load_pretrained(self, pretrained)
@@ -110,6 +112,8 @@ class SegFormerPP(nn.Layer):
         feats = self.backbone(x)
         if paddle.in_dynamic_mode():
             fused = self._fused_per_stage(feats)
+        elif exporting(self):
+            fused = self._fused_exported(feats)
         else:
             fused = self._fused_concat(feats)
         classifier = self.linear_pred if self.head == "paddleseg" else self.conv_seg
@@ -117,14 +121,78 @@ class SegFormerPP(nn.Layer):
         return [F.interpolate(logit, size=spatial_size(x), mode="bilinear",
                               align_corners=self.align_corners)]
 
+    def prepare_export(self):
+        """Called by :func:`paddle_rtseg.export.export` on the loaded, eval-mode model before
+        tracing: the per-stage decoder (:meth:`_fused_per_stage`) with its filters materialized as
+        parameters (:mod:`paddle_rtseg.layers.materialize`) and the fusion BN folded into them."""
+        if self.training:
+            raise ValueError("prepare_export needs the model in eval mode (it folds BN statistics)")
+        with paddle.no_grad():
+            parts = self._per_stage_filters()
+        self._exported = [(materialize(self, "export_fuse{}_weight".format(i), weight),
+                           materialize(self, "export_fuse{}_bias".format(i), bias))
+                          for i, (weight, bias) in enumerate(parts)]
+
+    def _fused_exported(self, feats):
+        """:meth:`_fused_per_stage` with the filters of :meth:`prepare_export`."""
+        size = spatial_size(feats[0])
+        fused = None
+        for (feat, upsample), (weight, bias) in zip(self._decoder_inputs(feats),
+                                                    self._exported):
+            part = F.conv2d(feat, weight, bias)
+            if upsample:
+                part = self._up(part, size)
+            fused = part if fused is None else fused + part
+        return F.relu(fused)
+
+    def _fusion_parameters(self):
+        """(per-part ``linear_i`` or None, fusion conv weight, fusion BN), in concat order."""
+        if self.head == "paddleseg":
+            fuse = self.linear_fuse
+            linears = [getattr(self, "linear_c{}".format(i)).proj for i in (4, 3, 2, 1)]
+            return linears, fuse._conv.weight, fuse._batch_norm
+        return [None] * len(self.convs), self.fusion_conv.conv.weight, self.fusion_conv.bn
+
+    def _decoder_inputs(self, feats):
+        """(feature, upsampled?) per part of the fusion conv's input, in its concat order."""
+        if self.head == "paddleseg":
+            return [(feats[i - 1], i > 1) for i in (4, 3, 2, 1)]  # PaddleSeg's concat order
+        return [(F.relu(conv.bn(conv.conv(f))), i > 0)
+                for i, (conv, f) in enumerate(zip(self.convs, feats))]
+
+    def _per_stage_filters(self):
+        """Per part of the fusion conv's input: the 1x1 filter [out, C_i, 1, 1] and bias [out] of
+        that part's share of the fusion conv composed with its ``linear_i`` (PaddleSeg head), with
+        the fusion BN (eval statistics) folded in: ``BN(sum_i conv_i) = sum_i (s * conv_i) + t``;
+        ``t`` goes to the part that is not upsampled (bilinear weights sum to one, so either way
+        is the same function)."""
+        linears, conv_weight, norm = self._fusion_parameters()
+        scale = norm.weight / paddle.sqrt(norm._variance + norm._epsilon)
+        shift = norm.bias - norm._mean * scale
+        direct = len(linears) - 1 if self.head == "paddleseg" else 0  # the 1/4 part
+        out = []
+        slices = paddle.split(conv_weight, len(linears), axis=1)
+        for i, (linear, w) in enumerate(zip(linears, slices)):
+            w = w.reshape(w.shape[:2])                                        # out, in
+            if linear is None:
+                weight, bias = w, paddle.zeros([w.shape[0]], w.dtype)
+            else:
+                weight = paddle.matmul(w, linear.weight, transpose_y=True)    # out, C_i
+                bias = paddle.matmul(linear.bias.unsqueeze(0), w, transpose_y=True).reshape([-1])
+            weight, bias = weight * scale.unsqueeze(1), bias * scale
+            if i == direct:
+                bias = bias + shift
+            out.append((weight.unsqueeze(-1).unsqueeze(-1), bias))
+        return out
+
     def _up(self, t, size):
         return F.interpolate(t, size=size, mode="bilinear", align_corners=self.align_corners)
 
     def _fused_concat(self, feats):
         """The decoder as written (SegFormer Eq. 4): the fusion conv over the concat of the
-        upsampled stages. Exported graphs use this form: the per-stage form convolves with filters
-        computed from parameters, on which ``paddle_lite_opt --valid_targets=arm`` crashes (signal
-        11, as on PaddleSeg's RTFormer; tests/test_arm.py)."""
+        upsampled stages. Static graphs traced without :meth:`prepare_export` (e.g. training with
+        ``to_static``) use this form: the per-stage form would convolve with filters computed from
+        parameters, on which ``paddle_lite_opt --valid_targets=arm`` crashes (signal 11)."""
         size = spatial_size(feats[0])
         if self.head == "paddleseg":
             c1, c2, c3, c4 = feats
@@ -137,18 +205,13 @@ class SegFormerPP(nn.Layer):
 
     def _fused_per_stage(self, feats):
         """Same function as :meth:`_fused_concat`, each stage's share of the fusion conv applied
-        before its upsampling (:meth:`_fuse_part`); dygraph only (val, predict, training)."""
+        before its upsampling (:meth:`_fuse_part`); dygraph (val, predict, training). Exports
+        use the same form with the filters materialized (:meth:`prepare_export`)."""
         size = spatial_size(feats[0])
-        if self.head == "paddleseg":
-            fuse, order = self.linear_fuse, (4, 3, 2, 1)  # PaddleSeg's concat order
-            parts = [(getattr(self, "linear_c{}".format(i)).proj, feats[i - 1], i > 1) for i in order]
-            conv_weight, norm = fuse._conv.weight, fuse._batch_norm
-        else:
-            parts = [(None, F.relu(conv.bn(conv.conv(f))), i > 0)
-                     for i, (conv, f) in enumerate(zip(self.convs, feats))]
-            conv_weight, norm = self.fusion_conv.conv.weight, self.fusion_conv.bn
+        linears, conv_weight, norm = self._fusion_parameters()
         fused = None
-        for (linear, feat, upsample), w in zip(parts, paddle.split(conv_weight, len(parts), axis=1)):
+        for (feat, upsample), linear, w in zip(self._decoder_inputs(feats), linears,
+                                               paddle.split(conv_weight, len(linears), axis=1)):
             part = self._fuse_part(feat, linear, w)
             if upsample:
                 part = self._up(part, size)
