@@ -51,6 +51,8 @@ TRAINED = {  # name: (synthetic config the demo weights were trained with, train
     "segformer_pp_b0": ("configs/segformer_pp/segformer_pp_b0_synthetic_128x128_2k.yml",
                         "output/demo/segformer_pp_b0"),
 }
+TRAINED.update({"seaformer_" + v: ("configs/seaformer/seaformer_{}_synthetic_128x128_2k.yml".format(v),
+                                   "output/demo/seaformer_" + v) for v in ("small", "base", "large")})
 MODELS = {
     "rtformer_slim": ("configs/rtformer/rtformer_slim_cityscapes_1024x512_120k.yml",
                       [1, 3, 512, 1024], 76.31, "Cityscapes (PaddleSeg)"),
