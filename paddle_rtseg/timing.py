@@ -4,15 +4,25 @@ import time
 import numpy as np
 
 
-def round_robin(candidates, inputs, repeats, warmup=1):
+# Pause before each timed call. After a call, a runtime's worker threads keep spinning for a while
+# (ONNX Runtime's intra-op pool; OpenMP's block time, 200 ms by default in Intel's runtime) and take
+# the cores from whatever runs next. Measured without the pause, SeaFormer-Tiny 512x512, Paddle
+# Inference and ONNX Runtime called in turn in one process on 2 cores: Paddle Inference 53.4 ms and
+# ONNX Runtime 33.3 ms; with a 0.25 s pause 22.9 and 11.7 ms (each alone: about the same).
+SETTLE_S = 0.3
+
+
+def round_robin(candidates, inputs, repeats, warmup=1, settle_s=SETTLE_S):
     """``{name: [ms, ...]}`` for ``candidates`` (``{name: fn(inputs)}``): after ``warmup`` calls
-    each, every repeat calls each candidate once, in turn (A/B/A/B...)."""
+    each, every repeat calls each candidate once, in turn (A/B/A/B...), each call after a pause of
+    ``settle_s`` seconds so that no candidate runs while another one's threads still spin."""
     times = {name: [] for name in candidates}
     for fn in candidates.values():
         for _ in range(warmup):
             fn(inputs)
     for _ in range(repeats):
         for name, fn in candidates.items():
+            time.sleep(settle_s)
             start = time.perf_counter()
             fn(inputs)
             times[name].append(1000.0 * (time.perf_counter() - start))
