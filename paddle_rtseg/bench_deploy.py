@@ -40,7 +40,7 @@ import numpy as np
 from . import deployment as du
 from .errors import ConfigError, run_cli
 from .deploy_all import backend_predictors, dygraph_predictor, format_table
-from .timing import round_robin
+from .timing import SETTLE_S, round_robin
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # name: (config, input shape (batch 1), published mIoU, dataset of that mIoU)
@@ -114,7 +114,7 @@ def _params(model):
     return sum(int(np.prod(p.shape)) for p in model.parameters()) / 1e6
 
 
-def bench_model(name, save_dir, repeats, threads, log=print, model_paths=None):
+def bench_model(name, save_dir, repeats, threads, log=print, model_paths=None, settle_s=SETTLE_S):
     import paddle
     from . import load_checkpoint
     from .export import export
@@ -189,7 +189,7 @@ def bench_model(name, save_dir, repeats, threads, log=print, model_paths=None):
               for k, fn in predictors.items()}
     log("{}: timing {} predictors x {} repeats at {}".format(name, len(predictors), repeats,
                                                               "x".join(map(str, shape))))
-    times = round_robin(predictors, x, repeats)
+    times = round_robin(predictors, x, repeats, settle_s=settle_s)
     medians = {k: float(np.median(v)) for k, v in times.items()}
     return dict(info, shape=shape, medians=medians, errors=errors, notes=notes)
 
@@ -203,7 +203,7 @@ def _synthetic_val(root):
 
 
 def bench_precision(name, save_dir, repeats, threads, precisions, log=print, model_paths=None,
-                    calib_images=16, algo=None, size=None):
+                    calib_images=16, algo=None, size=None, settle_s=SETTLE_S):
     """Paddle Inference (oneDNN) and ONNX Runtime at each of ``precisions`` on the family's trained
     model: median latency at the benchmark size (alternating), mIoU on the synthetic val set."""
     import subprocess
@@ -256,7 +256,8 @@ def bench_precision(name, save_dir, repeats, threads, precisions, log=print, mod
             del predictors[key]
     log("{}: timing {} predictors x {} repeats at {}".format(name, len(predictors), repeats,
                                                               "x".join(map(str, shape))))
-    medians = {k: float(np.median(v)) for k, v in round_robin(predictors, x, repeats).items()}
+    times = round_robin(predictors, x, repeats, settle_s=settle_s)
+    medians = {k: float(np.median(v)) for k, v in times.items()}
     ref = {k[0]: predictors[k](x).argmax(1) for k in predictors if k[1] == "fp32"}
     agree = {k: float((p(x).argmax(1) == ref[k[0]]).mean()) if k[0] in ref else float("nan")
              for k, p in predictors.items()}
@@ -372,6 +373,9 @@ def main(argv=None):
     parser.add_argument("--size", nargs=2, type=int, default=None, metavar=("H", "W"),
                         help="--precision table: time at H x W instead of the model's size")
     parser.add_argument("--algo", default=None, help="PTQ calibration (default: quantize's)")
+    parser.add_argument("--settle_s", type=float, default=SETTLE_S,
+                        help="pause before each timed call, so that no runtime runs while "
+                             "another one's worker threads still spin (0: none)")
     args = parser.parse_args(argv)
     os.makedirs(args.save_dir, exist_ok=True)
     model_paths = dict(item.split("=", 1) for item in args.model_path if "=" in item)
@@ -388,6 +392,7 @@ def main(argv=None):
                 results[name] = bench_precision(name, args.save_dir, args.repeats, args.threads,
                                                 precisions, model_paths=model_paths,
                                                 calib_images=args.calib_images, algo=args.algo,
+                                                settle_s=args.settle_s,
                                                 size=args.size)
             except Exception as e:  # one family failing must not hide the others
                 print("{}: FAILED: {}".format(name, str(e)[:1500]))
@@ -402,7 +407,7 @@ def main(argv=None):
             continue
         try:
             results[name] = bench_model(name, args.save_dir, args.repeats, args.threads,
-                                        model_paths=model_paths)
+                                        model_paths=model_paths, settle_s=args.settle_s)
             if sgemm is None:  # the roofline, measured once in this process
                 from .flops import sgemm_gflops
                 sgemm = sgemm_gflops()
