@@ -8,7 +8,7 @@ import numpy as np
 # (ONNX Runtime's intra-op pool; OpenMP's block time, 200 ms by default in Intel's runtime) and take
 # the cores from whatever runs next. Measured without the pause, SeaFormer-Tiny 512x512, Paddle
 # Inference and ONNX Runtime called in turn in one process on 2 cores: Paddle Inference 53.4 ms and
-# ONNX Runtime 33.3 ms; with a 0.25 s pause 22.9 and 11.7 ms (each alone: about the same).
+# ONNX Runtime 33.3 ms; with a 0.25 s pause 22.9 and 11.7 ms (Paddle Inference alone: 20.4 ms).
 SETTLE_S = 0.3
 
 
