@@ -71,12 +71,11 @@ class SqueezeAxialAttention(nn.Layer):
         """Attention over squeezed ``(B, C, L, 1)`` or ``(B, C, 1, L)`` sequences."""
         q = self._heads(self.pos_emb_q(q) * self.scale)  # scale q, not the L x L
         k = self._heads(self.pos_emb_k(k))
-        v_squeezed = v
-        v = self._heads(v_squeezed)
+        channels = v.shape[1]
+        v = self._heads(v)
         attn = F.softmax(paddle.matmul(q, k, transpose_x=True), axis=-1)               # B,h,L,L
         out = paddle.matmul(v, attn, transpose_y=True)                                 # B,h,dv,L
-        out = out.reshape([0, v_squeezed.shape[1], -1, 1] if self.axis == 2
-                          else [0, v_squeezed.shape[1], 1, -1])
+        out = out.reshape([0, channels, -1, 1] if self.axis == 2 else [0, channels, 1, -1])
         return self.proj(F.relu6(out))
 
 
