@@ -13,7 +13,7 @@ published config otherwise (the report says which). Random weights change latenc
 denormals and make accuracy columns meaningless.
 
 ``--precision`` with bf16 and/or int8 runs the low-precision comparison instead of the backend
-table: per family, Paddle Inference (oneDNN) and ONNX Runtime at each precision (int8 models made by
+table: per family, Paddle Inference (oneDNN and OpenVINO) and ONNX Runtime at each precision (int8 models made by
 ``python -m paddle_rtseg.quantize``, calibrated on training images), latency relative to fp32 on the
 same backend (alternating, medians) and mIoU on the synthetic validation set; it needs trained
 weights. A precision the CPU or backend cannot run is a row saying why.
@@ -204,7 +204,7 @@ def _synthetic_val(root):
 
 def bench_precision(name, save_dir, repeats, threads, precisions, log=print, model_paths=None,
                     calib_images=16, algo=None, size=None, settle_s=SETTLE_S):
-    """Paddle Inference (oneDNN) and ONNX Runtime at each of ``precisions`` on the family's trained
+    """Paddle Inference (oneDNN, OpenVINO) and ONNX Runtime at each of ``precisions`` on the family's trained
     model: median latency at the benchmark size (alternating), mIoU on the synthetic val set."""
     import subprocess
 
@@ -235,6 +235,8 @@ def bench_precision(name, save_dir, repeats, threads, precisions, log=print, mod
         model_dir = int8_dir if precision == "int8" else fp32_dir
         makers[("paddle-inference oneDNN", precision)] = lambda d=model_dir, p=precision: \
             du.PaddleInferencePredictor(d, threads=threads, precision=p)
+        makers[("paddle-inference OpenVINO", precision)] = lambda d=model_dir, p=precision: \
+            du.PaddleInferencePredictor(d, threads=threads, precision=p, use_openvino=True)
         makers[("onnxruntime", precision)] = lambda d=model_dir, p=precision: du.OnnxPredictor(
             du.default_onnx_file(d, p), threads, precision=p)
     predictors, skipped = {}, {}

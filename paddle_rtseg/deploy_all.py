@@ -6,11 +6,12 @@
 
 Exports once with dynamic batch/H/W, or the fixed ``--input_shape`` (legacy format, logits out),
 converts to ONNX (paddle2onnx, opset 13) and to Paddle Lite ``.nb`` for x86 and ARM (checking every op has an ARM kernel), runs
-dygraph, Paddle Inference (oneDNN on and off), ONNX Runtime and Lite x86 on the same inputs, and
+dygraph, Paddle Inference (oneDNN on and off; its OpenVINO engine where Paddle has it), ONNX Runtime
+and Lite x86 on the same inputs, and
 prints, per input shape and backend, the relative max error of the logits against dygraph and the
 median latency. Exit code 0 when every backend is within 1e-4, 1 otherwise, 2 on bad input.
 
-``--precision bf16 int8`` adds Paddle Inference oneDNN bf16 / int8 and ONNX Runtime int8 (int8
+``--precision bf16 int8`` adds Paddle Inference oneDNN bf16 / int8, OpenVINO bf16 and ONNX Runtime int8 (int8
 models from ``python -m paddle_rtseg.quantize``, calibrated on the config's training images, written
 to ``<save_dir>/quantize``); those rows report the latency ratio to fp32 on the same backend and
 the share of pixels whose argmax equals dygraph's instead of the 1e-4 check. A precision the CPU
@@ -57,15 +58,22 @@ def convert_all(save_dir, log=print):
 
 
 def backend_predictors(save_dir, artifacts, threads=2):
-    """Every backend this machine runs, as ``{name: predictor}`` (same exported model)."""
-    return {
+    """Every backend this machine runs, as ``{name: predictor}`` (same exported model). Paddle
+    Inference's OpenVINO engine only where this Paddle has it (3.0 CPU builds)."""
+    predictors = {
         "paddle-inference oneDNN": du.PaddleInferencePredictor(save_dir, use_mkldnn=True,
                                                                threads=threads),
         "paddle-inference no oneDNN": du.PaddleInferencePredictor(save_dir, use_mkldnn=False,
                                                                   threads=threads),
+    }
+    if du.openvino_available():
+        predictors["paddle-inference OpenVINO"] = du.PaddleInferencePredictor(
+            save_dir, use_openvino=True, threads=threads)
+    predictors.update({
         "onnxruntime": du.OnnxPredictor(artifacts["onnx"], threads=threads),
         "paddle-lite x86 .nb": du.LitePredictor(artifacts["lite_x86"]),
-    }
+    })
+    return predictors
 
 
 def format_table(header, rows):
@@ -105,6 +113,9 @@ def low_precision_predictors(args, model, threads=2, log=print):
     if "bf16" in args.precision:
         out["paddle-inference oneDNN bf16"] = du.PaddleInferencePredictor(
             args.save_dir, threads=threads, precision="bf16")
+        if du.openvino_available():
+            out["paddle-inference OpenVINO bf16"] = du.PaddleInferencePredictor(
+                args.save_dir, threads=threads, precision="bf16", use_openvino=True)
     if "int8" in args.precision:
         du.cpu_features.require("int8", "Paddle Inference and ONNX Runtime")
         qdir = os.path.join(args.save_dir, "quantize")

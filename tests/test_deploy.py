@@ -68,8 +68,15 @@ def predictors(exported):
     _, save_dir, onnx_path, nb_path = exported
     return [du.PaddleInferencePredictor(save_dir, use_mkldnn=True),
             du.PaddleInferencePredictor(save_dir, use_mkldnn=False),
+            *openvino_predictors(save_dir),
             du.OnnxPredictor(onnx_path),
             du.LitePredictor(nb_path)]
+
+
+def openvino_predictors(save_dir):
+    """Paddle Inference's OpenVINO engine, where this Paddle has it (3.0; not 2.6)."""
+    return [du.PaddleInferencePredictor(save_dir, use_openvino=True)] \
+        if du.openvino_available() else []
 
 
 def relative_error(out, ref):
@@ -121,6 +128,7 @@ def test_fixed_shape_export_pools_exactly_on_every_backend(exported, tmp_path):
         ref = model(paddle.to_tensor(x))[0].numpy()
     predictors = [du.PaddleInferencePredictor(save_dir, use_mkldnn=True),
                   du.PaddleInferencePredictor(save_dir, use_mkldnn=False),
+                  *openvino_predictors(save_dir),
                   du.OnnxPredictor(du.convert_onnx(save_dir, str(tmp_path / "model.onnx"))),
                   du.LitePredictor(du.convert_lite(save_dir, str(tmp_path / "model_x86"), "x86"))]
     for predictor in predictors:
@@ -170,6 +178,8 @@ def test_runners_write_the_same_masks(exported, tmp_path):
         "onnx": ("deploy/onnx/infer.py", "--model_dir", save_dir, "--onnx_file", onnx_path),
         "lite": ("deploy/lite/infer.py", "--model_dir", save_dir, "--nb_file", nb_path),
     }
+    if du.openvino_available():
+        runs["openvino"] = ("deploy/python/infer.py", "--model_dir", save_dir, "--use_openvino")
     masks = {}
     for name, (script, *args) in runs.items():
         out = tmp_path / name
@@ -179,7 +189,7 @@ def test_runners_write_the_same_masks(exported, tmp_path):
                        for i in range(2)]
         assert (out / "im1_overlay.jpg").exists()
     assert masks["paddle"][1].shape == (70, 90)
-    for name in ("onnx", "lite"):
+    for name in set(runs) - {"paddle"}:
         for a, b in zip(masks["paddle"], masks[name]):
             assert (a != b).mean() < 1e-3, name
 

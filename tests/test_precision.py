@@ -81,6 +81,18 @@ def test_runner_refuses_precision_the_cpu_lacks(tmp_path, fake_model_dir, runner
     assert not os.path.exists(tmp_path / "out")
 
 
+def test_openvino_runner_refuses_int8_with_the_fix(tmp_path, fake_model_dir):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "deploy", "python", "infer.py"),
+                           "--model_dir", fake_model_dir, "--image_path", str(tmp_path / "im.png"),
+                           "--save_dir", str(tmp_path / "out"), "--use_openvino", "--precision",
+                           "int8"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: --precision int8 with --use_openvino"), proc.stderr
+    assert "drop --use_openvino" in last and "Traceback" not in proc.stderr
+    assert not os.path.exists(tmp_path / "out")
+
+
 def test_onnx_runtime_bf16_is_refused_with_the_reason(tmp_path, fake_model_dir):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "deploy", "onnx", "infer.py"),
                            "--model_dir", fake_model_dir, "--image_path", str(tmp_path / "im.png"),
@@ -96,6 +108,21 @@ def test_precision_errors_name_the_fix(fake_model_dir):
         du.PaddleInferencePredictor(fake_model_dir, use_mkldnn=False, precision="bf16")
     with pytest.raises(du.DeployError, match="use fp32, bf16 or int8"):
         du.PaddleInferencePredictor(fake_model_dir, precision="fp16")
+    with pytest.raises(du.DeployError, match="OpenVINO engine runs fp32 or bf16"):
+        du.PaddleInferencePredictor(fake_model_dir, use_openvino=True, precision="int8")
+    with pytest.raises(du.DeployError, match="--use_openvino is a CPU engine"):
+        du.PaddleInferencePredictor(fake_model_dir, device="gpu", use_openvino=True)
+
+
+def test_openvino_refusals_name_the_fix(fake_model_dir, monkeypatch):
+    from paddle_rtseg.deployment import paddle_inference
+    monkeypatch.setattr(paddle_inference, "openvino_available", lambda: False)  # Paddle 2.6
+    with pytest.raises(du.DeployError, match="drop --use_openvino to run oneDNN"):
+        du.PaddleInferencePredictor(fake_model_dir, use_openvino=True)
+    monkeypatch.undo()
+    monkeypatch.setattr(paddle_inference, "is_quantized", lambda model_file: True)
+    with pytest.raises(du.DeployError, match="is an int8 model"):
+        du.PaddleInferencePredictor(fake_model_dir, use_openvino=True)
 
 
 def test_int8_keeps_negative_sums_of_a_conv_added_to_a_relu_output(tmp_path):
@@ -141,6 +168,7 @@ def _cases():
     for backend in ("paddle-inference", "onnxruntime"):
         for precision in ("bf16", "int8"):
             yield backend, precision
+    yield "paddle-inference-openvino", "bf16"
 
 
 @pytest.mark.slow
@@ -159,6 +187,11 @@ def test_precision_path_runs_within_stated_accuracy(trained_tiny, backend, preci
         pytest.skip("this CPU cannot run {}: {}".format(precision, reason))
     if backend == "paddle-inference":
         make = lambda d, p: du.PaddleInferencePredictor(d, threads=1, precision=p)  # noqa: E731
+    elif backend == "paddle-inference-openvino":
+        if not du.openvino_available():
+            pytest.skip("this Paddle has no OpenVINO engine")
+        make = lambda d, p: du.PaddleInferencePredictor(d, threads=1, precision=p,  # noqa: E731
+                                                        use_openvino=True)
     else:
         make = lambda d, p: du.OnnxPredictor(du.default_onnx_file(d, p), 1, precision=p)  # noqa
     fp32, low = make(fp32_dir, "fp32"), make(model_dir, precision)
@@ -187,7 +220,10 @@ def test_deploy_all_adds_low_precision_rows(tmp_path, synthetic_root):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = {c[1]: c for c in ([x.strip() for x in line.strip().strip("|").split("|")]
                               for line in proc.stdout.splitlines()) if len(c) == 6}
-    for name in ("paddle-inference oneDNN bf16", "paddle-inference oneDNN int8", "onnxruntime int8"):
+    names = ["paddle-inference oneDNN bf16", "paddle-inference oneDNN int8", "onnxruntime int8"]
+    if du.openvino_available():
+        names.append("paddle-inference OpenVINO bf16")
+    for name in names:
         assert rows[name][4].endswith("x"), rows[name]  # latency ratio to fp32, same backend
         assert 0.5 < float(rows[name][5]) <= 1.0, rows[name]  # argmax agreement (random weights)
     assert float(rows["paddle-inference oneDNN"][2]) < 1e-4  # fp32 rows still held to 1e-4

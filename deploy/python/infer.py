@@ -1,13 +1,16 @@
-"""Paddle Inference runner: CPU (oneDNN; fp32, bf16, int8), GPU, TensorRT (fp32/fp16, dynamic-shape ranges).
+"""Paddle Inference runner: CPU (oneDNN: fp32, bf16, int8; OpenVINO: fp32, bf16), GPU, TensorRT
+(fp32/fp16, dynamic-shape ranges).
 
     python deploy/python/infer.py --model_dir output/export --image_path images/ --save_dir out \
-        [--device cpu|gpu] [--cpu_threads 4] [--enable_mkldnn true|false] \
+        [--device cpu|gpu] [--cpu_threads 4] [--enable_mkldnn true|false] [--use_openvino] \
         [--precision fp32|bf16|int8|fp16] [--use_trt] \
         [--min_shape 1 3 256 256 --opt_shape 1 3 512 1024 --max_shape 1 3 1024 2048]
 
 CPU precisions: bf16 needs AVX512-BF16 or AMX-BF16, int8 needs AVX512-VNNI/AVX-VNNI or AMX-INT8
 (the runner says which the CPU lacks) and a post-training-quantized model: ``--model_dir
 Q/ptq_int8`` from ``python -m paddle_rtseg.quantize ... --save_dir Q``. fp16 is TensorRT's (GPU).
+``--use_openvino`` runs the program in Paddle Inference's OpenVINO engine instead of oneDNN (Paddle
+>= 3.0; fp32 or bf16): measured against oneDNN and ONNX Runtime in docs/deployment.md, section 5.
 """
 import os
 import sys
@@ -22,9 +25,11 @@ def main(argv=None):
     parser.add_argument("--cpu_threads", type=int, default=2)
     parser.add_argument("--enable_mkldnn", default="true", choices=["true", "false"],
                         help="oneDNN on CPU (default true)")
+    parser.add_argument("--use_openvino", action="store_true",
+                        help="CPU: Paddle Inference's OpenVINO engine instead of oneDNN (fp32, bf16)")
     parser.add_argument("--use_trt", action="store_true", help="TensorRT subgraphs (GPU only)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8", "fp16"],
-                        help="CPU (oneDNN): fp32, bf16, int8 (a model from paddle_rtseg.quantize); "
+                        help="CPU: fp32, bf16, int8 (oneDNN, a model from paddle_rtseg.quantize); "
                              "GPU: fp32, fp16 with --use_trt")
     for name in ("min", "opt", "max"):
         parser.add_argument("--{}_shape".format(name), nargs=4, type=int, default=None,
@@ -47,6 +52,7 @@ def main(argv=None):
         predictor = common.du.PaddleInferencePredictor(
             args.model_dir, device=args.device, use_mkldnn=args.enable_mkldnn == "true",
             threads=args.cpu_threads, use_trt=args.use_trt, precision=args.precision,
+            use_openvino=args.use_openvino,
             min_shape=args.min_shape or fixed, opt_shape=args.opt_shape or fixed,
             max_shape=args.max_shape or fixed)
         if args.precision != "fp32" and args.device == "cpu":

@@ -1,4 +1,8 @@
-"""Paddle Inference predictor: CPU (oneDNN; fp32, bf16, int8), GPU, TensorRT (fp32, fp16)."""
+"""Paddle Inference predictor: CPU (oneDNN: fp32, bf16, int8; OpenVINO: fp32, bf16), GPU, TensorRT
+(fp32, fp16)."""
+import shutil
+import tempfile
+
 import numpy as np
 
 from . import cpu_features
@@ -37,6 +41,18 @@ ONEDNN_BF16_OPS = ("conv2d", "fused_conv2d", "depthwise_conv2d", "matmul", "matm
 QUANT_OP_MARKERS = ("fake_quantize", "fake_channel_wise", "quantize_linear", "fake_dequantize")
 CPU_PRECISIONS = ("fp32", "bf16", "int8")
 TRT_PRECISIONS = ("fp32", "fp16")
+# Paddle Inference 3.0's OpenVINO engine (``Config.enable_openvino_engine``) hands the whole program
+# to OpenVINO's CPU plugin, whose precision hint is f32 or bf16. Its Paddle front-end has no
+# converter for the fake-quant ops of ``paddle_rtseg.quantize``'s int8 models, so int8 stays oneDNN's
+# and ONNX Runtime's. It needs no oneDNN passes and gains most where Paddle's per-op overhead
+# dominates (SeaFormer's many small ops): docs/deployment.md, section 5.
+OPENVINO_PRECISIONS = ("fp32", "bf16")
+
+
+def openvino_available():
+    """Whether this Paddle has Paddle Inference's OpenVINO engine (Paddle >= 3.0 CPU builds)."""
+    import paddle.inference as pi
+    return hasattr(pi.Config, "enable_openvino_engine")
 
 
 def is_quantized(model_file):
@@ -47,9 +63,32 @@ def is_quantized(model_file):
                for op in block.ops)
 
 
-def check_precision(model_dir, device, precision, use_mkldnn=True, use_trt=False):
+def check_precision(model_dir, device, precision, use_mkldnn=True, use_trt=False,
+                    use_openvino=False):
     """:class:`DeployError` naming the fix when ``precision`` cannot run as asked; otherwise the
     reason string (which instructions the CPU uses)."""
+    if use_openvino:
+        if device != "cpu" or use_trt:
+            raise DeployError("--use_openvino is a CPU engine (OpenVINO's CPU plugin): use "
+                              "--device cpu without --use_trt, or TensorRT alone on GPU.")
+        if precision not in OPENVINO_PRECISIONS:
+            raise DeployError(
+                "--precision {} with --use_openvino: Paddle Inference's OpenVINO engine runs fp32 "
+                "or bf16 (its Paddle front-end cannot read the fake-quant ops of int8 models). For "
+                "int8 drop --use_openvino (oneDNN), or run deploy/onnx/infer.py --precision int8."
+                .format(precision))
+        if not openvino_available():
+            import paddle
+            raise DeployError(
+                "--use_openvino needs Paddle Inference's OpenVINO engine, which Paddle {} lacks "
+                "(it came with Paddle 3.0's CPU builds). Install paddlepaddle 3.0, or drop "
+                "--use_openvino to run oneDNN.".format(paddle.__version__))
+        if is_quantized(model_paths(model_dir)[0]):
+            raise DeployError(
+                "{} is an int8 model (fake-quant ops from paddle_rtseg.quantize), which Paddle "
+                "Inference's OpenVINO engine cannot read: run it with --precision int8 without "
+                "--use_openvino (oneDNN), or pass the fp32 export.".format(model_dir))
+        return cpu_features.require(precision, "Paddle Inference (OpenVINO)")
     if device == "gpu":
         if precision not in TRT_PRECISIONS or (precision != "fp32" and not use_trt):
             raise DeployError("--precision {} on GPU: Paddle Inference runs fp32, or fp16 with "
@@ -74,18 +113,30 @@ def check_precision(model_dir, device, precision, use_mkldnn=True, use_trt=False
 
 class PaddleInferencePredictor(Predictor):
     """Paddle Inference on an exported directory: CPU (oneDNN on/off, threads; ``precision`` fp32,
-    bf16 = ``enable_mkldnn_bfloat16``, int8 = ``enable_mkldnn_int8`` on a PTQ model), GPU, TensorRT
-    (``precision`` fp32/fp16)."""
+    bf16 = ``enable_mkldnn_bfloat16``, int8 = ``enable_mkldnn_int8`` on a PTQ model; or
+    ``use_openvino``: the OpenVINO engine, fp32/bf16), GPU, TensorRT (``precision`` fp32/fp16)."""
 
     def __init__(self, model_dir, device="cpu", use_mkldnn=True, threads=2, use_trt=False,
                  precision="fp32", min_shape=None, opt_shape=None, max_shape=None,
-                 ir_optim=True):
+                 ir_optim=True, use_openvino=False):
         import paddle.inference as pi
         model_file, params_file = model_paths(model_dir)
-        self.precision_reason = check_precision(model_dir, device, precision, use_mkldnn, use_trt)
+        self.precision_reason = check_precision(model_dir, device, precision, use_mkldnn, use_trt,
+                                                use_openvino)
         config = pi.Config(model_file, params_file)
         config.switch_ir_optim(ir_optim)
-        if device == "gpu":
+        cache = None
+        if use_openvino:
+            config.disable_gpu()
+            config.set_cpu_math_library_num_threads(threads)  # OpenVINO's inference_num_threads
+            # OpenVINO writes its compiled model into the optimisation cache (``./__cache__`` by
+            # default): a private folder, removed once the predictor exists, keeps it out of the
+            # user's working directory and the model directory.
+            cache = tempfile.mkdtemp(prefix="paddle_rtseg_openvino_")
+            config.set_optim_cache_dir(cache)
+            config.enable_openvino_engine({"fp32": pi.PrecisionType.Float32,
+                                           "bf16": pi.PrecisionType.Bfloat16}[precision])
+        elif device == "gpu":
             config.enable_use_gpu(500, 0)
             if use_trt:
                 mode = {"fp32": pi.PrecisionType.Float32,
@@ -115,11 +166,23 @@ class PaddleInferencePredictor(Predictor):
             else:
                 config.disable_mkldnn()
         config.disable_glog_info()
-        self.predictor = pi.create_predictor(config)
+        try:
+            self.predictor = pi.create_predictor(config)
+        except Exception as e:
+            if not use_openvino:
+                raise
+            raise DeployError(
+                "Paddle Inference's OpenVINO engine could not take {}: {} OpenVINO converts the "
+                "whole program or nothing; run it with oneDNN (drop --use_openvino) or ONNX Runtime."
+                .format(model_file, " ".join(str(e).split("[Hint")[0].split()))) from None
+        finally:
+            if cache:
+                shutil.rmtree(cache, ignore_errors=True)
         self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
         self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
         self.precision = precision
-        backend = ("-trt" if use_trt else "-onednn" if use_mkldnn and device == "cpu" else "")
+        backend = ("-trt" if use_trt else "-openvino" if use_openvino
+                   else "-onednn" if use_mkldnn and device == "cpu" else "")
         self.name = "paddle-inference-{}{}{}".format(
             device, backend, "" if precision == "fp32" and not use_trt else "-" + precision)
 

@@ -18,7 +18,10 @@ Why ``j mod l`` (as ``j - (j // l) * l``) and not ``minimum(start + j, end - 1)`
 ``elementwise_min``/``max`` have float kernels only, so ``opt`` wraps an int64 ``minimum`` in casts
 and a float tensor reaches ``gather`` as its index, which aborts on ARM at run time
 (``gather_compute.cc: Unsupported this index precision: float``). ``+ - * //`` run on int64 in every
-backend, and the function (the pooled values) is unchanged.
+backend, and the function (the pooled values) is unchanged. The ``//`` divides a full ``(K, bins)``
+tensor by a ``(1, bins)`` one: OpenVINO's Paddle front-end (Paddle Inference's OpenVINO engine)
+converts ``elementwise_floordiv`` only when the divisor broadcasts one way, and ``(K, 1) // (1, bins)``
+left RTFormer unconvertible.
 """
 import paddle
 import paddle.nn as nn
@@ -39,8 +42,10 @@ def _bin_indices(length, bins):
     start = i * length // bins
     end = ((i + 1) * length + bins - 1) // bins
     size = (end - start).unsqueeze(0)                       # (1, bins), every bin >= 1 long
-    offsets = paddle.arange(longest, dtype="int64").unsqueeze(1)  # (K, 1)
-    return start.unsqueeze(0) + offsets - (offsets // size) * size
+    start = start.unsqueeze(0)                              # (1, bins)
+    runs = start + paddle.arange(longest, dtype="int64").unsqueeze(1)  # (K, bins): start + j
+    offsets = runs - start                                  # j, as a full (K, bins) tensor
+    return runs - (offsets // size) * size
 
 
 def adaptive_max_pool2d(x, output_size):
