@@ -164,6 +164,13 @@ def bench_model(name, save_dir, repeats, threads, log=print, model_paths=None, s
             ps = {"paddle-inference oneDNN": du.PaddleInferencePredictor(ps_dir, threads=threads),
                   "paddle-inference no oneDNN": du.PaddleInferencePredictor(
                       ps_dir, use_mkldnn=False, threads=threads)}
+            if du.openvino_available():
+                try:
+                    ps["paddle-inference OpenVINO"] = du.PaddleInferencePredictor(
+                        ps_dir, use_openvino=True, threads=threads)
+                except du.DeployError as e:
+                    notes.append("PaddleSeg RTFormer on OpenVINO failed: " + " ".join(
+                        str(e).split())[:200])
             try:
                 ps["onnxruntime"] = du.OnnxPredictor(
                     du.convert_onnx(ps_dir, os.path.join(ps_dir, "model.onnx")), threads)

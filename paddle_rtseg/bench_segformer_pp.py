@@ -15,8 +15,9 @@ and how far its predictions move from the unmerged model's.
    speed-up is the ratio of medians. B0 uses the trained weights; other variants random weights
    (speed does not depend on the values except through bsm's matching, which has a fixed cost).
    With ``--paddle_inference`` the trained B0 is also exported once per strategy (fixed size) and
-   timed the same way in Paddle Inference (CPU, oneDNN), and whether each export keeps oneDNN's
-   bilinear resize pass on (:func:`paddle_rtseg.deployment.onednn_resize_is_exact`).
+   timed the same way in Paddle Inference (CPU: oneDNN, and the OpenVINO engine where Paddle has
+   it; columns ``B0-PI``, ``B0-PI-OpenVINO``), and whether each export keeps oneDNN's bilinear
+   resize pass on (:func:`paddle_rtseg.deployment.onednn_resize_is_exact`).
 4. MACs of B0 per strategy (:func:`paddle_rtseg.flops.count_macs`) and the achieved GFLOP/s of
    each timing, next to ``paddle.matmul`` sgemm GFLOP/s measured in the same run.
 Prints a table, writes ``results.json`` and ``segformer_pp_bench.png`` in ``--save_dir``.
@@ -46,7 +47,7 @@ def parse_args(argv=None):
     p.add_argument("--train_iters", type=int, default=400)
     p.add_argument("--weights", default=None, help="trained B0 .pdparams (skips training)")
     p.add_argument("--paddle_inference", action="store_true",
-                   help="also time B0 exported per strategy in Paddle Inference (oneDNN)")
+                   help="also time B0 exported per strategy in Paddle Inference (oneDNN, OpenVINO)")
     p.add_argument("--save_dir", default="output/bench_segformer_pp")
     return p.parse_args(argv)
 
@@ -136,24 +137,36 @@ def time_strategies(model, size, rounds):
 
 
 def time_paddle_inference(config, weights, size, rounds, threads, save_dir):
-    """Like :func:`time_strategies` on per-strategy exports (``paddle_rtseg.export``)."""
+    """Like :func:`time_strategies` on per-strategy exports (``paddle_rtseg.export``), in Paddle
+    Inference with oneDNN and, where this Paddle has it, with its OpenVINO engine; every predictor
+    of both engines alternates in one round robin. ``{engine: {strategy: seconds}}``."""
     from . import deployment
-    from .deployment import PaddleInferencePredictor
+    from .deployment import DeployError, PaddleInferencePredictor, openvino_available
     from .export import export
+    engines = {"B0-PI": dict(use_mkldnn=True)}
+    if openvino_available():
+        engines["B0-PI-OpenVINO"] = dict(use_openvino=True)
     predictors = {}
     for strategy in STRATEGIES:
         out = os.path.join(save_dir, "export_{}_{}".format(strategy, size))
         if not os.path.isfile(os.path.join(out, "deploy.yaml")):
             export(config, out, model_path=weights, input_shape=[1, 3, size, size],
                    output_op="none", model_overrides={"token_merging": strategy})
-        predictors[strategy] = PaddleInferencePredictor(out, use_mkldnn=True, threads=threads)
+        for engine, kwargs in engines.items():
+            try:
+                predictors[(engine, strategy)] = PaddleInferencePredictor(out, threads=threads,
+                                                                          **kwargs)
+            except DeployError as e:
+                print("{} {}: not run: {}".format(engine, strategy, " ".join(str(e).split())))
+    complete = [e for e in engines if all((e, s) in predictors for s in STRATEGIES)]
+    predictors = {k: v for k, v in predictors.items() if k[0] in complete}
     x = np.random.default_rng(0).normal(size=(1, 3, size, size)).astype("float32")
-    times = round_robin(predictors, x, rounds)
+    times = medians(round_robin(predictors, x, rounds))
     onednn = {s: deployment.onednn_resize_is_exact(deployment.model_paths(os.path.join(
         save_dir, "export_{}_{}".format(s, size)))[0]) for s in STRATEGIES}
     print("oneDNN bilinear resize pass on: " + ", ".join(
         "{} {}".format(s, "yes" if on else "NO") for s, on in onednn.items()))
-    return {s: ms / 1000.0 for s, ms in medians(times).items()}
+    return {e: {s: times[(e, s)] / 1000.0 for s in STRATEGIES} for e in complete}
 
 
 def plot(results, path):
@@ -224,9 +237,9 @@ def main(argv=None):
             variant, args.size, args.size, args.rounds))
         results["speed"][variant] = time_strategies(net, args.size, args.rounds)
     if args.paddle_inference:
-        print("Timing MiT-B0 in Paddle Inference (oneDNN) at {0}x{0}".format(args.size))
-        results["speed"]["B0-PI"] = time_paddle_inference(
-            args.config, weights, args.size, args.rounds, args.threads, args.save_dir)
+        print("Timing MiT-B0 in Paddle Inference (oneDNN, OpenVINO) at {0}x{0}".format(args.size))
+        results["speed"].update(time_paddle_inference(
+            args.config, weights, args.size, args.rounds, args.threads, args.save_dir))
 
     from .flops import achieved_gflops, count_macs, sgemm_gflops
     macs = {}
