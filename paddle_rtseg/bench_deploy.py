@@ -157,6 +157,9 @@ def bench_model(name, save_dir, repeats, threads, log=print, model_paths=None, s
                                                                                 threads=threads),
             "ours-static onnxruntime": du.OnnxPredictor(
                 du.convert_onnx(static_dir, os.path.join(static_dir, "model.onnx")), threads)})
+        if du.openvino_available():
+            predictors["ours-static paddle-inference OpenVINO"] = du.PaddleInferencePredictor(
+                static_dir, use_openvino=True, threads=threads)
         ps_dir = os.path.join(work, "paddleseg")
         try:
             export(config, ps_dir, weights, input_shape=shape, output_op="none", fmt="legacy",

@@ -139,7 +139,8 @@ def time_strategies(model, size, rounds):
 def time_paddle_inference(config, weights, size, rounds, threads, save_dir):
     """Like :func:`time_strategies` on per-strategy exports (``paddle_rtseg.export``), in Paddle
     Inference with oneDNN and, where this Paddle has it, with its OpenVINO engine; every predictor
-    of both engines alternates in one round robin. ``{engine: {strategy: seconds}}``."""
+    of both engines alternates in one round robin. ``{engine: {strategy: seconds}}``, nan for a
+    strategy the engine could not take (OpenVINO's Paddle front-end has no ``argsort``: hq, fast)."""
     from . import deployment
     from .deployment import DeployError, PaddleInferencePredictor, openvino_available
     from .export import export
@@ -158,15 +159,15 @@ def time_paddle_inference(config, weights, size, rounds, threads, save_dir):
                                                                           **kwargs)
             except DeployError as e:
                 print("{} {}: not run: {}".format(engine, strategy, " ".join(str(e).split())))
-    complete = [e for e in engines if all((e, s) in predictors for s in STRATEGIES)]
-    predictors = {k: v for k, v in predictors.items() if k[0] in complete}
     x = np.random.default_rng(0).normal(size=(1, 3, size, size)).astype("float32")
     times = medians(round_robin(predictors, x, rounds))
     onednn = {s: deployment.onednn_resize_is_exact(deployment.model_paths(os.path.join(
         save_dir, "export_{}_{}".format(s, size)))[0]) for s in STRATEGIES}
     print("oneDNN bilinear resize pass on: " + ", ".join(
         "{} {}".format(s, "yes" if on else "NO") for s, on in onednn.items()))
-    return {e: {s: times[(e, s)] / 1000.0 for s in STRATEGIES} for e in complete}
+    # an engine that cannot take the unmerged export has no column; a strategy it cannot take is nan
+    return {e: {s: times[(e, s)] / 1000.0 if (e, s) in times else float("nan") for s in STRATEGIES}
+            for e in engines if (e, "none") in times}
 
 
 def plot(results, path):
@@ -255,15 +256,18 @@ def main(argv=None):
         print("  {:<11}{:>8.2f} GMACs".format(s, macs[s] / 1e9) + "".join(
             "  {}: {:.1f} GFLOP/s".format(v, achieved_gflops(macs[s], med[s]))
             for v, med in results["speed"].items() if v.startswith("B0")))
+    labels = ["MiT-{} s (speed-up)".format(v) for v in results["speed"]]
+    widths = [max(26, len(label) + 2) for label in labels]
     header = "{:<11}".format("strategy") + "".join(
-        "{:>26}".format("MiT-{} s (speed-up)".format(v)) for v in results["speed"]) + \
+        label.rjust(width) for label, width in zip(labels, widths)) + \
         "{:>10}{:>11}{:>11}{:>11}{:>10}".format("paper", "acc@128", "mIoU@128", "acc@" + str(
             args.size), "GT mIoU")
     print(header)
     for s in STRATEGIES:
         row = "{:<11}".format(s)
-        for med in results["speed"].values():
-            row += "{:>26}".format("{:.3f} ({:.2f}x)".format(med[s], med["none"] / med[s]))
+        for med, width in zip(results["speed"].values(), widths):
+            row += ("not run" if np.isnan(med[s]) else "{:.3f} ({:.2f}x)".format(
+                med[s], med["none"] / med[s])).rjust(width)
         a = agree[s]
         row += "{:>10}{:>11.4f}{:>11.4f}{:>11.4f}{:>10.4f}".format(
             "{:.2f}x".format(PAPER_GPU_SPEEDUP[s]) if s in PAPER_GPU_SPEEDUP else "1.00x",
