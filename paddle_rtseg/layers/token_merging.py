@@ -16,8 +16,8 @@ Keys/values are merged after the spatial-reduction conv + norm and are never unm
 merged before attention and unmerged after it (the MixFFN sees every token).
 
 Deployment: everything here is gathers, a one-hot matmul (the mean of merged tokens, instead of a
-``scatter_reduce``), ``argsort``/``argmax``, pooling, reshape and concat -- ops Paddle Inference,
-ONNX and Paddle Lite have. ``bsm`` needs the token grid size at export (fixed input H/W); ``n2d`` works
+``scatter_reduce``), ``argsort`` (``topk`` when exported)/``argmax``, pooling, reshape and concat
+-- ops Paddle Inference (oneDNN and OpenVINO), ONNX and Paddle Lite have. ``bsm`` needs the token grid size at export (fixed input H/W); ``n2d`` works
 with any input size.
 """
 import dataclasses
@@ -225,6 +225,18 @@ def _batched_gather(x, index):
     return out.reshape([-1, index.shape[1], c])
 
 
+def _order(x, descending=False):
+    """Indices sorting the last axis of ``x``: ``argsort`` in dygraph, a full-length ``topk`` in
+    exported graphs. Same order (ties aside, as for any two sorts); OpenVINO's Paddle front-end
+    (Paddle Inference's OpenVINO engine) converts ``top_k_v2`` but has no ``argsort``. The ranks of
+    a permutation are sorted as float32: exact below 2**24 tokens, and Paddle Lite's ARM top-k
+    kernel is float-only."""
+    if paddle.in_dynamic_mode():
+        return paddle.argsort(x, axis=-1, descending=descending)
+    # always largest-first: Paddle Lite's x86 top_k_v2 returned a wrong order with largest=False
+    return paddle.topk(x if descending else -x, k=x.shape[-1], axis=-1, sorted=True)[1]
+
+
 class BipartiteSoftMatching:
     """Match the tokens of ``metric`` (B, N, C), an ``h x w`` grid, once; then :meth:`merge` any
     tensor with the same tokens (B, N, C') to (B, N - r, C') and :meth:`unmerge` back to (B, N, C').
@@ -253,8 +265,8 @@ class BipartiteSoftMatching:
         scores = paddle.matmul(src, dst, transpose_y=True)             # B, Ns, Nd cosine
         node_max = paddle.max(scores, axis=-1)                          # best destination's score
         self.node_idx = paddle.argmax(scores, axis=-1)                  # B, Ns: best destination
-        self.edge_idx = paddle.argsort(node_max, axis=-1, descending=True)  # most similar first
-        self.rank = paddle.argsort(self.edge_idx, axis=-1)              # position in that order
+        self.edge_idx = _order(node_max, descending=True)               # most similar first
+        self.rank = _order(self.edge_idx.astype("float32"))             # position in that order
         # B, Ns: the top-r sources (a 1-D bound: Paddle Lite rejects 0-D fill_constant tensors)
         self.is_merged = self.rank < paddle.full([1], self.r, dtype="int64")
 
