@@ -140,7 +140,7 @@ def time_paddle_inference(config, weights, size, rounds, threads, save_dir):
     """Like :func:`time_strategies` on per-strategy exports (``paddle_rtseg.export``), in Paddle
     Inference with oneDNN and, where this Paddle has it, with its OpenVINO engine; every predictor
     of both engines alternates in one round robin. ``{engine: {strategy: seconds}}``, nan for a
-    strategy the engine could not take (OpenVINO's Paddle front-end has no ``argsort``: hq, fast)."""
+    strategy the engine could not take (a program with an op it cannot convert)."""
     from . import deployment
     from .deployment import DeployError, PaddleInferencePredictor, openvino_available
     from .export import export

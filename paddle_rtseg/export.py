@@ -23,6 +23,7 @@ import sys
 import tempfile
 
 from . import run_lock
+from .conv_bias_add import conv_bias_as_channel_add
 
 OUTPUT_OPS = ("argmax", "softmax", "none")
 FORMATS = ("legacy", "pir")
@@ -345,6 +346,7 @@ def _export(config, save_dir, model_path, input_shape, output_op, fmt, opts, mod
         with reporting_full_disk(save_dir):
             if fmt == "legacy":
                 _patch_for_lite(os.path.join(tmp, model_file))
+                conv_bias_as_channel_add(os.path.join(tmp, model_file))
             _write_deploy_yaml(os.path.join(tmp, "deploy.yaml"), model_file, params_file,
                                _transforms(cfg), shape, output_op)
         from .deployment.files import default_mode

@@ -36,6 +36,37 @@ def test_deploy_yaml_in_paddleseg_format(argmax_export):
     assert not [n for n in os.listdir(parent) if n.startswith(".export-")]  # temp dir gone
 
 
+def test_conv_biases_are_channel_adds_that_onednn_fuses(argmax_export):
+    """Every conv bias is a 1-D parameter added on axis 1 (not Paddle 3's reshape2 + axis=-1 add,
+    which oneDNN's conv_bias_onednn_fuse_pass rejects), and Paddle Inference fuses all of them."""
+    import paddle.inference as pi
+    from paddle_rtseg.deployment.program import read_program
+    ops = read_program(os.path.join(argmax_export, "model.pdmodel")).blocks[0].ops
+    made_by = {a: op.type for op in ops for o in op.outputs for a in o.arguments}
+    conv_adds = [op for op in ops if op.type == "elementwise_add" and made_by.get(
+        [i for i in op.inputs if i.parameter == "X"][0].arguments[0]) in ("conv2d",
+                                                                         "depthwise_conv2d")]
+    biased = [op for op in conv_adds if made_by.get(
+        [i for i in op.inputs if i.parameter == "Y"][0].arguments[0]) is None]
+    assert len(biased) >= 5, len(biased)  # the tiny RTFormer's biased convs
+    assert all([a.i for a in op.attrs if a.name == "axis"] == [1] for op in biased)
+    assert not [op for op in conv_adds if made_by.get(
+        [i for i in op.inputs if i.parameter == "Y"][0].arguments[0]) == "reshape2"]
+    out = str(os.path.join(os.path.dirname(argmax_export), "optimized"))
+    config = pi.Config(*du.model_paths(argmax_export))
+    config.disable_gpu()
+    config.enable_mkldnn()
+    config.enable_save_optim_model(True)
+    config.set_optim_cache_dir(out)
+    config.disable_glog_info()
+    pi.create_predictor(config)
+    block = read_program(os.path.join(out, "_optimized.pdmodel")).blocks[0]
+    persistable = {v.name for v in block.vars if v.persistable}
+    unfused = [op for op in block.ops if op.type == "elementwise_add" and any(
+        a in persistable for i in op.inputs for a in i.arguments)]
+    assert unfused == []  # every bias add went into its fused_conv2d
+
+
 def test_argmax_export_takes_any_batch_and_size(argmax_export):
     predictor = du.PaddleInferencePredictor(argmax_export)
     for shape in [(1, 3, 64, 64), (3, 3, 45, 77)]:
