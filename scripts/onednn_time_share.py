@@ -56,6 +56,13 @@ def main(argv=None):
     parser.add_argument("--shape", nargs=4, type=int, default=[1, 3, 512, 512])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    sys.path.insert(0, os.path.join(ROOT, "deploy"))
+    import common  # the runners' stand-alone deployment package: no Paddle import here
+    try:
+        common.du.read_deploy_yaml(args.model_dir)  # a missing or incomplete export: one line
+    except common.du.DeployError as e:
+        print("error: {}".format(e), file=sys.stderr)
+        return 2
     code = CHILD.format(root=ROOT, model_dir=os.path.abspath(args.model_dir),
                         threads=args.threads, shape=tuple(args.shape), mark=MARK)
     proc = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE,
