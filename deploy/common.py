@@ -27,6 +27,7 @@ def load_deployment():
 
 
 du = load_deployment()
+MKL_DISPATCH = du.mkl_dispatch.apply()  # before a backend loads MKL (Paddle, Paddle Lite x86)
 
 
 def base_parser(description):

@@ -12,9 +12,10 @@ import argparse
 import os
 
 import numpy as np
-import paddle
 
-import paddle_rtseg  # noqa: F401
+from paddle_rtseg import MKL_DISPATCH  # first: sets MKL's code path before Paddle loads
+import paddle  # noqa: E402
+
 from paddle_rtseg.errors import run_cli, writable_dir
 from paddle_rtseg.flops import count_macs
 from paddle_rtseg.timing import medians, round_robin
@@ -184,7 +185,8 @@ def main(argv=None):
     writable_dir(args.save_dir)
     rows = [row for name in args.models for row in BENCHES[name](args.repeats)]
     print_table(rows)
-    print("\nplot: " + plot(rows, os.path.join(args.save_dir, "bench_dygraph.png")))
+    print("\nMKL (dygraph's matmul/conv): " + MKL_DISPATCH)
+    print("plot: " + plot(rows, os.path.join(args.save_dir, "bench_dygraph.png")))
     return rows
 
 

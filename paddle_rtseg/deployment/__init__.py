@@ -6,7 +6,7 @@ rest of ``paddle_rtseg`` (relative imports inside this package only), so the run
 load this package from its folder and run where only their own runtime (ONNX Runtime, Paddle Lite)
 is installed. Backends are imported when a predictor is created.
 """
-from . import cpu_features
+from . import cpu_features, mkl_dispatch
 from .converters import convert_lite, convert_onnx, lite_model_ops
 from .errors import DeployError, DiskFullError, reporting_full_disk
 from .files import default_mode, write_bytes_atomic

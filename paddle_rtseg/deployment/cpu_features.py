@@ -26,19 +26,30 @@ NAMES = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512-BF16", "amx_int8": "AMX-
 PRECISIONS = ("fp32", "bf16", "int8")
 
 
-def cpu_flags(path=None):
-    """The set of CPU feature flags (``/proc/cpuinfo``'s ``flags`` line, lower case); an empty set
-    where the file is missing or has no flags line (not Linux)."""
+def cpu_field(name, path=None):
+    """The first processor's ``name`` field of ``/proc/cpuinfo`` (e.g. ``vendor_id``), or ``""``
+    where the file is missing or lacks it (not Linux)."""
     path = path or os.environ.get("PADDLE_RTSEG_CPUINFO") or CPUINFO
     try:
         with open(path) as f:
             for line in f:
                 key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):
-                    return set(value.lower().split())
+                if key.strip() == name:
+                    return value.strip()
     except OSError:
         pass
-    return set()
+    return ""
+
+
+def cpu_flags(path=None):
+    """The set of CPU feature flags (``/proc/cpuinfo``'s ``flags`` line, ``Features`` on ARM; lower
+    case); an empty set where the file is missing or has no flags line (not Linux)."""
+    return set((cpu_field("flags", path) or cpu_field("Features", path)).lower().split())
+
+
+def cpu_vendor(path=None):
+    """``vendor_id``: ``GenuineIntel``, ``AuthenticAMD``, ``HygonGenuine``, ... or ``""``."""
+    return cpu_field("vendor_id", path)
 
 
 def summary(flags=None):
