@@ -39,15 +39,10 @@ def _init_weights(layer):
             zeros_(layer.bias)
 
 
-def downsample_nearest_half(x):
-    """The "Downsampling" strategy: torch's ``interpolate(scale_factor=0.5)`` (nearest), i.e. every
-    second row/column, floor(H/2) x floor(W/2), written as an even crop and a 1x1 stride-2 pooling:
-    oneDNN's nearest resize picks the other pixel when downsampling, and Paddle Lite mis-sizes a
-    strided slice with run-time bounds, so neither ``interpolate`` nor ``x[:, :, ::2, ::2]`` is
-    exact in every backend."""
+def even_crop(x):
+    """``x`` cropped to an even height and width (the "Downsampling" strategy's first step)."""
     h, w = dim(x, 2), dim(x, 3)
-    x = paddle.slice(x, axes=[2, 3], starts=[0, 0], ends=[h // 2 * 2, w // 2 * 2])
-    return F.avg_pool2d(x, kernel_size=1, stride=2)
+    return paddle.slice(x, axes=[2, 3], starts=[0, 0], ends=[h // 2 * 2, w // 2 * 2])
 
 
 class OverlapPatchEmbed(nn.Layer):
@@ -55,11 +50,21 @@ class OverlapPatchEmbed(nn.Layer):
 
     def __init__(self, in_channels, embed_dim, patch_size, stride, epsilon=1e-5):
         super().__init__()
-        self.proj = nn.Conv2D(in_channels, embed_dim, patch_size, stride, padding=patch_size // 2)
+        self.stride, self.padding = stride, patch_size // 2
+        self.proj = nn.Conv2D(in_channels, embed_dim, patch_size, stride, padding=self.padding)
         self.norm = nn.LayerNorm(embed_dim, epsilon=epsilon)
 
-    def forward(self, x):
-        x = self.proj(x)
+    def forward(self, x, every_second_pixel=False):
+        """``every_second_pixel``: embed ``x[:, :, ::2, ::2]`` of an even-sized ``x`` (SegFormer++'s
+        "Downsampling": torch's nearest ``interpolate(scale_factor=0.5)``) without forming it. The
+        same filter, dilated by 2 with twice the stride and padding, reads exactly those pixels and
+        the same zero padding (output ``o`` reads ``x[2 (s o - p + i)]``), so the result is the
+        embedding of the downsampled image, with no resize or pooling in the graph."""
+        if every_second_pixel:
+            x = F.conv2d(x, self.proj.weight, self.proj.bias, stride=2 * self.stride,
+                         padding=2 * self.padding, dilation=2)
+        else:
+            x = self.proj(x)
         h, w = dim(x, 2), dim(x, 3)
         return self.norm(x.flatten(2).transpose([0, 2, 1])), h, w
 
@@ -189,11 +194,12 @@ class MixVisionTransformer(nn.Layer):
         return strategy
 
     def forward(self, x):
-        if self.token_merging.downsample:
-            x = downsample_nearest_half(x)
+        downsample = self.token_merging.downsample
+        if downsample:
+            x = even_crop(x)
         outs = []
         for i in range(4):
-            x, h, w = getattr(self, "patch_embed{}".format(i + 1))(x)
+            x, h, w = getattr(self, "patch_embed{}".format(i + 1))(x, downsample and i == 0)
             for block in getattr(self, "block{}".format(i + 1)):
                 x = block(x, h, w)
             x = getattr(self, "norm{}".format(i + 1))(x)
