@@ -10,6 +10,7 @@ from paddleseg.models import SegFormer
 from paddleseg.models.backbones.mix_transformer import MixVisionTransformer as PaddleSegMiT
 
 import paddle_rtseg
+from conftest import randomize_state
 from paddle_rtseg.layers import token_merging as tm
 from paddle_rtseg.layers.efficient_attention import EfficientSelfAttention
 from paddle_rtseg.models.mit import MiT_B0, MixVisionTransformer
@@ -44,12 +45,14 @@ def paddleseg_tiny():
 def test_keys_and_logits_equal_paddleseg_segformer():
     ref, ours = paddleseg_tiny(), tiny_model()
     assert list(ours.state_dict()) == list(ref.state_dict())
+    randomize_state(ref)  # non-trivial fusion BN statistics: eval folds them into the filters
     ours.set_state_dict(ref.state_dict())
     ref.eval(), ours.eval()
     x = paddle.randn([2, 3, 96, 128])
-    with paddle.no_grad():
+    with paddle.no_grad():  # folded BN, parts summed in place
         expected, got = ref(x)[0].numpy(), ours(x)[0].numpy()
     assert relative_error(got, expected) <= 1e-4
+    assert relative_error(ours(x)[0].numpy(), expected) <= 1e-4  # autograd on: the BN layer runs
 
 
 @pytest.mark.slow
@@ -351,3 +354,22 @@ def test_n2d_unmerge_repeat_equals_nearest_resize(h, w, s):
     expected = F.interpolate(grid, size=[h, w], mode="nearest").flatten(2).transpose([0, 2, 1])
     got = tm.neighbor_unmerge_2d(merged, hw, (h, w), s)
     np.testing.assert_array_equal(got.numpy(), expected.numpy())
+
+
+@pytest.mark.parametrize("size", [(128, 160), (75, 133), (66, 64)])
+def test_downsample_embeds_every_second_pixel(size):
+    """'downsample' (even crop + the first patch embedding dilated by 2 at twice its stride and
+    padding) equals the unmerged encoder on x[:, :, ::2, ::2] of the even crop, odd sizes too."""
+    paddle.seed(0)
+    model = MiT_B0()
+    model.eval()
+    h, w = size
+    x = paddle.to_tensor(np.random.RandomState(3).randn(2, 3, h, w).astype("float32"))
+    with paddle.no_grad():
+        model.set_token_merging("downsample")
+        got = model(x)
+        model.set_token_merging(None)
+        expected = model(x[:, :, 0:h // 2 * 2:2, 0:w // 2 * 2:2])
+    for a, b in zip(got, expected):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5 * float(b.abs().max()))

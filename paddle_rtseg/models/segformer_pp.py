@@ -135,15 +135,24 @@ class SegFormerPP(nn.Layer):
 
     def _fused_exported(self, feats):
         """:meth:`_fused_per_stage` with the filters of :meth:`prepare_export`."""
+        return self._sum_of_parts(feats, self._exported)
+
+    def _sum_of_parts(self, feats, filters, in_place=False):
+        """ReLU of the sum of the per-stage parts, each convolved with its folded ``(weight, bias)``
+        (:meth:`_per_stage_filters`) and upsampled to 1/4 where needed. ``in_place`` (eval without
+        autograd) sums into the first part and applies the ReLU in place: no temporaries over the
+        1/4-resolution map (256 x 256 x 256 floats for B0 at 1024x1024)."""
         size = spatial_size(feats[0])
         fused = None
-        for (feat, upsample), (weight, bias) in zip(self._decoder_inputs(feats),
-                                                    self._exported):
+        for (feat, upsample), (weight, bias) in zip(self._decoder_inputs(feats), filters):
             part = F.conv2d(feat, weight, bias)
             if upsample:
                 part = self._up(part, size)
-            fused = part if fused is None else fused + part
-        return F.relu(fused)
+            if fused is None:
+                fused = part
+            else:
+                fused = fused.add_(part) if in_place else fused + part
+        return F.relu_(fused) if in_place else F.relu(fused)
 
     def _fusion_parameters(self):
         """(per-part ``linear_i`` or None, fusion conv weight, fusion BN), in concat order."""
@@ -206,7 +215,12 @@ class SegFormerPP(nn.Layer):
     def _fused_per_stage(self, feats):
         """Same function as :meth:`_fused_concat`, each stage's share of the fusion conv applied
         before its upsampling (:meth:`_fuse_part`); dygraph (val, predict, training). Exports
-        use the same form with the filters materialized (:meth:`prepare_export`)."""
+        use the same form with the filters materialized (:meth:`prepare_export`). In eval mode
+        without autograd (val, predict) the fusion BN is folded into the filters as for exports and
+        the parts are summed in place (:meth:`_sum_of_parts`): the same function without the BN
+        pass and the temporaries over the 1/4-resolution map."""
+        if not self.training and not paddle.is_grad_enabled():
+            return self._sum_of_parts(feats, self._per_stage_filters(), in_place=True)
         size = spatial_size(feats[0])
         linears, conv_weight, norm = self._fusion_parameters()
         fused = None
