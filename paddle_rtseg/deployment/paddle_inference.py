@@ -29,8 +29,7 @@ ONEDNN_INT8_OPS = ("conv2d", "fused_conv2d", "depthwise_conv2d")
 # mIoU change vs fp32 on the 16 synthetic validation images, fused -> unfused: SeaFormer-Tiny
 # -3.46 -> +0.10 (its first inverted-residual block adds a 1x1 projection to the stem's ReLU
 # output), RTFormer-Slim -1.19 -> -0.03, SegFormer++-B0 +0.04 -> +0.04; the adds then run as
-# separate ops, at no measurable latency cost (512x512, side by side: SeaFormer-Tiny 49.9 -> 49.6
-# ms, RTFormer-Slim 105.7 -> 102.9 ms). docs/deployment.md 5b.
+# separate ops (the int8 latencies of docs/deployment.md 5b are measured this way).
 ONEDNN_INT8_UNFUSED = ("conv_elementwise_add_onednn_fuse_pass",
                        "conv_elementwise_add_mkldnn_fuse_pass")
 # bf16: the convolutions and matmuls. With Paddle's default (every op with a bf16 kernel) SeaFormer
