@@ -76,13 +76,26 @@ print("RESULT " + json.dumps(out), flush=True)
 """
 
 
+def fail(message):
+    """A user error: one paragraph on stderr, exit status 2 (the project's CLI convention)."""
+    print("error: " + message, file=sys.stderr)
+    sys.exit(2)
+
+
+def positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more, got {}".format(value))
+    return value
+
+
 def run_child(value, args):
     env = dict(os.environ, MKL_DEBUG_CPU_TYPE=value, OMP_NUM_THREADS=str(args.threads))
     code = CHILD.format(root=ROOT, threads=args.threads, repeats=args.repeats, models=args.models)
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
-        raise SystemExit("error: the child with MKL_DEBUG_CPU_TYPE={!r} failed:\n{}".format(
+        fail("the child with MKL_DEBUG_CPU_TYPE={!r} failed:\n{}".format(
             value, (proc.stdout + proc.stderr)[-3000:]))
     return json.loads(lines[-1][len("RESULT "):])
 
@@ -90,17 +103,18 @@ def run_child(value, args):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
-    p.add_argument("--rounds", type=int, default=2, help="child processes per setting, alternating")
-    p.add_argument("--repeats", type=int, default=3, help="timed calls per child and row")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=positive, default=2,
+                   help="child processes per setting, alternating")
+    p.add_argument("--repeats", type=positive, default=3, help="timed calls per child and row")
+    p.add_argument("--threads", type=positive, default=2)
     args = p.parse_args(argv)
     sys.path.insert(0, ROOT)
     from paddle_rtseg import bench_deploy
     from paddle_rtseg.deployment import mkl_dispatch
     unknown = [m for m in args.models if m not in bench_deploy.MODELS]
     if unknown:
-        raise SystemExit("error: unknown model(s) {}; choose from {}".format(
-            ", ".join(unknown), ", ".join(bench_deploy.MODELS)))
+        fail("unknown model(s) {}; choose from {}".format(", ".join(unknown),
+                                                          ", ".join(bench_deploy.MODELS)))
     environ = {k: v for k, v in os.environ.items() if k != mkl_dispatch.VARIABLE}
     print("this CPU:", mkl_dispatch.decide(environ)[1])
     results = {name: [] for name in SETTINGS}

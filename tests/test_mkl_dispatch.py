@@ -110,3 +110,12 @@ def test_the_runners_set_it_too(tmp_path):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["5", "False"]
+
+
+def test_speedup_script_refuses_unknown_models_in_one_line():
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "mkl_amd_speedup.py"),
+                           "--models", "seaformer_huge"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown model(s) seaformer_huge")
+    assert "Traceback" not in proc.stderr
