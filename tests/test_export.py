@@ -67,6 +67,21 @@ def test_conv_biases_are_channel_adds_that_onednn_fuses(argmax_export):
     assert unfused == []  # every bias add went into its fused_conv2d
 
 
+def test_dappm_pools_are_depthwise_convs_without_pad_ops(argmax_export):
+    """DAPPM's zero-padded average pools are exported as depth-wise convs with a constant 1/k^2
+    filter (no unsqueeze2 + pad3d + squeeze2, which Paddle Inference runs outside oneDNN)."""
+    from paddle_rtseg.deployment.program import read_program
+    block = read_program(os.path.join(argmax_export, "model.pdmodel")).blocks[0]
+    types = [op.type for op in block.ops]
+    assert "pad3d" not in types and "pad" not in types
+    dims = {v.name: list(v.type.dense_tensor.tensor.dims) for v in block.vars
+            if v.type.HasField("dense_tensor")}
+    filters = [dims[i.arguments[0]] for op in block.ops if op.type == "depthwise_conv2d"
+               for i in op.inputs if i.parameter == "Filter"]
+    kernels = sorted(f[2] for f in filters)
+    assert [k for k in kernels if k > 3] == [5, 9, 17], kernels
+
+
 def test_argmax_export_takes_any_batch_and_size(argmax_export):
     predictor = du.PaddleInferencePredictor(argmax_export)
     for shape in [(1, 3, 64, 64), (3, 3, 45, 77)]:

@@ -9,6 +9,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from .materialize import exporting, materialize
 from .norm import bn2d, conv2d
 from .shape import spatial_size
 
@@ -19,14 +20,28 @@ class ZeroPadAvgPool2D(nn.Layer):
     ``k * k``), chosen because Paddle Lite's ARM pooling with ``exclusive=False`` divides by the
     padded extent instead of ``k * k`` when one window overlaps the padding on both sides (DAPPM's
     9/4 and 17/8 pools on a 1/32 map of <= 4 / <= 8 px, i.e. inputs of 256 px or less: 1e-2 logit
-    error on ARM). A pool without padding has no such case on any backend."""
+    error on ARM). A pool without padding has no such case on any backend.
 
-    def __init__(self, kernel_size, stride):
+    Exports (after :meth:`prepare_export`) run it as a depth-wise convolution with a constant
+    ``1 / k^2`` filter, stride ``s`` and zero padding ``k // 2``: the same function again, one
+    operator, where Paddle exports a 4-D zero pad as ``unsqueeze2`` + ``pad3d`` + ``squeeze2``,
+    which Paddle Inference runs outside oneDNN (reorders to plain layout and back)."""
+
+    def __init__(self, kernel_size, stride, channels):
         super().__init__()
+        self.kernel_size, self.stride, self.channels = kernel_size, stride, channels
         self.pad = nn.Pad2D(kernel_size // 2, mode="constant", value=0.0)
         self.pool = nn.AvgPool2D(kernel_size=kernel_size, stride=stride, padding=0)
 
+    def prepare_export(self):
+        k = self.kernel_size
+        self._exported = materialize(self, "export_filter",
+                                     paddle.full([self.channels, 1, k, k], 1.0 / (k * k)))
+
     def forward(self, x):
+        if exporting(self):
+            return F.conv2d(x, self._exported, stride=self.stride, padding=self.kernel_size // 2,
+                            groups=self.channels)
         return self.pool(self.pad(x))
 
 
@@ -46,7 +61,7 @@ class DAPPM(nn.Layer):
         super().__init__()
         self.scale0 = _bn_relu_conv(in_channels, inter_channels, 1, lr_mult)
         for i, (k, s) in enumerate([(5, 2), (9, 4), (17, 8)], start=1):
-            pool = ZeroPadAvgPool2D(k, s)
+            pool = ZeroPadAvgPool2D(k, s, in_channels)
             setattr(self, "scale{}".format(i), _bn_relu_conv(in_channels, inter_channels, 1,
                                                              lr_mult, pool))
         self.scale4 = _bn_relu_conv(in_channels, inter_channels, 1, lr_mult,
