@@ -29,11 +29,12 @@ FAMILIES = {  # family: (config, model overrides)
 RTOL = 1e-4
 # Measured exception: the tiny synthetic SeaFormer's logits are small (max |logit| ~0.1 with random
 # weights), so float32 reassociation in oneDNN / Lite x86 (~1e-5 absolute) reaches 1.1e-4 (oneDNN,
-# 1x3x97x131) and 2.5e-4 (Lite x86, 2x3x100x75) relative in some runs; RTFormer and SegFormer++ stay
-# below 1e-5. Kept visible here rather than loosening RTOL for every family.
+# 1x3x97x131) and 2.5e-4 (Lite x86, 2x3x100x75) relative in some runs, and OpenVINO's 1.03e-4
+# (1x3x97x131, with dygraph's reference on MKL's AVX2 path); RTFormer and SegFormer++ stay below
+# 1e-5. Kept visible here rather than loosening RTOL for every family.
 RTOL_EXCEPTIONS = {("seaformer", name): 1e-3 for name in
                    ("paddle-inference-cpu-onednn", "paddle-inference-cpu", "onnxruntime",
-                    "paddle-lite")}
+                    "paddle-lite", "paddle-inference-cpu-openvino")}
 
 
 def tiny_opts(overrides=TINY):
