@@ -1,8 +1,8 @@
 """Intel MKL's AVX2 code path on AMD CPUs, for Paddle's MKL-backed CPU kernels.
 
-Paddle's x86 CPU wheels (2.6 and 3.0) link MKLML (``paddle/libs/libmklml_intel.so``) for the
-kernels that do not go through oneDNN: every dygraph ``matmul``, ``conv2d`` (im2col + GEMM) and the
-vector math behind softmax/GELU, so ``train``, ``val``, ``predict`` and the dygraph benchmarks, and
+Paddle's x86 CPU wheels link MKLML (``paddle/libs/libmklml_intel.so``) for the kernels that do not
+go through oneDNN: every dygraph ``matmul``, ``conv2d`` (im2col + GEMM) and the vector math behind
+softmax, so ``train``, ``val``, ``predict`` and the dygraph benchmarks, and
 Paddle Inference with ``use_mkldnn=False`` (PTQ calibration). That MKL chooses its code path by CPU
 vendor and runs a slower generic path on AMD CPUs, even ones with AVX2 and AVX-512;
 ``MKL_DEBUG_CPU_TYPE=5`` (read by this MKL generation, dropped in MKL 2020.1+) makes it take its
