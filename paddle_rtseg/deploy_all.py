@@ -5,7 +5,7 @@
         [--precision fp32 bf16 int8] [--opts key=value ...]
 
 Exports once with dynamic batch/H/W, or the fixed ``--input_shape`` (legacy format, logits out),
-converts to ONNX (paddle2onnx, opset 13) and to Paddle Lite ``.nb`` for x86 and ARM (checking every op has an ARM kernel), runs
+converts to ONNX (paddle2onnx, opset 17) and to Paddle Lite ``.nb`` for x86 and ARM (checking every op has an ARM kernel), runs
 dygraph, Paddle Inference (oneDNN on and off; its OpenVINO engine where Paddle has it), ONNX Runtime
 and Lite x86 on the same inputs, and
 prints, per input shape and backend, the relative max error of the logits against dygraph and the
@@ -42,8 +42,8 @@ def convert_all(save_dir, log=print):
     """ONNX + Lite x86 + Lite ARM artifacts of an exported directory; returns their paths."""
     artifacts = {}
     start = time.perf_counter()
-    artifacts["onnx"] = du.convert_onnx(save_dir, os.path.join(save_dir, "model.onnx"), opset=13)
-    log("paddle2onnx (opset 13): {} ({:.1f} s)".format(artifacts["onnx"],
+    artifacts["onnx"] = du.convert_onnx(save_dir, os.path.join(save_dir, "model.onnx"))
+    log("paddle2onnx (opset {}): {} ({:.1f} s)".format(du.DEFAULT_OPSET, artifacts["onnx"],
                                                       time.perf_counter() - start))
     ops, supported = du.lite_model_ops(save_dir, "arm")
     missing = [op for op, kernels in ops.items() if not kernels]

@@ -59,7 +59,7 @@ def exported(request, tmp_path_factory):
     proc = run_module("paddle_rtseg.export", "--config", config, "--model_path", weights,
                       "--save_dir", save_dir, "--output_op", "none", *args)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    onnx_path = du.convert_onnx(save_dir, str(root / "model.onnx"), opset=13)
+    onnx_path = du.convert_onnx(save_dir, str(root / "model.onnx"))
     nb_path = du.convert_lite(save_dir, str(root / "model_x86"), target="x86")
     return model, save_dir, onnx_path, nb_path
 

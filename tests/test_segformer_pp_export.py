@@ -1,6 +1,6 @@
 """Every SegFormer++ strategy exports (``paddle_rtseg.export`` with ``token_merging`` chosen at export
 time on unmodified weights) to a legacy static graph that Paddle Inference (oneDNN and its OpenVINO
-engine), ONNX Runtime (paddle2onnx, opset 13) and Paddle Lite (x86 runtime here; every op has an ARM kernel) run with the
+engine), ONNX Runtime (paddle2onnx, opset 17) and Paddle Lite (x86 runtime here; every op has an ARM kernel) run with the
 dygraph outputs. bsm strategies need a fixed H/W; n2d ('2x2') and 'downsample' take any size."""
 import os
 import subprocess
@@ -86,7 +86,7 @@ def test_strategy_exports_and_runs_in_every_backend(tiny, strategy, monkeypatch)
         got = du.PaddleInferencePredictor(save_dir, use_openvino=True)(x)
         np.testing.assert_allclose(got, expected, atol=tol)
 
-    onnx_path = du.convert_onnx(save_dir, os.path.join(save_dir, "model.onnx"), opset=13)
+    onnx_path = du.convert_onnx(save_dir, os.path.join(save_dir, "model.onnx"))
     np.testing.assert_allclose(du.OnnxPredictor(onnx_path)(x), expected, atol=tol)
 
     ops, supported = du.lite_model_ops(save_dir, target="arm")
@@ -157,5 +157,5 @@ def test_export_form_has_materialized_filters(tiny, head, monkeypatch):
     tol = 1e-4 * np.abs(expected).max()
     np.testing.assert_allclose(du.PaddleInferencePredictor(save_dir, use_mkldnn=True)(x), expected,
                                atol=tol)
-    onnx_path = du.convert_onnx(save_dir, os.path.join(save_dir, "model.onnx"), opset=13)
+    onnx_path = du.convert_onnx(save_dir, os.path.join(save_dir, "model.onnx"))
     np.testing.assert_allclose(du.OnnxPredictor(onnx_path)(x), expected, atol=tol)

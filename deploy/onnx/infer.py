@@ -1,7 +1,7 @@
 """ONNX Runtime runner, same interface as deploy/python/infer.py.
 
     paddle2onnx --model_dir output/export --model_filename model.pdmodel \
-        --params_filename model.pdiparams --save_file output/export/model.onnx --opset_version 13
+        --params_filename model.pdiparams --save_file output/export/model.onnx --opset_version 17
     python deploy/onnx/infer.py --model_dir output/export --image_path images/ --save_dir out \
         [--onnx_file output/export/model.onnx] [--cpu_threads 4] [--precision fp32|int8]
 

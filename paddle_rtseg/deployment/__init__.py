@@ -7,7 +7,7 @@ load this package from its folder and run where only their own runtime (ONNX Run
 is installed. Backends are imported when a predictor is created.
 """
 from . import cpu_features, mkl_dispatch
-from .converters import convert_lite, convert_onnx, lite_model_ops
+from .converters import DEFAULT_OPSET, convert_lite, convert_onnx, lite_model_ops
 from .errors import DeployError, DiskFullError, reporting_full_disk
 from .files import default_mode, write_bytes_atomic
 from .images import IMAGE_EXTENSIONS, list_images, read_image, to_uint8

@@ -1,0 +1,69 @@
+"""What ``paddle_rtseg.onnx_int8`` quantizes for ONNX Runtime: convolutions, element-wise ops and
+weight matmuls in int8; the attention products, their softmax and resizes in fp32."""
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from paddle_rtseg.onnx_int8 import activation_matmuls, quantize_onnx_int8
+
+
+def attention_block(path=None):
+    """x (1x4x8x8) -> conv -> + x -> tokens; q = tokens W (weight matmul); softmax(q q^T) q;
+    -> 2x resize: the ops of the families' attention blocks, small."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array((0.2 * rng.normal(size=(4, 4, 3, 3))).astype("float32"), "w_conv"),
+             numpy_helper.from_array((0.3 * rng.normal(size=(4, 4))).astype("float32"), "w_q"),
+             numpy_helper.from_array(np.array([1, 4, 64], "int64"), "flat"),
+             numpy_helper.from_array(np.array([1, 4, 8, 8], "int64"), "grid"),
+             numpy_helper.from_array(np.array([1, 1, 2, 2], "float32"), "scales")]
+    nodes = [helper.make_node("Conv", ["x", "w_conv"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Add", ["c", "x"], ["r"], name="residual"),
+             helper.make_node("Reshape", ["r", "flat"], ["f"], name="flatten"),
+             helper.make_node("Transpose", ["f"], ["t"], perm=[0, 2, 1], name="tokens"),
+             helper.make_node("MatMul", ["t", "w_q"], ["q"], name="q_proj"),
+             helper.make_node("Transpose", ["q"], ["qt"], perm=[0, 2, 1], name="q_t"),
+             helper.make_node("MatMul", ["q", "qt"], ["s"], name="scores"),
+             helper.make_node("Softmax", ["s"], ["a"], axis=-1, name="softmax"),
+             helper.make_node("MatMul", ["a", "q"], ["o"], name="attend"),
+             helper.make_node("Transpose", ["o"], ["ot"], perm=[0, 2, 1], name="back"),
+             helper.make_node("Reshape", ["ot", "grid"], ["g"], name="to_grid"),
+             helper.make_node("Resize", ["g", "", "scales"], ["y"], mode="linear", name="up")]
+    graph = helper.make_graph(
+        nodes, "block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    if path:
+        onnx.save(model, path)
+    return model
+
+
+def test_attention_products_are_found():
+    assert sorted(activation_matmuls(attention_block())) == ["attend", "scores"]
+
+
+def test_int8_model_keeps_attention_softmax_and_resize_in_fp32(tmp_path):
+    fp32 = str(tmp_path / "fp32.onnx")
+    attention_block(fp32)
+    rng = np.random.default_rng(1)
+    calibration = [rng.normal(size=(1, 4, 8, 8)).astype("float32") for _ in range(8)]
+    out = quantize_onnx_int8(fp32, str(tmp_path / "int8.onnx"), calibration)
+    # the kernels ONNX Runtime runs (its optimized graph): the convolution, the residual add and the
+    # weight matmul in int8; the scores product reads q (int8) on both sides and writes fp32
+    # (MatMulIntegerToFloat); the softmax (no QLinearSoftmax), the second product and the resize
+    # run in fp32
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(out, options, providers=["CPUExecutionProvider"])
+    kernels = sorted(node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node
+                     if node.op_type not in ("QuantizeLinear", "DequantizeLinear", "Reshape",
+                                             "Transpose"))
+    assert kernels == ["MatMul", "MatMulIntegerToFloat", "QLinearAdd", "QLinearConv", "QLinearMatMul", "Resize",
+                       "Softmax"], kernels
+    session = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
+    reference = ort.InferenceSession(fp32, providers=["CPUExecutionProvider"])
+    x = calibration[0]
+    got, expected = session.run(None, {"x": x})[0], reference.run(None, {"x": x})[0]
+    assert np.abs(got - expected).max() < 0.1 * np.abs(expected).max()
