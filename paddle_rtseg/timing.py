@@ -1,4 +1,5 @@
 """Side-by-side latency measurement: candidates run in turn, so machine noise hits all alike."""
+import random
 import time
 
 import numpy as np
@@ -12,20 +13,29 @@ import numpy as np
 SETTLE_S = 0.3
 
 
-def round_robin(candidates, inputs, repeats, warmup=1, settle_s=SETTLE_S):
+def round_robin(candidates, inputs, repeats, warmup=1, settle_s=SETTLE_S, seed=0):
     """``{name: [ms, ...]}`` for ``candidates`` (``{name: fn(inputs)}``): after ``warmup`` calls
-    each, every repeat calls each candidate once, in turn (A/B/A/B...), each call after a pause of
-    ``settle_s`` seconds so that no candidate runs while another one's threads still spin."""
+    each, every repeat calls each candidate once, each call after a pause of ``settle_s`` seconds
+    so that no candidate runs while another one's threads still spin.
+
+    The order within a repeat is shuffled (seeded) from one repeat to the next, so that no candidate
+    always runs right after the same other one: what one runtime leaves behind can outlast the
+    pause (docs/deployment.md, section 5: in a fixed order ONNX Runtime int8 always followed Paddle
+    Inference's oneDNN int8 and read 1.37x its fp32 latency for SeaFormer-Tiny, 0.96x shuffled)."""
     times = {name: [] for name in candidates}
     for fn in candidates.values():
         for _ in range(warmup):
             fn(inputs)
+    order = list(candidates)
+    shuffle = random.Random(seed).shuffle
     for _ in range(repeats):
-        for name, fn in candidates.items():
+        for name in order:
+            fn = candidates[name]
             time.sleep(settle_s)
             start = time.perf_counter()
             fn(inputs)
             times[name].append(1000.0 * (time.perf_counter() - start))
+        shuffle(order)
     return times
 
 

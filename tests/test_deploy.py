@@ -2,6 +2,8 @@
 and off) vs ONNX Runtime vs Paddle Lite x86 ``.nb`` at batch 1 and 2 and sizes that are not multiples
 of 32; Paddle Lite ARM conversion with every op supported; the runners' CLIs and their errors."""
 import os
+import re
+import subprocess
 import sys
 
 import cv2
@@ -284,6 +286,25 @@ def test_masks_and_overlays_are_paddlesegs(tmp_path):
 def test_onnx_converter_refuses_opset_below_13(exported, tmp_path):
     with pytest.raises(du.DeployError, match="use 13 or newer"):
         du.convert_onnx(exported[1], str(tmp_path / "m.onnx"), opset=11)
+
+
+@pytest.mark.parametrize("exported", ["segformer_pp"], indirect=True)
+def test_opset_speed_script_converts_and_compares(exported):
+    """``scripts/onnx_opset_speed.py``: both opsets agree; at 17 no layer_norm is left unfused
+    (ReduceMean) in ONNX Runtime's graph, at 13 some are (the reason 17 is the default)."""
+    script = os.path.join(ROOT, "scripts", "onnx_opset_speed.py")
+    proc = subprocess.run([sys.executable, script, "--model_dir", exported[1], "--shape", "1", "3",
+                           "64", "64", "--repeats", "1", "--threads", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    differences = re.findall(r"max \|difference\| to opset 13 (\S+)", proc.stdout)
+    assert len(differences) == 2 and max(map(float, differences)) < 1e-4, proc.stdout
+    unfused = dict(re.findall(r"^(opset \d+) .*ReduceMean nodes after ORT's fusions: (\d+)",
+                              proc.stdout, re.M))
+    assert int(unfused["opset 17"]) == 0 < int(unfused["opset 13"]), proc.stdout
+    proc = subprocess.run([sys.executable, script, "--model_dir", os.path.join(exported[1], "no")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "is not a folder" in proc.stderr, proc.stderr
 
 
 def test_input_shape_check():

@@ -31,8 +31,8 @@ def _run(cmd, what, ok_codes=(0,)):
 
 # Opset 17 has LayerNormalization as one op. At 13 paddle2onnx writes each layer_norm as nine ops,
 # and ONNX Runtime's transpose optimizer moves some of those across their transposes (reducing
-# axis 1 instead of -1) before its LayerNorm fusion runs, so those stay nine kernels (SegFormer++-B0
-# 512x512: 7 of 19; fp32 ORT 0.92x the opset-13 latency side by side, MixFormer-B1 0.96x).
+# axis 1 instead of -1) before its LayerNorm fusion runs, so those stay nine kernels (7 of
+# SegFormer++-B0's 19). Measured with scripts/onnx_opset_speed.py: docs/deployment.md, section 7.
 DEFAULT_OPSET = 17
 
 
