@@ -15,8 +15,9 @@ from .deployment.onnx_runtime import PRECISION_KEY
 
 # Quantized ops. The element-wise ops, concats and pools too, so that tensors stay int8 between
 # quantized convolutions instead of passing DQ -> fp32 op -> Q (SeaFormer-Tiny 512x512, demo
-# weights, side by side: 1.15x -> 0.82x its fp32 latency, 25 rounds). Not Resize: ORT's uint8
-# Resize was slower than its fp32 one (SeaFormer-Tiny: 3.0 against 1.7 ms a run, ORT profiler).
+# weights, a throwaway side-by-side check of ORT alone: 1.15x -> 0.82x its fp32 latency, 25
+# rounds). Not Resize: ORT's uint8 Resize was slower than its fp32 one (SeaFormer-Tiny: 3.0 against
+# 1.7 ms a run, ORT profiler). The bench_deploy --precision runs: docs/deployment.md, section 5b.
 OPS = ["Conv", "MatMul", "Add", "Mul", "Concat", "GlobalAveragePool", "AveragePool", "Relu",
        "Sigmoid"]
 
@@ -26,7 +27,8 @@ def activation_matmuls(model):
     attention products (``q k^T``, ``attn v``). They stay fp32. Quantizing them puts the softmax
     between QuantizeLinear / DequantizeLinear, which ORT then runs as ``QLinearSoftmax``:
     SegFormer++-B0 512x512, 20.8 ms a run against 2.9 ms for the fp32 softmax (ORT profiler); the
-    whole int8 model went from 0.95x to 0.80x its fp32 latency without them."""
+    whole int8 model went from 0.95x to 0.79x its fp32 latency without them (throwaway check, ORT
+    alone, 9 rounds)."""
     graph = model.graph
     constants = {init.name for init in graph.initializer}
     constants.update(out for node in graph.node if node.op_type == "Constant" for out in node.output)
