@@ -21,7 +21,8 @@ def round_robin(candidates, inputs, repeats, warmup=1, settle_s=SETTLE_S, seed=0
     The order within a repeat is shuffled (seeded) from one repeat to the next, so that no candidate
     always runs right after the same other one: what one runtime leaves behind can outlast the
     pause (docs/deployment.md, section 5: in a fixed order ONNX Runtime int8 always followed Paddle
-    Inference's oneDNN int8 and read 1.37x its fp32 latency for SeaFormer-Tiny, 0.96x shuffled)."""
+    Inference's oneDNN int8 and read 1.37x its fp32 latency for SeaFormer-Tiny, 0.59-0.96x in two
+    shuffled runs)."""
     times = {name: [] for name in candidates}
     for fn in candidates.values():
         for _ in range(warmup):

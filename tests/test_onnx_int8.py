@@ -1,11 +1,11 @@
-"""What ``paddle_rtseg.onnx_int8`` quantizes for ONNX Runtime: convolutions, element-wise ops and
-weight matmuls in int8; the attention products, their softmax and resizes in fp32."""
+"""What ``paddle_rtseg.onnx_int8`` quantizes for ONNX Runtime: convolutions, element-wise ops, weight
+matmuls and ``attn v`` in int8; the attention scores' softmax and resizes in fp32."""
 import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from paddle_rtseg.onnx_int8 import activation_matmuls, quantize_onnx_int8
+from paddle_rtseg.onnx_int8 import quantize_onnx_int8, score_matmuls
 
 
 def attention_block(path=None):
@@ -39,8 +39,8 @@ def attention_block(path=None):
     return model
 
 
-def test_attention_products_are_found():
-    assert sorted(activation_matmuls(attention_block())) == ["attend", "scores"]
+def test_attention_scores_are_found():
+    assert score_matmuls(attention_block()) == ["scores"]
 
 
 def test_int8_model_keeps_attention_softmax_and_resize_in_fp32(tmp_path):
@@ -49,10 +49,10 @@ def test_int8_model_keeps_attention_softmax_and_resize_in_fp32(tmp_path):
     rng = np.random.default_rng(1)
     calibration = [rng.normal(size=(1, 4, 8, 8)).astype("float32") for _ in range(8)]
     out = quantize_onnx_int8(fp32, str(tmp_path / "int8.onnx"), calibration)
-    # the kernels ONNX Runtime runs (its optimized graph): the convolution, the residual add and the
-    # weight matmul in int8; the scores product reads q (int8) on both sides and writes fp32
-    # (MatMulIntegerToFloat); the softmax (no QLinearSoftmax), the second product and the resize
-    # run in fp32
+    # the kernels ONNX Runtime runs (its optimized graph): the convolution, the residual add, the
+    # weight matmul and ``attn v`` in int8; the scores product reads q (int8) on both sides and
+    # writes fp32 (MatMulIntegerToFloat), so the softmax gets an fp32 input and runs in fp32 (no
+    # QLinearSoftmax); the resize runs in fp32
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
@@ -60,8 +60,8 @@ def test_int8_model_keeps_attention_softmax_and_resize_in_fp32(tmp_path):
     kernels = sorted(node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node
                      if node.op_type not in ("QuantizeLinear", "DequantizeLinear", "Reshape",
                                              "Transpose"))
-    assert kernels == ["MatMul", "MatMulIntegerToFloat", "QLinearAdd", "QLinearConv", "QLinearMatMul", "Resize",
-                       "Softmax"], kernels
+    assert kernels == ["MatMulIntegerToFloat", "QLinearAdd", "QLinearConv", "QLinearMatMul",
+                       "QLinearMatMul", "Resize", "Softmax"], kernels
     session = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
     reference = ort.InferenceSession(fp32, providers=["CPUExecutionProvider"])
     x = calibration[0]
