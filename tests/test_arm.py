@@ -1,6 +1,7 @@
 """Every model family on the real Paddle Lite ARM kernels (armv8 light-API library under qemu
 user-mode emulation, paddle_rtseg/deployment/lite_arm.py), against dygraph; the C++ demo built and
-run on a synthetic image, its mask equal to the Python runners'; the x86 Lite runtime's Python
+run on a synthetic image (and its gray, RGBA and 16-bit versions), its mask equal to the Python
+runners'; bad image files refused with one line; the x86 Lite runtime's Python
 predictor with two models and several sizes in one process.
 
 Families come from tests/test_deploy.py's FAMILIES (one list for every backend test). Emulation is
@@ -194,15 +195,79 @@ def test_cpp_demo_mask_equals_python_runners(exported, arm_tools, synthetic_root
     assert len(np.unique(arm_mask)) > 1  # a real segmentation, not a constant map
 
 
+def _image_variants(source, folder):
+    """The synthetic val image as files that the one image rule (deployment/images.py) converts:
+    gray PNG and JPEG (replicated), RGBA PNG (alpha dropped), 16-bit RGB PNG (scaled by its
+    maximum, which is not 65535 here, so the scale matters). Returns {file name: warning or None}."""
+    from PIL import Image
+    bgr = cv2.imread(source)
+    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    cv2.imwrite(os.path.join(folder, "gray_png.png"), gray)
+    cv2.imwrite(os.path.join(folder, "gray_jpg.jpg"), gray)
+    rgba = Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGBA))
+    rgba.putalpha(Image.fromarray(np.full(gray.shape, 77, np.uint8)))
+    rgba.save(os.path.join(folder, "rgba.png"))
+    cv2.imwrite(os.path.join(folder, "deep.png"), bgr.astype(np.uint16) * 157 + 3)
+    return {"gray_png.png": "grayscale", "gray_jpg.jpg": "grayscale", "rgba.png": "alpha channel",
+            "deep.png": None}
+
+
 @needs_arm
-def test_cpp_demo_rejects_grayscale_image(arm_tools, tmp_path):
-    gray = str(tmp_path / "gray.png")
-    cv2.imwrite(gray, np.zeros((20, 30), "uint8"))
-    proc = subprocess.run(lite_arm.qemu_command(os.path.join(arm_tools, "rtseg_lite_demo"),
-                                                "missing.nb", gray, str(tmp_path)),
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
-    assert proc.stderr.startswith("error: ") and "3-channel" in proc.stderr
+def test_cpp_demo_reads_images_like_python_runners(exported, arm_tools, synthetic_root, tmp_path):
+    """The demo follows the Python runners' image rule: on gray, RGBA and 16-bit files it warns
+    like them and writes the same mask as deploy/python/infer.py on the same files."""
+    models, exports = exported
+    if "rtformer" not in models:
+        pytest.skip("rtformer has not landed")
+    model_dir, arm_nb = exports["rtformer", "argmax"]
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    variants = _image_variants(_first_val_image(synthetic_root), str(inputs))
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "deploy/python/infer.py"),
+                           "--model_dir", model_dir, "--image_path", str(inputs),
+                           "--save_dir", str(tmp_path / "python")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    normalize = [t for t in du.read_deploy_yaml(model_dir)["transforms"] if t["type"] == "Normalize"][0]
+    for name, warning in variants.items():
+        out = str(tmp_path / "arm" / name.replace(".", "_"))
+        run = lite_arm.run_demo(arm_nb, str(inputs / name), out, normalize["mean"], normalize["std"],
+                                arm_tools)
+        if warning:
+            assert run.stderr.startswith("warning: ") and warning in run.stderr, run.stderr
+        else:
+            assert "warning" not in run.stderr, run.stderr
+        stem = os.path.splitext(name)[0]
+        arm_mask = _read_mask(os.path.join(out, stem + ".png"))
+        assert len(np.unique(arm_mask)) > 1, name
+        np.testing.assert_array_equal(arm_mask, _read_mask(tmp_path / "python" / (stem + ".png")),
+                                      err_msg=name)
+
+
+@needs_arm
+def test_cpp_demo_refuses_bad_images(arm_tools, synthetic_root, tmp_path):
+    """Files the Python runners refuse too (or, CMYK, that the demo cannot read): exit 2 and one
+    `error:` line naming the file and the problem, before the model is even opened."""
+    from PIL import Image
+    cases = {}
+    cases["small.png"] = "at least 32x32"
+    cv2.imwrite(str(tmp_path / "small.png"), np.zeros((20, 30), "uint8"))
+    data = open(_first_val_image(synthetic_root), "rb").read()
+    cases["cut.jpg"] = "truncated"
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    cases["cmyk.jpg"] = "CMYK"
+    Image.new("CMYK", (64, 64), (10, 20, 30, 40)).save(tmp_path / "cmyk.jpg")
+    cases["text.png"] = "neither JPEG nor PNG"
+    (tmp_path / "text.png").write_text("not an image")
+    for name, message in cases.items():
+        proc = subprocess.run(lite_arm.qemu_command(os.path.join(arm_tools, "rtseg_lite_demo"),
+                                                    "missing.nb", str(tmp_path / name),
+                                                    str(tmp_path)),
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, (name, proc.stderr)
+        assert proc.stderr.startswith("error: ") and message in proc.stderr, (name, proc.stderr)
+        assert proc.stderr.count("\n") == 1, proc.stderr
+    assert sorted(os.listdir(tmp_path)) == sorted(cases)  # nothing written
 
 
 def test_lite_x86_two_models_several_sizes_one_process(exported):

@@ -1,12 +1,15 @@
 #include "image_io.h"
 
+#include <cmath>
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
+#include <iostream>
 #include <memory>
 #include <stdexcept>
 
 #include <jpeglib.h>
+#include <jerror.h>  // after jpeglib.h: the message codes (JWRN_JPEG_EOF)
 #include <png.h>
 
 namespace rtseg {
@@ -27,7 +30,15 @@ struct JpegError {
   jpeg_error_mgr mgr;
   std::jmp_buf jump;
   char message[JMSG_LENGTH_MAX];
+  bool truncated = false;
 };
+
+// Warnings (msg_level -1): libjpeg only warns on a file cut off before its end and fills the rest
+// with gray; remember that instead of printing libjpeg's message.
+void OnJpegMessage(j_common_ptr info, int msg_level) {
+  JpegError* err = reinterpret_cast<JpegError*>(info->err);
+  if (msg_level < 0 && info->err->msg_code == JWRN_JPEG_EOF) err->truncated = true;
+}
 
 void OnJpegError(j_common_ptr info) {
   JpegError* err = reinterpret_cast<JpegError*>(info->err);
@@ -35,11 +46,41 @@ void OnJpegError(j_common_ptr info) {
   std::longjmp(err->jump, 1);
 }
 
+// The rule of paddle_rtseg.deployment.images.read_image, which every Python runner and CLI follows, so
+// that a file gives the same pixels here: grayscale is replicated to 3 channels and an alpha channel
+// dropped (each with a warning), 16-bit is scaled to 8 bits by the image's maximum, and images
+// smaller than kMinSide on a side are refused.
+constexpr int kMinSide = 32;  // the models' coarsest feature map is 1/32 of the input
+
+void Warn(const std::string& message) { std::cerr << "warning: " << message << "\n"; }
+
+void CheckSize(const std::string& path, int height, int width) {
+  if (height < kMinSide || width < kMinSide)
+    throw std::runtime_error("image " + path + " is " + std::to_string(width) + "x" +
+                             std::to_string(height) + " pixels; the models need at least " +
+                             std::to_string(kMinSide) + "x" + std::to_string(kMinSide) +
+                             " (their coarsest feature map is 1/32 of the input). Use a larger image.");
+}
+
+// Samples (channels per pixel, interleaved) to RGB: channel 0 replicated for 1 or 2 channels
+// (gray, gray + alpha), the first three kept for 3 or 4 (RGB, RGBA).
+void ToRgb(const uint8_t* samples, int channels, size_t pixels, std::vector<uint8_t>* rgb) {
+  rgb->resize(pixels * 3);
+  for (size_t i = 0; i < pixels; ++i)
+    for (int c = 0; c < 3; ++c) (*rgb)[3 * i + c] = samples[i * channels + (channels < 3 ? 0 : c)];
+}
+
+void WarnChannels(const std::string& path, int channels) {
+  if (channels < 3) Warn(path + " is grayscale; replicating it to 3 channels.");
+  if (channels == 4) Warn(path + " has an alpha channel; it is dropped.");
+}
+
 Image ReadJpeg(const std::string& path, FILE* f) {
   jpeg_decompress_struct info;
   JpegError err;
   info.err = jpeg_std_error(&err.mgr);
   err.mgr.error_exit = OnJpegError;
+  err.mgr.emit_message = OnJpegMessage;
   Image image;
   if (setjmp(err.jump)) {
     jpeg_destroy_decompress(&info);
@@ -48,22 +89,34 @@ Image ReadJpeg(const std::string& path, FILE* f) {
   jpeg_create_decompress(&info);
   jpeg_stdio_src(&info, f);
   jpeg_read_header(&info, TRUE);
-  if (info.num_components != 3) {
+  const int channels = info.num_components;
+  if (channels != 1 && channels != 3) {
     jpeg_destroy_decompress(&info);
-    throw std::runtime_error(path + " has " + std::to_string(info.num_components) +
-                             " channel(s); the model takes 3-channel color images. Convert it first.");
+    throw std::runtime_error("image " + path + " is a " + std::to_string(channels) + "-component (CMYK) JPEG; "
+                             "the demo reads RGB and grayscale JPEGs. Convert it to RGB first.");
   }
-  info.out_color_space = JCS_RGB;
+  info.out_color_space = channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
   jpeg_start_decompress(&info);
   image.height = info.output_height;
   image.width = info.output_width;
-  image.rgb.resize(static_cast<size_t>(image.height) * image.width * 3);
+  try {
+    CheckSize(path, image.height, image.width);
+  } catch (...) {
+    jpeg_destroy_decompress(&info);
+    throw;
+  }
+  std::vector<uint8_t> samples(static_cast<size_t>(image.height) * image.width * channels);
   while (info.output_scanline < info.output_height) {
-    JSAMPROW row = &image.rgb[static_cast<size_t>(info.output_scanline) * image.width * 3];
+    JSAMPROW row = &samples[static_cast<size_t>(info.output_scanline) * image.width * channels];
     jpeg_read_scanlines(&info, &row, 1);
   }
   jpeg_finish_decompress(&info);
   jpeg_destroy_decompress(&info);
+  if (err.truncated)
+    throw std::runtime_error("image " + path + " cannot be decoded completely: the JPEG is truncated "
+                             "(it ends before its end-of-image marker). Replace it or remove it.");
+  WarnChannels(path, channels);
+  ToRgb(samples.data(), channels, static_cast<size_t>(image.height) * image.width, &image.rgb);
   return image;
 }
 
@@ -72,26 +125,58 @@ Image ReadPng(const std::string& path, FILE* f) {
   png_infop info = png_create_info_struct(png);
   if (setjmp(png_jmpbuf(png))) {
     png_destroy_read_struct(&png, &info, nullptr);
-    throw std::runtime_error("cannot decode PNG " + path);
+    throw std::runtime_error("cannot decode PNG " + path + " (corrupt or truncated); replace it.");
   }
   png_init_io(png, f);
   png_read_info(png, info);
-  const int color = png_get_color_type(png, info), depth = png_get_bit_depth(png, info);
-  if (depth != 8 || (color != PNG_COLOR_TYPE_RGB && color != PNG_COLOR_TYPE_PALETTE)) {
-    png_destroy_read_struct(&png, &info, nullptr);
-    throw std::runtime_error(path + " is not an 8-bit RGB PNG (gray, alpha or 16-bit); the model "
-                             "takes 3-channel 8-bit color images. Convert it first.");
-  }
-  if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
-  png_read_update_info(png, info);
   Image image;
   image.height = png_get_image_height(png, info);
   image.width = png_get_image_width(png, info);
-  image.rgb.resize(static_cast<size_t>(image.height) * image.width * 3);
+  try {
+    CheckSize(path, image.height, image.width);
+  } catch (...) {
+    png_destroy_read_struct(&png, &info, nullptr);
+    throw;
+  }
+  // palettes to RGB, 1/2/4-bit gray to 8 bits; 16-bit samples in host byte order
+  if (png_get_color_type(png, info) == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
+  if (png_get_bit_depth(png, info) < 8) png_set_expand_gray_1_2_4_to_8(png);
+  const bool wide = png_get_bit_depth(png, info) == 16;
+  if (wide) png_set_swap(png);  // PNG stores 16-bit samples big-endian
+  png_read_update_info(png, info);
+  const int channels = png_get_channels(png, info);
+  const size_t pixels = static_cast<size_t>(image.height) * image.width;
+  const size_t row_bytes = png_get_rowbytes(png, info);
+  std::vector<uint8_t> raw(row_bytes * image.height);
   std::vector<png_bytep> rows(image.height);
-  for (int y = 0; y < image.height; ++y) rows[y] = &image.rgb[static_cast<size_t>(y) * image.width * 3];
+  for (int y = 0; y < image.height; ++y) rows[y] = &raw[static_cast<size_t>(y) * row_bytes];
   png_read_image(png, rows.data());
   png_destroy_read_struct(&png, &info, nullptr);
+  std::vector<uint8_t> samples;
+  if (wide) {
+    // cv2.convertScaleAbs(image, alpha=255 / max(image.max(), 1)): float scale, rounded to nearest
+    // even, over every channel (alpha included), as deployment/images.py's to_uint8 does
+    const size_t count = pixels * channels;
+    std::vector<uint16_t> wide_samples(count);
+    for (int y = 0; y < image.height; ++y)
+      std::memcpy(&wide_samples[static_cast<size_t>(y) * image.width * channels],
+                  rows[y], static_cast<size_t>(image.width) * channels * 2);
+    uint16_t peak = 0;
+    for (uint16_t v : wide_samples) peak = v > peak ? v : peak;
+    const float scale = static_cast<float>(255.0 / (peak > 1 ? peak : 1));
+    samples.resize(count);
+    for (size_t i = 0; i < count; ++i) {
+      const long v = std::lrint(std::fabs(static_cast<float>(wide_samples[i]) * scale));
+      samples[i] = static_cast<uint8_t>(v > 255 ? 255 : v);
+    }
+  } else {
+    samples.resize(pixels * channels);
+    for (int y = 0; y < image.height; ++y)
+      std::memcpy(&samples[static_cast<size_t>(y) * image.width * channels], rows[y],
+                  static_cast<size_t>(image.width) * channels);
+  }
+  WarnChannels(path, channels);
+  ToRgb(samples.data(), channels, pixels, &image.rgb);
   return image;
 }
 
@@ -104,7 +189,7 @@ Image ReadImage(const std::string& path) {
   std::rewind(f.get());
   if (got >= 3 && magic[0] == 0xFF && magic[1] == 0xD8 && magic[2] == 0xFF) return ReadJpeg(path, f.get());
   if (got == 8 && png_sig_cmp(magic, 0, 8) == 0) return ReadPng(path, f.get());
-  throw std::runtime_error(path + " is neither JPEG nor PNG; convert it to one of them.");
+  throw std::runtime_error("image " + path + " is neither JPEG nor PNG; convert it to one of them.");
 }
 
 void PaletteRGB(int label, uint8_t rgb[3]) {

@@ -12,8 +12,10 @@ struct Image {
   std::vector<uint8_t> rgb;  // height * width * 3, RGB
 };
 
-// Reads an 8-bit RGB JPEG or PNG (by content, not by name). Throws std::runtime_error naming the
-// problem (unreadable, not 3-channel color, 16-bit) so that main can print one `error:` line.
+// Reads a JPEG or PNG (by content, not by name) as 8-bit RGB with the Python runners' rule
+// (paddle_rtseg/deployment/images.py): gray replicated and alpha dropped (with a `warning:` line on
+// stderr), 16-bit scaled by the image's maximum. Throws std::runtime_error naming the problem
+// (unreadable, truncated JPEG, CMYK JPEG, smaller than 32x32) so that main prints one `error:` line.
 Image ReadImage(const std::string& path);
 // Class ids as an 8-bit palette PNG with PaddleSeg's pseudo-color palette (pixel value = class id),
 // like the Python runners' mask.
