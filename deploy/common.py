@@ -50,25 +50,27 @@ def run(args, make_predictor, program_files=True):
     besides it."""
     try:
         if du.video_input(args):
-            return run_video(args, make_predictor, program_files)
+            with du.run_lock.run_folder(args.save_dir):
+                return run_video(args, make_predictor, program_files)
         info = du.read_deploy_yaml(args.model_dir, program_files)
         images = du.list_images(args.image_path)
-        predictor = make_predictor(info)
-        channels = info["input_shape"][1] if info["input_shape"][1] > 0 else 3
-        times = []
-        for path in images:
-            image = du.read_image(path, channels)
-            x = du.preprocess(image, info["transforms"])
-            du.check_input(x, info["input_shape"])
-            start = time.perf_counter()
-            output = predictor(x)
-            times.append(time.perf_counter() - start)
-            label = du.to_label_map(output, info["output_op"], image.shape[:2])
-            name = os.path.splitext(os.path.basename(path))[0]
-            du.save_results(label, image, args.save_dir, name)
-            if args.benchmark:
-                print("{}: {:.1f} ms".format(path, 1000 * times[-1]))
-    except du.DeployError as e:
+        names = du.output_names(images)
+        with du.run_lock.run_folder(args.save_dir):  # one run per --save_dir
+            predictor = make_predictor(info)
+            channels = info["input_shape"][1] if info["input_shape"][1] > 0 else 3
+            times = []
+            for path, name in zip(images, names):
+                image = du.read_image(path, channels)
+                x = du.preprocess(image, info["transforms"])
+                du.check_input(x, info["input_shape"])
+                start = time.perf_counter()
+                output = predictor(x)
+                times.append(time.perf_counter() - start)
+                label = du.to_label_map(output, info["output_op"], image.shape[:2])
+                du.save_results(label, image, args.save_dir, os.path.splitext(name)[0])
+                if args.benchmark:
+                    print("{}: {:.1f} ms".format(path, 1000 * times[-1]))
+    except (du.DeployError, du.run_lock.RunLockError) as e:
         print("error: {}".format(e), file=sys.stderr)
         return 2
     print("Segmented {} image(s) into {} ({}; median {:.1f} ms/image)".format(

@@ -240,7 +240,7 @@ def main(argv=None):
     from .errors import run_cli
 
     def run():
-        from .run_lock import run_folder
+        from .deployment.run_lock import run_folder
         with run_folder(args.save_dir):  # the export inside takes it over, re-entrantly
             shapes, predictors = prepare(args)
             input_shape = du.read_deploy_yaml(args.save_dir)["input_shape"]

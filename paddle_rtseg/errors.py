@@ -9,7 +9,7 @@ from .datasets.checked_io import DataError
 from .deployment import DeployError
 from .deployment.errors import DISK_FULL, DiskFullError, disk_full_message
 from .export import ExportError
-from .run_lock import RunLockError
+from .deployment.run_lock import RunLockError
 from .torch_reader import UnsafeCheckpointError
 
 

@@ -11,7 +11,7 @@ running process has the other one the export re-runs itself in a subprocess with
 
 The export is atomic: files are written to a temporary directory next to ``--save_dir`` and moved in
 only once everything succeeded, ``deploy.yaml`` last. The export owns ``--save_dir`` while it runs
-(:mod:`paddle_rtseg.run_lock`): a second export or training into it is refused, and temporary
+(:mod:`paddle_rtseg.deployment.run_lock`): a second export or training into it is refused, and temporary
 directories a killed export of it left next to it are removed.
 """
 import argparse
@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 
-from . import run_lock
+from .deployment import run_lock
 from .conv_bias_add import conv_bias_as_channel_add
 
 OUTPUT_OPS = ("argmax", "softmax", "none")

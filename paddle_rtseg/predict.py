@@ -6,7 +6,7 @@ palette is PaddleSeg's colours, so it is both a picture and the label map) and
 ``added_prediction/<name>.<ext>`` (the image blended 0.6/0.4 with the colour mask); with
 ``--save_label`` also ``label/<name>.png`` (grayscale class ids). The files are made by the same code
 as the deploy runners' (``paddle_rtseg.deployment.visualize``) and written atomically; the run owns
-``--save_dir`` (:mod:`paddle_rtseg.run_lock`).
+``--save_dir`` (:mod:`paddle_rtseg.deployment.run_lock`).
 """
 import argparse
 import os
@@ -16,11 +16,11 @@ import paddle
 
 import paddle_rtseg
 from paddle_rtseg.deployment import (IMAGE_EXTENSIONS, FrameSource, add_video_args, color_map,
-                                     encode, overlay, pseudo_color_png, segment_video,
-                                     video_input, write_bytes_atomic)
+                                     encode, output_names, overlay, pseudo_color_png,
+                                     segment_video, video_input, write_bytes_atomic)
 from paddle_rtseg.datasets.checked_io import DataError, read_image
 from paddle_rtseg.errors import run_cli, writable_dir
-from paddle_rtseg.run_lock import run_folder
+from paddle_rtseg.deployment.run_lock import run_folder
 from paddle_rtseg.train import add_common_args, resolve_device
 from paddle_rtseg.val import add_inference_args, check_slide
 
@@ -98,15 +98,13 @@ def predict(model, transforms, images, root, save_dir, palette, save_label=False
 
     model.eval()
     written = []
+    names = output_names(images, root)  # refuses two inputs that would write the same outputs
     bar = progbar.Progbar(target=len(images), verbose=1)
     with paddle.no_grad():
-        for i, path in enumerate(images):
+        for i, (path, rel) in enumerate(zip(images, names)):
             image = read_image(path)
             pred = infer_one(model, transforms, image, aug, scales, flip_horizontal, flip_vertical,
                              is_slide, stride, crop_size)
-            rel = os.path.relpath(path, root)
-            if rel.startswith(os.pardir) or os.path.isabs(rel):  # listed outside the list's folder
-                rel = os.path.basename(path)
             name = os.path.splitext(rel)[0] + ".png"
             outputs = {  # PaddleSeg's names: the overlay keeps the input's file name
                 os.path.join("pseudo_color_prediction", name): pseudo_color_png(pred, palette),
@@ -138,6 +136,8 @@ def main(argv=None):
     from paddleseg.utils import logger
 
     images, root = (None, None) if video else list_images(args.image_path)
+    if images:
+        output_names(images, root)  # two inputs writing the same outputs: refused before the model
     writable_dir(args.save_dir)
     with run_folder(args.save_dir, log=logger.warning):
         return _predict(args, video, images, root)

@@ -3,7 +3,7 @@
 Also runs data-parallel under ``python -m paddle.distributed.launch --nproc_per_node N
 paddle_rtseg/train.py ...`` (the launcher takes a script path; GPUs, or CPU processes over gloo). Checkpoints are written
 atomically; a killed run resumes with ``--resume_model <save_dir>/iter_N``. The run owns ``--save_dir``
-(:mod:`paddle_rtseg.run_lock`): a second run into it is refused, a killed run's lock and temporaries
+(:mod:`paddle_rtseg.deployment.run_lock`): a second run into it is refused, a killed run's lock and temporaries
 are cleaned up by the next one.
 """
 import argparse
@@ -17,7 +17,7 @@ from paddle_rtseg.atomic import atomic_paddle_save
 from paddle_rtseg.checkpoints import check_resume_fits
 from paddle_rtseg.datasets import check_dataset
 from paddle_rtseg.errors import run_cli, writable_dir
-from paddle_rtseg.run_lock import run_folder
+from paddle_rtseg.deployment.run_lock import run_folder
 
 
 def add_common_args(parser):

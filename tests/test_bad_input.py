@@ -426,6 +426,41 @@ def test_grayscale_and_rgba_converted_by_predict_and_runner(tmp_path, exported, 
     assert {"gray.png", "rgba.png"} <= set(os.listdir(tmp_path / "run"))
 
 
+def test_inputs_writing_the_same_outputs_refused_by_predict_and_runner(tmp_path, exported,
+                                                                       synthetic_root):
+    """a.jpg and a.png would both write a.png: refused before anything is written (PaddleSeg's
+    predict silently keeps the last one)."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    image = cv2.imread(os.path.join(synthetic_root, "images", "val_00000.jpg"))
+    cv2.imwrite(str(folder / "a.jpg"), image)
+    cv2.imwrite(str(folder / "a.png"), image)
+    for out in (_predict(exported, folder, tmp_path / "pred", tmp_path),
+                _runner(exported["model_dir"], folder, tmp_path / "run")):
+        assert_clean_error(out, "a.jpg and ", "a.png would both be written as a.png",
+                           "Rename one of them")
+    assert not os.path.exists(tmp_path / "pred") and not os.path.exists(tmp_path / "run")
+
+
+def test_runner_refuses_a_save_dir_in_use(tmp_path, exported, synthetic_root):
+    """The runners hold --save_dir's run lock like train/predict/export (paddle_rtseg.deployment.
+    run_lock): a second run into a folder in use is refused, naming the owner."""
+    from test_run_lock import hold
+    out = tmp_path / "run"
+    holder = hold(out)
+    try:
+        image = os.path.join(synthetic_root, "images", "val_00000.jpg")
+        assert_clean_error(_runner(exported["model_dir"], image, out),
+                           "--save_dir {} is in use by another run: pid {}".format(out, holder.pid))
+        assert os.listdir(out) == [du.run_lock.LOCK_NAME]  # nothing written
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    ok = _runner(exported["model_dir"], image, out)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert sorted(os.listdir(out)) == ["val_00000.png", "val_00000_overlay.jpg"]
+
+
 def test_benchmark_flags(tmp_path):
     out = run_module("paddle_rtseg.bench_deploy", "--model_path", "seaformer_tiny:w.pdparams",
                      "--save_dir", tmp_path / "b", cwd=tmp_path)

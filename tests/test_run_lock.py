@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import ROOT, run_module
-from paddle_rtseg import run_lock
+from paddle_rtseg.deployment import run_lock
 
 # a process holding the lock of argv[1] until its stdin closes (run_lock is loaded from its file:
 # stdlib only, so the holder starts in milliseconds, without Paddle)
@@ -32,7 +32,7 @@ try:
         sys.stdin.read()
 except run_lock.RunLockError as e:
     print("refused", flush=True)
-""".format(path=os.path.join(ROOT, "paddle_rtseg", "run_lock.py"))
+""".format(path=os.path.join(ROOT, "paddle_rtseg", "deployment", "run_lock.py"))
 
 
 def hold(folder, *start_line):

@@ -6,11 +6,11 @@ rest of ``paddle_rtseg`` (relative imports inside this package only), so the run
 load this package from its folder and run where only their own runtime (ONNX Runtime, Paddle Lite)
 is installed. Backends are imported when a predictor is created.
 """
-from . import cpu_features, mkl_dispatch
+from . import cpu_features, mkl_dispatch, run_lock
 from .converters import DEFAULT_OPSET, convert_lite, convert_onnx, lite_model_ops
 from .errors import DeployError, DiskFullError, reporting_full_disk
 from .files import default_mode, write_bytes_atomic
-from .images import IMAGE_EXTENSIONS, list_images, read_image, to_uint8
+from .images import IMAGE_EXTENSIONS, list_images, output_names, read_image, to_uint8
 from .model_dir import model_paths, read_deploy_yaml
 from .onnx_runtime import OnnxPredictor, default_onnx_file
 from .paddle_inference import PaddleInferencePredictor, is_quantized, openvino_available

@@ -87,6 +87,27 @@ def to_uint8(image):
     return cv2.convertScaleAbs(image, alpha=255.0 / max(float(image.max()), 1.0))
 
 
+def output_names(images, root=None):
+    """Each image's output name: its path relative to ``root`` where given and inside it, else its
+    file name (outputs replace the extension: ``<name without extension>.png``). Raises
+    :class:`DeployError` before anything is written when two different images would write the same
+    outputs (``a.jpg`` and ``a.png`` both give ``a.png``: the second would silently replace the
+    first)."""
+    names, seen = [], {}
+    for path in images:
+        rel = os.path.relpath(path, root) if root is not None else os.path.basename(path)
+        if rel.startswith(os.pardir) or os.path.isabs(rel):  # listed outside the list's folder
+            rel = os.path.basename(path)
+        stem = os.path.splitext(rel)[0]
+        other = seen.setdefault(stem, path)
+        if os.path.normpath(other) != os.path.normpath(path):
+            raise DeployError("{} and {} would both be written as {}.png (outputs are named after "
+                              "the input without its extension). Rename one of them, or segment "
+                              "them into different --save_dir folders.".format(other, path, stem))
+        names.append(rel)
+    return names
+
+
 def list_images(path):
     if os.path.isfile(path):
         return [path]
