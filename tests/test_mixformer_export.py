@@ -1,6 +1,7 @@
 """MixFormer, with UperNet and with the All-MLP decoder of the real-time configs, exports
 (``paddle_rtseg.export``) to a legacy static graph with dynamic batch and H/W that Paddle
-Inference (oneDNN), ONNX Runtime (paddle2onnx, opset 17) and Paddle Lite (x86 runtime here;
+Inference (oneDNN, and its OpenVINO engine where Paddle has it), ONNX Runtime (paddle2onnx, opset
+17) and Paddle Lite (x86 runtime here;
 ``opt --valid_targets=arm`` supports every op) run within 1e-4 of dygraph, including sizes that
 need window padding and odd merges."""
 import os
@@ -62,15 +63,17 @@ def test_dynamic_shape_export_runs_in_every_backend(tiny, monkeypatch):
     assert layer_norms > 0 and node_types.count("LayerNormalization") == layer_norms
     ops, supported = du.lite_model_ops(save_dir, target="arm")
     assert supported, {op: t for op, t in ops.items() if not t}
-    predictor = du.PaddleInferencePredictor(save_dir, use_mkldnn=True)
-    onnx_predictor = du.OnnxPredictor(onnx_path)
+    predictors = [du.PaddleInferencePredictor(save_dir, use_mkldnn=True), du.OnnxPredictor(onnx_path)]
+    if du.openvino_available():  # Paddle 3.0 (not 2.6)
+        predictors.append(du.PaddleInferencePredictor(save_dir, use_openvino=True))
     # 128x128: whole windows at 1/4; 96x160 and 75x133: padded windows, odd merges, stem padding
     for shape in [(2, 3, 128, 128), (1, 3, 96, 160), (1, 3, 75, 133)]:
         x = np.random.default_rng(1).normal(size=shape).astype("float32")
         expected = dygraph(config, path, x)
         tol = 1e-4 * np.abs(expected).max()
-        np.testing.assert_allclose(predictor(x), expected, atol=tol, err_msg=str(shape))
-        np.testing.assert_allclose(onnx_predictor(x), expected, atol=tol, err_msg=str(shape))
+        for predictor in predictors:
+            np.testing.assert_allclose(predictor(x), expected, atol=tol,
+                                       err_msg="{} {}".format(predictor.name, shape))
         # Lite's x86 Python runtime misbehaves when the size changes on one predictor (REFERENCES
         # §7.4): one fresh process and .nb per size
         got = lite_x86(save_dir, os.path.join(save_dir, "lite_{}x{}".format(*shape[2:])), x[:1])
