@@ -4,6 +4,8 @@ Every component is registered as ``RTSeg_<Name>`` (``type: RTSeg_RTFormer`` in Y
 and PaddleSeg develop (``RTFormer``, ``SeaFormerSeg``, ``SeaFormer_tiny``, ``SegFormer``,
 ``MixVisionTransformer_B0``...) keep their own names and importing this package warns about nothing.
 """
+import inspect
+
 PREFIX = "RTSeg_"
 
 
@@ -22,6 +24,28 @@ def register(component_manager, name=None):
         return component
 
     return decorator
+
+
+def register_variant(component_manager, cls, name, settings, doc):
+    """Register ``RTSeg_<name>``: a factory of ``cls`` preset with ``settings`` (one row of a
+    paper's variant table), keyword arguments overriding the row. Its signature is ``cls``'s, keyword
+    only, with the row's values as defaults, so the config check (:mod:`paddle_rtseg.config`) knows
+    every argument name and type of a variant. Returns the factory."""
+
+    def build(**kwargs):
+        return cls(**dict(settings, **kwargs))
+
+    unknown = set(settings) - set(inspect.signature(cls).parameters)
+    if unknown:
+        raise TypeError("{} has no argument(s) {}".format(cls.__name__, sorted(unknown)))
+    build.__signature__ = inspect.Signature([
+        p.replace(kind=p.KEYWORD_ONLY, default=settings.get(p.name, p.default))
+        for p in inspect.signature(cls).parameters.values()
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)])
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = doc
+    build.__module__ = cls.__module__
+    return register(component_manager)(build)
 
 
 def registered_names(component_manager):

@@ -36,3 +36,29 @@ def test_names_are_prefixed_and_do_not_shadow_paddleseg():
 
 def test_public_api():
     assert callable(paddle_rtseg.build_model) and callable(paddle_rtseg.load_checkpoint)
+
+
+VARIANT_ROWS = {"RTSeg_MiT_B2": ("embed_dims", (64, 128, 320, 512)),
+                "RTSeg_MixFormer_B3": ("embed_dim", 48),
+                "RTSeg_SeaFormer_large": ("stem_channels", 32)}
+
+
+def test_variants_show_their_arguments_to_the_config_check():
+    """Variant factories (register_variant) carry their class's arguments, the table row as
+    defaults: a misspelt or mistyped backbone argument is caught by the config check with the fix,
+    not by a TypeError inside PaddleSeg's builder; a valid override builds."""
+    import inspect
+
+    import pytest
+    from paddle_rtseg.config import ConfigError, check_component
+    for name, (key, value) in VARIANT_ROWS.items():
+        factory = manager.BACKBONES.components_dict[name]
+        assert inspect.signature(factory).parameters[key].default == value
+        with pytest.raises(ConfigError, match="takes no argument {!r}.*Did you mean '{}'".format(
+                key + "x", key)):
+            check_component({"type": name, key + "x": value}, "model.backbone")
+        with pytest.raises(ConfigError, match="drop_path_rate must be a number, got 'abc'"):
+            check_component({"type": name, "drop_path_rate": "abc"}, "model.backbone")
+    backbone = manager.BACKBONES.components_dict["RTSeg_MiT_B0"](depths=(1, 1, 1, 1))
+    assert [len(getattr(backbone, "block{}".format(i))) for i in (1, 2, 3, 4)] == [1, 1, 1, 1]
+    assert backbone.feat_channels == [32, 64, 160, 256]

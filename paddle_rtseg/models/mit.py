@@ -20,7 +20,7 @@ from ..layers.efficient_attention import EfficientSelfAttention
 from ..layers.materialize import exporting, materialize
 from ..layers.shape import dim
 from ..layers.token_merging import resolve_token_merging
-from ..registry import register
+from ..registry import register_variant
 
 
 def _init_weights(layer):
@@ -219,13 +219,9 @@ _VARIANTS = {
 
 
 def _variant(name):
-    def factory(**kwargs):
-        return MixVisionTransformer(**dict(_VARIANTS[name], **kwargs))
-
-    factory.__name__ = "MiT_" + name
-    factory.__qualname__ = factory.__name__
-    factory.__doc__ = "MiT-{} (SegFormer Table 6), registered as ``RTSeg_MiT_{}``.".format(name, name)
-    return register(manager.BACKBONES)(factory)
+    return register_variant(manager.BACKBONES, MixVisionTransformer, "MiT_" + name, _VARIANTS[name],
+                            "MiT-{} (SegFormer Table 6), registered as ``RTSeg_MiT_{}``; keyword "
+                            "arguments override the table.".format(name, name))
 
 
 MiT_B0 = _variant("B0")

@@ -23,7 +23,7 @@ from ..layers.conv_stem import ConvStem
 from ..layers.mixing_attention import MixingAttention
 from ..layers.shape import dim
 from ..layers.windows import crop, pad_to_multiple
-from ..registry import register
+from ..registry import register, register_variant
 
 # PaddleClas's MixFormer_B0..B6 (embed_dim of stage 1, doubled per stage; depths; heads;
 # drop_path_rate of their ImageNet recipe).
@@ -175,17 +175,9 @@ class MixFormer(nn.Layer):
 
 
 def _variant(name):
-    def build(drop_path_rate=VARIANTS[name]["drop_path_rate"], in_channels=3, pretrained=None,
-              **kwargs):
-        settings = {k: v for k, v in VARIANTS[name].items() if k != "drop_path_rate"}
-        settings.update(kwargs)
-        return MixFormer(drop_path_rate=drop_path_rate, in_channels=in_channels,
-                         pretrained=pretrained, **settings)
-
-    build.__name__ = build.__qualname__ = "MixFormer_" + name
-    build.__doc__ = ("MixFormer-{} backbone (PaddleClas's MixFormer_{}: ``VARIANTS['{}']``); "
-                     "keyword arguments override the table.").format(name, name, name)
-    return register(manager.BACKBONES)(build)
+    return register_variant(manager.BACKBONES, MixFormer, "MixFormer_" + name, VARIANTS[name],
+                            "MixFormer-{} backbone (PaddleClas's MixFormer_{}: ``VARIANTS['{}']``); "
+                            "keyword arguments override the table.".format(name, name, name))
 
 
 MixFormer_B0 = _variant("B0")

@@ -26,7 +26,7 @@ from ..layers.fusion_block import FusionBlock
 from ..layers.inverted_residual import InvertedResidual
 from ..layers.sea_attention import SeaAttention
 from ..layers.shape import spatial_size
-from ..registry import register
+from ..registry import register, register_variant
 
 # The authors' variants (seaformer-seg/local_configs/seaformer/seaformer_*.py). MobileNetV2 stage
 # rows are (kernel, expand ratio, out channels, stride); the first stage follows the 3x3 stride-2 stem.
@@ -218,14 +218,9 @@ class SeaFormer(nn.Layer):
 
 
 def _variant(name):
-    def build(drop_path_rate=0.1, in_channels=3, pretrained=None):
-        return SeaFormer(drop_path_rate=drop_path_rate, in_channels=in_channels,
-                         pretrained=pretrained, **VARIANTS[name])
-
-    build.__name__ = build.__qualname__ = "SeaFormer_" + name
-    build.__doc__ = "SeaFormer-{} backbone (the authors' table in ``VARIANTS``).".format(
-        name.capitalize())
-    return register(manager.BACKBONES)(build)
+    return register_variant(manager.BACKBONES, SeaFormer, "SeaFormer_" + name, VARIANTS[name],
+                            "SeaFormer-{} backbone (the authors' table in ``VARIANTS``); keyword "
+                            "arguments override the table.".format(name.capitalize()))
 
 
 SeaFormer_tiny = _variant("tiny")
