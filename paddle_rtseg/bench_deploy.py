@@ -51,6 +51,8 @@ TRAINED = {  # name: (synthetic config the demo weights were trained with, train
                        "output/demo/seaformer_tiny"),
     "segformer_pp_b0": ("configs/segformer_pp/segformer_pp_b0_synthetic_128x128_2k.yml",
                         "output/demo/segformer_pp_b0"),
+    "mixformer_b1": ("configs/mixformer/mixformer_b1_synthetic_128x128_2k.yml",
+                     "output/demo/mixformer_b1"),
 }
 TRAINED.update({"seaformer_" + v: ("configs/seaformer/seaformer_{}_synthetic_128x128_2k.yml".format(v),
                                    "output/demo/seaformer_" + v) for v in ("small", "base", "large")})

@@ -4,7 +4,8 @@
 (symmetric), activations uint8 with min/max ranges calibrated on training images (preprocessed like
 the runners do). ONNX Runtime fuses each DQ -> op -> Q into an integer kernel; what is not
 quantized stays fp32 between QuantizeLinear / DequantizeLinear pairs. What is quantized, and why,
-is at :data:`OPS` and :func:`score_matmuls`.
+is at :data:`OPS` and :func:`score_matmuls`; exact GELUs become one ``com.microsoft.Gelu`` first
+(:func:`fuse_gelu`), so the int8 model is for ONNX Runtime only (as its int8 kernels are).
 The written model carries ``paddle_rtseg_precision: int8`` in its metadata, which the runners check.
 """
 import os
@@ -39,6 +40,78 @@ def score_matmuls(model):
     return [node.name for node in graph.node
             if node.op_type == "MatMul" and not any(name in constants for name in node.input)
             and not any(name in softmax_outputs for name in node.input)]
+
+
+def _constant_values(graph):
+    from onnx import numpy_helper
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    return values
+
+
+def _scalar(values, name, expected):
+    value = values.get(name)
+    return value is not None and value.size == 1 and abs(float(value.reshape(-1)[0]) - expected) < 1e-5
+
+
+def fuse_gelu(model):
+    """Replace each exact GELU that paddle2onnx writes, ``Mul(Mul(x, Add(Erf(Div(x, sqrt 2)), 1)),
+    0.5)``, by ONNX Runtime's ``com.microsoft.Gelu`` (the same function, one kernel) in ``model``
+    (an ``onnx.ModelProto``, changed in place); returns how many. ORT fuses the pattern itself in
+    fp32 models, but not after quantization: its QDQ transformers give each consumer of a
+    DequantizeLinear its own copy, so ``Div`` and the first ``Mul`` no longer read the same ``x``,
+    and the Erf, Div and Muls ran as separate kernels, the Muls quantized between Q/DQ pairs
+    (SegFormer++-B0 512x512, ORT profiler: Erf alone 6.0 ms of a 57 ms run; a throwaway side-by-side
+    check gave 0.64x the fp32 latency with this rewrite against 0.67x without)."""
+    from onnx import helper
+    graph = model.graph
+    values = _constant_values(graph)
+    consumers, producer = {}, {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+        for name in node.output:
+            producer[name] = node
+    outputs = {o.name for o in graph.output}
+
+    def only_consumer(node):
+        users = consumers.get(node.output[0], [])
+        return users[0] if len(users) == 1 and node.output[0] not in outputs else None
+
+    def other_input(node, name):
+        rest = [i for i in node.input if i != name]
+        return rest[0] if len(rest) == 1 else None
+
+    fused = []
+    for erf in [n for n in graph.node if n.op_type == "Erf"]:
+        div = producer.get(erf.input[0])
+        if div is None or div.op_type != "Div" or not _scalar(values, div.input[1], 2 ** 0.5) \
+                or only_consumer(div) is not erf:
+            continue
+        x = div.input[0]
+        add = only_consumer(erf)
+        if add is None or add.op_type != "Add" or not _scalar(values, other_input(add, erf.output[0]), 1.0):
+            continue
+        mul = only_consumer(add)
+        if mul is None or mul.op_type != "Mul" or other_input(mul, add.output[0]) != x:
+            continue
+        half = only_consumer(mul)
+        if half is None or half.op_type != "Mul" or \
+                not _scalar(values, other_input(half, mul.output[0]), 0.5):
+            continue
+        fused.append(([div, erf, add, mul, half],
+                      helper.make_node("Gelu", [x], [half.output[0]], domain="com.microsoft",
+                                       name=(erf.name or "erf_{}".format(len(fused))) + "_gelu")))
+    for pattern, gelu in fused:
+        position = list(graph.node).index(pattern[-1])
+        graph.node.insert(position, gelu)
+        for node in pattern:
+            graph.node.remove(node)
+    if fused and not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return len(fused)
 
 
 def _name_nodes(model):
@@ -77,6 +150,7 @@ def quantize_onnx_int8(fp32_onnx, out_path, calibration, input_name="x"):
         # dynamic H/W reshapes of these models, and the quantizer does not need it)
         quant_pre_process(fp32_onnx, pre, skip_symbolic_shape=True)
         model = onnx.load(pre)
+        fuse_gelu(model)
         _name_nodes(model)
         onnx.save(model, pre)
         tmp = os.path.join(scratch, "int8.onnx")

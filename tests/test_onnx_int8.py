@@ -67,3 +67,57 @@ def test_int8_model_keeps_attention_softmax_and_resize_in_fp32(tmp_path):
     x = calibration[0]
     got, expected = session.run(None, {"x": x})[0], reference.run(None, {"x": x})[0]
     assert np.abs(got - expected).max() < 0.1 * np.abs(expected).max()
+
+
+def gelu_block(path=None, sqrt2=2 ** 0.5):
+    """x -> conv -> GELU as paddle2onnx writes it (x * (erf(x / sqrt 2) + 1) * 0.5) -> conv."""
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array((0.3 * rng.normal(size=(4, 4, 1, 1))).astype("float32"), name)
+             for name in ("w1", "w2")]
+    inits += [numpy_helper.from_array(np.array(v, "float32"), name)
+              for name, v in (("sqrt2", sqrt2), ("one", 1.0), ("half", 0.5))]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"], name="fc1"),
+             helper.make_node("Div", ["c", "sqrt2"], ["d"], name="div"),
+             helper.make_node("Erf", ["d"], ["e"], name="erf"),
+             helper.make_node("Add", ["e", "one"], ["a"], name="add"),
+             helper.make_node("Mul", ["c", "a"], ["m"], name="mul"),
+             helper.make_node("Mul", ["m", "half"], ["g"], name="half"),
+             helper.make_node("Conv", ["g", "w2"], ["y"], name="fc2")]
+    graph = helper.make_graph(
+        nodes, "gelu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    if path:
+        onnx.save(model, path)
+    return model
+
+
+def test_gelu_fused_for_ort_int8(tmp_path):
+    """The exact GELU becomes one com.microsoft.Gelu (the same function) before quantizing: ORT's
+    int8 graph then runs one Gelu kernel between the int8 convolutions instead of Div, Erf and two
+    quantized Muls. A look-alike with another constant is left alone."""
+    from paddle_rtseg.onnx_int8 import fuse_gelu
+    assert fuse_gelu(gelu_block(sqrt2=2.0)) == 0
+    model = gelu_block()
+    assert fuse_gelu(model) == 1
+    assert [n.op_type for n in model.graph.node] == ["Conv", "Gelu", "Conv"]
+    fp32, fused = str(tmp_path / "fp32.onnx"), str(tmp_path / "fused.onnx")
+    gelu_block(fp32)
+    onnx.save(model, fused)
+    x = np.random.default_rng(3).normal(size=(1, 4, 8, 8)).astype("float32")
+    run = lambda path: ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(  # noqa
+        None, {"x": x})[0]
+    np.testing.assert_allclose(run(fused), run(fp32), rtol=1e-5, atol=1e-6)
+    calibration = [np.random.default_rng(i).normal(size=(1, 4, 8, 8)).astype("float32")
+                   for i in range(8)]
+    out = quantize_onnx_int8(fp32, str(tmp_path / "int8.onnx"), calibration)
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(out, options, providers=["CPUExecutionProvider"])
+    kernels = [node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node
+               if node.op_type not in ("QuantizeLinear", "DequantizeLinear", "Transpose")]
+    assert "Gelu" in kernels and "Erf" not in kernels and "QLinearMul" not in kernels, kernels
+    assert kernels.count("QLinearConv") == 2, kernels
+    got = ort.InferenceSession(out, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert np.abs(got - run(fp32)).max() < 0.05 * np.abs(run(fp32)).max()
