@@ -4,7 +4,7 @@
 (symmetric), activations uint8 with min/max ranges calibrated on training images (preprocessed like
 the runners do). ONNX Runtime fuses each DQ -> op -> Q into an integer kernel; what is not
 quantized stays fp32 between QuantizeLinear / DequantizeLinear pairs. What is quantized, and why,
-is at :data:`OPS` and :func:`score_matmuls`; exact GELUs become one ``com.microsoft.Gelu`` first
+is at :data:`OPS`, :func:`score_matmuls` and :func:`shape_arithmetic`; exact GELUs become one ``com.microsoft.Gelu`` first
 (:func:`fuse_gelu`), so the int8 model is for ONNX Runtime only (as its int8 kernels are).
 The written model carries ``paddle_rtseg_precision: int8`` in its metadata, which the runners check.
 """
@@ -114,6 +114,25 @@ def fuse_gelu(model):
     return len(fused)
 
 
+def shape_arithmetic(model):
+    """Names of the nodes of ``model`` that compute on tensor shapes only: none of their inputs
+    derives from the values of a graph input (only from ``Shape`` outputs and constants). paddle2onnx
+    writes padding amounts and resize sizes of dynamic-shape exports as float arithmetic on shapes
+    (``Cast`` of a ``Shape``, then ``Mul``/``Add``/``Div``), and quantizing those with ranges
+    calibrated at one input size clips the values every larger size gives. They are left out:
+    MixFormer-B1 calibrated at 128x128 and run at 512x1024 otherwise padded its windows wrongly and
+    predicted class 0 everywhere (10x "faster" than fp32, computing the wrong thing)."""
+    graph = model.graph
+    content = {value.name for value in graph.input}
+    names = []
+    for node in graph.node:  # ONNX graphs are topologically sorted
+        if node.op_type != "Shape" and any(name in content for name in node.input if name):
+            content.update(node.output)
+        else:
+            names.append(node.name)
+    return names
+
+
 def _name_nodes(model):
     """Give every unnamed node a unique name (``nodes_to_exclude`` matches by name)."""
     taken = {node.name for node in model.graph.node}
@@ -155,7 +174,8 @@ def quantize_onnx_int8(fp32_onnx, out_path, calibration, input_name="x"):
         onnx.save(model, pre)
         tmp = os.path.join(scratch, "int8.onnx")
         quantize_static(pre, tmp, Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=OPS,
-                        nodes_to_exclude=score_matmuls(model), per_channel=True,
+                        nodes_to_exclude=score_matmuls(model) + shape_arithmetic(model),
+                        per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
         model = onnx.load(tmp)

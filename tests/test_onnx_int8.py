@@ -121,3 +121,45 @@ def test_gelu_fused_for_ort_int8(tmp_path):
     assert kernels.count("QLinearConv") == 2, kernels
     got = ort.InferenceSession(out, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     assert np.abs(got - run(fp32)).max() < 0.05 * np.abs(run(fp32)).max()
+
+
+def resize_by_shape_block(path=None):
+    """x -> conv -> resize to sizes = 2 * shape(x), computed in float as paddle2onnx writes
+    dynamic sizes (Shape -> Cast float -> Mul -> Cast int64): an int8 model must give the right size
+    at input sizes other than the calibration size."""
+    rng = np.random.default_rng(4)
+    inits = [numpy_helper.from_array((0.3 * rng.normal(size=(4, 4, 1, 1))).astype("float32"), "w"),
+             numpy_helper.from_array(np.array([1.0, 1.0, 2.0, 2.0], "float32"), "factor")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Shape", ["c"], ["shape"], name="shape"),
+             helper.make_node("Cast", ["shape"], ["shape_f"], to=TensorProto.FLOAT, name="to_float"),
+             helper.make_node("Mul", ["shape_f", "factor"], ["sizes_f"], name="double"),
+             helper.make_node("Cast", ["sizes_f"], ["sizes"], to=TensorProto.INT64, name="to_int"),
+             helper.make_node("Resize", ["c", "", "", "sizes"], ["r"], mode="linear", name="up"),
+             helper.make_node("Conv", ["r", "w"], ["y"], name="head")]
+    graph = helper.make_graph(
+        nodes, "resize_by_shape",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, "h2", "w2"])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    if path:
+        onnx.save(model, path)
+    return model
+
+
+def test_shape_arithmetic_stays_fp32_so_other_sizes_work(tmp_path):
+    """Calibrated at 8x8, run at 32x48: the float arithmetic on shapes is not quantized (its
+    calibrated range would clip 64 and 96 to the 16 seen in calibration)."""
+    from paddle_rtseg.onnx_int8 import shape_arithmetic
+    assert shape_arithmetic(resize_by_shape_block()) == ["shape", "to_float", "double", "to_int"]
+    fp32 = str(tmp_path / "fp32.onnx")
+    resize_by_shape_block(fp32)
+    calibration = [np.random.default_rng(i).normal(size=(1, 4, 8, 8)).astype("float32")
+                   for i in range(8)]
+    out = quantize_onnx_int8(fp32, str(tmp_path / "int8.onnx"), calibration)
+    x = np.random.default_rng(9).normal(size=(1, 4, 32, 48)).astype("float32")
+    expected = ort.InferenceSession(fp32, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = ort.InferenceSession(out, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert got.shape == expected.shape == (1, 4, 64, 96)
+    assert np.abs(got - expected).mean() < 0.05 * np.abs(expected).mean()
