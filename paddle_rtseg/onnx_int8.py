@@ -4,8 +4,9 @@
 (symmetric), activations uint8 with min/max ranges calibrated on training images (preprocessed like
 the runners do). ONNX Runtime fuses each DQ -> op -> Q into an integer kernel; what is not
 quantized stays fp32 between QuantizeLinear / DequantizeLinear pairs. What is quantized, and why,
-is at :data:`OPS`, :func:`score_matmuls` and :func:`shape_arithmetic`; exact GELUs become one ``com.microsoft.Gelu`` first
-(:func:`fuse_gelu`), so the int8 model is for ONNX Runtime only (as its int8 kernels are).
+is at :data:`OPS`, :func:`score_matmuls`, :func:`score_paths` and :func:`shape_arithmetic`; exact
+GELUs become one ``com.microsoft.Gelu`` first (:func:`fuse_gelu`), so the int8 model is for ONNX
+Runtime only (as its int8 kernels are).
 The written model carries ``paddle_rtseg_precision: int8`` in its metadata, which the runners check.
 """
 import os
@@ -114,6 +115,44 @@ def fuse_gelu(model):
     return len(fused)
 
 
+# ops that may sit between the scores product and its softmax (scale, relative-position bias, mask)
+_SCORE_PATH_OPS = ("Add", "Sub", "Mul", "Div", "Identity", "Reshape", "Transpose", "Cast")
+
+
+def score_paths(model):
+    """Names of the nodes between an attention-score MatMul (:func:`score_matmuls`) and the Softmax
+    it feeds: the relative-position bias add of MixFormer's window attention, a scale or a mask,
+    each with one input from the scores and the others constant. Left in fp32 like the scores, so
+    the softmax keeps an fp32 input: quantized, they put the softmax between DequantizeLinear and
+    QuantizeLinear again (``QLinearSoftmax``, MixFormer-B1 512x1024: 20.0 ms a run against 6.9 ms
+    for the fp32 softmax, ORT profiler)."""
+    graph = model.graph
+    scores = set(score_matmuls(model))
+    content = _content_tensors(model)
+    producer = {out: node for node in graph.node for out in node.output}
+    names = []
+    for softmax in (node for node in graph.node if node.op_type == "Softmax"):
+        path, node = [], producer.get(softmax.input[0])
+        while node is not None and node.op_type in _SCORE_PATH_OPS:
+            data = [name for name in node.input if name in content]
+            if len(data) != 1:
+                break
+            path.append(node.name)
+            node = producer.get(data[0])
+        if node is not None and node.name in scores:
+            names.extend(path)
+    return names
+
+
+def _content_tensors(model):
+    """Tensors whose values derive from a graph input's values (not only from its shape)."""
+    content = {value.name for value in model.graph.input}
+    for node in model.graph.node:  # ONNX graphs are topologically sorted
+        if node.op_type != "Shape" and any(name in content for name in node.input if name):
+            content.update(node.output)
+    return content
+
+
 def shape_arithmetic(model):
     """Names of the nodes of ``model`` that compute on tensor shapes only: none of their inputs
     derives from the values of a graph input (only from ``Shape`` outputs and constants). paddle2onnx
@@ -122,15 +161,9 @@ def shape_arithmetic(model):
     calibrated at one input size clips the values every larger size gives. They are left out:
     MixFormer-B1 calibrated at 128x128 and run at 512x1024 otherwise padded its windows wrongly and
     predicted class 0 everywhere (10x "faster" than fp32, computing the wrong thing)."""
-    graph = model.graph
-    content = {value.name for value in graph.input}
-    names = []
-    for node in graph.node:  # ONNX graphs are topologically sorted
-        if node.op_type != "Shape" and any(name in content for name in node.input if name):
-            content.update(node.output)
-        else:
-            names.append(node.name)
-    return names
+    content = _content_tensors(model)
+    return [node.name for node in model.graph.node
+            if not any(name in content for name in node.output)]
 
 
 def _name_nodes(model):
@@ -174,7 +207,8 @@ def quantize_onnx_int8(fp32_onnx, out_path, calibration, input_name="x"):
         onnx.save(model, pre)
         tmp = os.path.join(scratch, "int8.onnx")
         quantize_static(pre, tmp, Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=OPS,
-                        nodes_to_exclude=score_matmuls(model) + shape_arithmetic(model),
+                        nodes_to_exclude=(score_matmuls(model) + score_paths(model) +
+                                          shape_arithmetic(model)),
                         per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)

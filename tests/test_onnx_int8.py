@@ -3,27 +3,33 @@ matmuls and ``attn v`` in int8; the attention scores' softmax and resizes in fp3
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from paddle_rtseg.onnx_int8 import quantize_onnx_int8, score_matmuls
 
 
-def attention_block(path=None):
+def attention_block(path=None, bias=False):
     """x (1x4x8x8) -> conv -> + x -> tokens; q = tokens W (weight matmul); softmax(q q^T) q;
-    -> 2x resize: the ops of the families' attention blocks, small."""
+    -> 2x resize: the ops of the families' attention blocks, small. ``bias``: a constant added to
+    the scores before the softmax (MixFormer's relative-position bias)."""
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array((0.2 * rng.normal(size=(4, 4, 3, 3))).astype("float32"), "w_conv"),
              numpy_helper.from_array((0.3 * rng.normal(size=(4, 4))).astype("float32"), "w_q"),
              numpy_helper.from_array(np.array([1, 4, 64], "int64"), "flat"),
              numpy_helper.from_array(np.array([1, 4, 8, 8], "int64"), "grid"),
-             numpy_helper.from_array(np.array([1, 1, 2, 2], "float32"), "scales")]
+             numpy_helper.from_array(np.array([1, 1, 2, 2], "float32"), "scales"),
+             numpy_helper.from_array(rng.normal(size=(64, 64)).astype("float32"), "bias")]
+    if not bias:
+        inits = inits[:-1]
     nodes = [helper.make_node("Conv", ["x", "w_conv"], ["c"], pads=[1, 1, 1, 1], name="conv"),
              helper.make_node("Add", ["c", "x"], ["r"], name="residual"),
              helper.make_node("Reshape", ["r", "flat"], ["f"], name="flatten"),
              helper.make_node("Transpose", ["f"], ["t"], perm=[0, 2, 1], name="tokens"),
              helper.make_node("MatMul", ["t", "w_q"], ["q"], name="q_proj"),
              helper.make_node("Transpose", ["q"], ["qt"], perm=[0, 2, 1], name="q_t"),
-             helper.make_node("MatMul", ["q", "qt"], ["s"], name="scores"),
+             helper.make_node("MatMul", ["q", "qt"], ["s0" if bias else "s"], name="scores"),
+             *([helper.make_node("Add", ["s0", "bias"], ["s"], name="score_bias")] if bias else []),
              helper.make_node("Softmax", ["s"], ["a"], axis=-1, name="softmax"),
              helper.make_node("MatMul", ["a", "q"], ["o"], name="attend"),
              helper.make_node("Transpose", ["o"], ["ot"], perm=[0, 2, 1], name="back"),
@@ -40,12 +46,17 @@ def attention_block(path=None):
 
 
 def test_attention_scores_are_found():
+    from paddle_rtseg.onnx_int8 import score_paths
     assert score_matmuls(attention_block()) == ["scores"]
+    assert score_paths(attention_block()) == []
+    assert score_matmuls(attention_block(bias=True)) == ["scores"]
+    assert score_paths(attention_block(bias=True)) == ["score_bias"]
 
 
-def test_int8_model_keeps_attention_softmax_and_resize_in_fp32(tmp_path):
+@pytest.mark.parametrize("bias", [False, True])
+def test_int8_model_keeps_attention_softmax_and_resize_in_fp32(tmp_path, bias):
     fp32 = str(tmp_path / "fp32.onnx")
-    attention_block(fp32)
+    attention_block(fp32, bias)
     rng = np.random.default_rng(1)
     calibration = [rng.normal(size=(1, 4, 8, 8)).astype("float32") for _ in range(8)]
     out = quantize_onnx_int8(fp32, str(tmp_path / "int8.onnx"), calibration)
@@ -60,8 +71,9 @@ def test_int8_model_keeps_attention_softmax_and_resize_in_fp32(tmp_path):
     kernels = sorted(node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node
                      if node.op_type not in ("QuantizeLinear", "DequantizeLinear", "Reshape",
                                              "Transpose"))
-    assert kernels == ["MatMulIntegerToFloat", "QLinearAdd", "QLinearConv", "QLinearMatMul",
-                       "QLinearMatMul", "Resize", "Softmax"], kernels
+    assert kernels == sorted(["MatMulIntegerToFloat", "QLinearAdd", "QLinearConv", "QLinearMatMul",
+                              "QLinearMatMul", "Resize", "Softmax"] + (["Add"] if bias else [])), \
+        kernels
     session = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
     reference = ort.InferenceSession(fp32, providers=["CPUExecutionProvider"])
     x = calibration[0]
