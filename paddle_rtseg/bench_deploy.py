@@ -216,7 +216,7 @@ def _synthetic_val(root):
 
 
 def bench_precision(name, save_dir, repeats, threads, precisions, log=print, model_paths=None,
-                    calib_images=16, algo=None, size=None, settle_s=SETTLE_S):
+                    calib_images=16, algo=None, size=None, settle_s=SETTLE_S, calls=1):
     """Paddle Inference (oneDNN, OpenVINO) and ONNX Runtime at each of ``precisions`` on the family's trained
     model: median latency at the benchmark size (alternating), mIoU on the synthetic val set."""
     import subprocess
@@ -271,14 +271,14 @@ def bench_precision(name, save_dir, repeats, threads, precisions, log=print, mod
             del predictors[key]
     log("{}: timing {} predictors x {} repeats at {}".format(name, len(predictors), repeats,
                                                               "x".join(map(str, shape))))
-    times = round_robin(predictors, x, repeats, settle_s=settle_s)
+    times = round_robin(predictors, x, repeats, settle_s=settle_s, calls=calls)
     medians = {k: float(np.median(v)) for k, v in times.items()}
     ref = {k[0]: predictors[k](x).argmax(1) for k in predictors if k[1] == "fp32"}
     agree = {k: float((p(x).argmax(1) == ref[k[0]]).mean()) if k[0] in ref else float("nan")
              for k, p in predictors.items()}
     return dict(shape=shape, weights=os.path.relpath(weights, ROOT), medians=medians,
                 scores=scores, agree=agree, skipped=skipped, keys=list(makers),
-                cpu=du.cpu_features.summary(), images=len(pairs))
+                cpu=du.cpu_features.summary(), images=len(pairs), calls=calls)
 
 
 def report_precision(results):
@@ -297,8 +297,10 @@ def report_precision(results):
             rows.append([name, backend, precision, "{:.1f}".format(med[key]),
                          "{:.2f}x".format(ratio), "{:.2f}".format(100 * scores[key]),
                          "{:+.2f}".format(change), "{:.4f}".format(r["agree"][key]), ""])
+        timing = ("latency (single calls)" if r.get("calls", 1) == 1 else
+                  "steady latency ({} back-to-back calls a turn, all but the first)".format(r["calls"]))
         lines.append("{}: {} at {}, weights {}, mIoU on {} synthetic val images; {}".format(
-            name, "latency", "x".join(map(str, r["shape"])), r["weights"], r["images"], r["cpu"]))
+            name, timing, "x".join(map(str, r["shape"])), r["weights"], r["images"], r["cpu"]))
     table = format_table(["model", "backend", "precision", "median ms", "latency vs fp32",
                           "mIoU (%)", "mIoU change (points)", "argmax = fp32 (bench input)",
                           "note"], rows)
@@ -392,7 +394,12 @@ def main(argv=None):
     parser.add_argument("--settle_s", type=float, default=SETTLE_S,
                         help="pause before each timed call, so that no runtime runs while "
                              "another one's worker threads still spin (0: none)")
+    parser.add_argument("--calls", type=int, default=1,
+                        help="--precision table: back-to-back calls per turn, timing all but the "
+                             "first (the steady latency of a frame loop; 1: single calls)")
     args = parser.parse_args(argv)
+    if args.calls < 1:
+        raise ConfigError("--calls must be at least 1, got {}".format(args.calls))
     os.makedirs(args.save_dir, exist_ok=True)
     model_paths = dict(item.split("=", 1) for item in args.model_path if "=" in item)
     if len(model_paths) != len(args.model_path) or set(model_paths) - set(MODELS):
@@ -408,7 +415,7 @@ def main(argv=None):
                 results[name] = bench_precision(name, args.save_dir, args.repeats, args.threads,
                                                 precisions, model_paths=model_paths,
                                                 calib_images=args.calib_images, algo=args.algo,
-                                                settle_s=args.settle_s,
+                                                settle_s=args.settle_s, calls=args.calls,
                                                 size=args.size)
             except Exception as e:  # one family failing must not hide the others
                 print("{}: FAILED: {}".format(name, str(e)[:1500]))

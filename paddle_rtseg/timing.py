@@ -13,10 +13,15 @@ import numpy as np
 SETTLE_S = 0.3
 
 
-def round_robin(candidates, inputs, repeats, warmup=1, settle_s=SETTLE_S, seed=0):
+def round_robin(candidates, inputs, repeats, warmup=1, settle_s=SETTLE_S, seed=0, calls=1):
     """``{name: [ms, ...]}`` for ``candidates`` (``{name: fn(inputs)}``): after ``warmup`` calls
     each, every repeat calls each candidate once, each call after a pause of ``settle_s`` seconds
     so that no candidate runs while another one's threads still spin.
+
+    ``calls > 1``: each turn is that many back-to-back calls and records the median of all but the
+    first, the steady latency of a loop over frames. The first call of a turn finds the caches
+    filled by the previous candidate (another model's weights and buffers) and its own threads
+    asleep, which weighs most on models of a few milliseconds.
 
     The order within a repeat is shuffled (seeded) from one repeat to the next, so that no candidate
     always runs right after the same other one: what one runtime leaves behind can outlast the
@@ -33,9 +38,12 @@ def round_robin(candidates, inputs, repeats, warmup=1, settle_s=SETTLE_S, seed=0
         for name in order:
             fn = candidates[name]
             time.sleep(settle_s)
-            start = time.perf_counter()
-            fn(inputs)
-            times[name].append(1000.0 * (time.perf_counter() - start))
+            turn = []
+            for _ in range(calls):
+                start = time.perf_counter()
+                fn(inputs)
+                turn.append(1000.0 * (time.perf_counter() - start))
+            times[name].append(turn[0] if calls == 1 else float(np.median(turn[1:])))
         shuffle(order)
     return times
 

@@ -36,3 +36,26 @@ def test_no_candidate_always_follows_the_same_one():
     predecessors = {name: {calls[i - 1] for i in range(1, 36) if calls[i] == name} for name in "abc"}
     assert all(before >= set("abc") - {name} for name, before in predecessors.items()), predecessors
     assert round_robin(candidates, None, 12, 0, 0) and calls[36:] == calls[:36]  # seeded
+
+
+def test_calls_per_turn_time_the_warm_calls_only(monkeypatch):
+    """calls=3: three back-to-back calls a turn, the first (cold: 50 ms here) not counted."""
+    log = []
+    real_sleep = time.sleep
+
+    def candidate(_):
+        cold = not log or log[-1] == "pause"
+        log.append("call")
+        real_sleep(0.05 if cold else 0.01)
+
+    def pause(seconds):
+        log.append("pause")
+        real_sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", pause)  # the timer's pause between turns
+    times = round_robin({"a": candidate}, None, repeats=4, warmup=0, settle_s=0.02, calls=3)
+    assert log == ["pause", "call", "call", "call"] * 4
+    assert len(times["a"]) == 4 and all(9 <= t < 40 for t in times["a"]), times
+    log.clear()
+    single = round_robin({"a": candidate}, None, repeats=2, warmup=0, settle_s=0.02)
+    assert all(t >= 50 for t in single["a"]), single  # calls=1: the single (cold) call
