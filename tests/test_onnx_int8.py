@@ -175,3 +175,29 @@ def test_shape_arithmetic_stays_fp32_so_other_sizes_work(tmp_path):
     got = ort.InferenceSession(out, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     assert got.shape == expected.shape == (1, 4, 64, 96)
     assert np.abs(got - expected).mean() < 0.05 * np.abs(expected).mean()
+
+
+def test_op_profile_script_names_the_kernels(tmp_path):
+    """``scripts/ort_op_profile.py`` (the per-operator times docs/deployment.md §5b quotes): on the
+    int8 GELU block it lists the fused Gelu and the int8 convolutions; a missing model exits 2."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from conftest import ROOT
+    fp32 = str(tmp_path / "fp32.onnx")
+    gelu_block(fp32)
+    calibration = [np.random.default_rng(i).normal(size=(1, 4, 8, 8)).astype("float32")
+                   for i in range(4)]
+    out = quantize_onnx_int8(fp32, str(tmp_path / "int8.onnx"), calibration)
+    script = os.path.join(ROOT, "scripts", "ort_op_profile.py")
+    proc = subprocess.run([sys.executable, script, "--model", out, "--shape", "1", "4", "8", "8",
+                           "--runs", "2", "--threads", "1"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert re.search(r"median call [\d.]+ ms, kernels [\d.]+ ms a call", proc.stdout), proc.stdout
+    rows = dict(re.findall(r"^(\w+)\s+[\d.]+\s+(\d+)\s+[\d.]+%$", proc.stdout, re.M))
+    assert rows.get("Gelu") == "1" and rows.get("QLinearConv") == "2", proc.stdout
+    proc = subprocess.run([sys.executable, script, "--model", str(tmp_path / "none.onnx")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "is not a file" in proc.stderr, proc.stderr

@@ -202,6 +202,8 @@ def test_precision_path_runs_within_stated_accuracy(trained_tiny, backend, preci
     for image, _ in pairs:
         x = du.preprocess(du.read_image(image), transforms)
         agree.append((fp32(x).argmax(1) == low(x).argmax(1)).mean())
+    print("{} {}: mIoU {:+.2f} points vs fp32, argmax equal on {:.1%} of the pixels".format(
+        backend, precision, 100 * (score - base), np.mean(agree)))  # docs/deployment.md §5b
     assert 100 * (base - score) <= MAX_MIOU_LOSS[precision], (base, score)
     assert np.mean(agree) >= MIN_AGREEMENT[precision], np.mean(agree)
 
