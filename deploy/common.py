@@ -50,12 +50,13 @@ def run(args, make_predictor, program_files=True):
     besides it."""
     try:
         if du.video_input(args):
-            with du.run_lock.run_folder(args.save_dir):
+            with du.run_lock.run_folder(args.save_dir, recursive=False):
                 return run_video(args, make_predictor, program_files)
         info = du.read_deploy_yaml(args.model_dir, program_files)
         images = du.list_images(args.image_path)
         names = du.output_names(images)
-        with du.run_lock.run_folder(args.save_dir):  # one run per --save_dir
+        # one run per --save_dir; the runners write only at its top level
+        with du.run_lock.run_folder(args.save_dir, recursive=False):
             predictor = make_predictor(info)
             channels = info["input_shape"][1] if info["input_shape"][1] > 0 else 3
             times = []

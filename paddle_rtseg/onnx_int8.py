@@ -146,7 +146,9 @@ def score_paths(model):
 
 def _content_tensors(model):
     """Tensors whose values derive from a graph input's values (not only from its shape)."""
-    content = {value.name for value in model.graph.input}
+    # (older exporters also list the initializers among the graph inputs: those are constants)
+    content = {value.name for value in model.graph.input} - \
+        {init.name for init in model.graph.initializer}
     for node in model.graph.node:  # ONNX graphs are topologically sorted
         if node.op_type != "Shape" and any(name in content for name in node.input if name):
             content.update(node.output)

@@ -63,13 +63,16 @@ def profile(model, shape, runs=8, threads=2):
             times.append(1000.0 * (time.perf_counter() - start))
         with open(session.end_profiling()) as f:
             events = json.load(f)
+    # the profiler records the warm-up calls too: count only kernels after the second model_run
+    runs_start = sorted(e["ts"] for e in events if e.get("name") == "model_run")
+    timed_from = runs_start[2] if len(runs_start) > 2 else 0
     kernel_us, nodes = collections.Counter(), collections.Counter()
     for event in events:
-        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time") \
+                and event["ts"] >= timed_from:
             kernel_us[event["args"]["op_name"]] += event["dur"]
             nodes[event["args"]["op_name"]] += 1
-    calls = runs + 2  # the profiler records the warm-up calls too
-    return float(np.median(times)), {op: (us / calls / 1000.0, nodes[op] / calls)
+    return float(np.median(times)), {op: (us / runs / 1000.0, nodes[op] / runs)
                                      for op, us in kernel_us.items()}
 
 

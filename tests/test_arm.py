@@ -195,41 +195,72 @@ def test_cpp_demo_mask_equals_python_runners(exported, arm_tools, synthetic_root
     assert len(np.unique(arm_mask)) > 1  # a real segmentation, not a constant map
 
 
-def _image_variants(source, folder):
-    """The synthetic val image as files that the one image rule (deployment/images.py) converts:
-    gray PNG and JPEG (replicated), RGBA PNG (alpha dropped), 16-bit RGB PNG (scaled by its
-    maximum, which is not 65535 here, so the scale matters). Returns {file name: warning or None}."""
+def _image_variants(folder):
+    """Files that the one image rule (deployment/images.py) converts, random 40x50 pixels: gray
+    PNG (8- and 1-bit) and JPEG (replicated), alpha from an alpha channel or a tRNS chunk (RGB,
+    gray, palette: dropped), palettes, 16-bit gray, RGB and RGBA PNGs (scaled by their maximum,
+    alpha included, which is not 65535 here). Returns the file names."""
     from PIL import Image
-    bgr = cv2.imread(source)
-    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-    cv2.imwrite(os.path.join(folder, "gray_png.png"), gray)
-    cv2.imwrite(os.path.join(folder, "gray_jpg.jpg"), gray)
-    rgba = Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGBA))
-    rgba.putalpha(Image.fromarray(np.full(gray.shape, 77, np.uint8)))
-    rgba.save(os.path.join(folder, "rgba.png"))
-    cv2.imwrite(os.path.join(folder, "deep.png"), bgr.astype(np.uint16) * 157 + 3)
-    return {"gray_png.png": "grayscale", "gray_jpg.jpg": "grayscale", "rgba.png": "alpha channel",
-            "deep.png": None}
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    gray = rgb[..., 0]
+    path = lambda name: os.path.join(folder, name)  # noqa: E731
+    Image.fromarray(gray).save(path("gray.png"))
+    Image.fromarray(gray > 128).save(path("gray_1bit.png"))
+    Image.fromarray(gray).convert("LA").save(path("gray_alpha.png"))
+    Image.fromarray(gray).save(path("gray_trns.png"), transparency=int(gray[0, 0]))
+    Image.fromarray(rgb).save(path("rgb_trns.png"), transparency=tuple(int(v) for v in rgb[0, 0]))
+    Image.fromarray(rgb).quantize(64).save(path("palette.png"))
+    Image.fromarray(rgb).quantize(64).save(path("palette_trns.png"), transparency=3)
+    cv2.imwrite(path("rgba.png"), np.dstack([rgb, np.full(gray.shape, 7, np.uint8)]))
+    cv2.imwrite(path("gray16.png"), gray.astype(np.uint16) * 251 + 9)
+    cv2.imwrite(path("rgb16.png"), rgb.astype(np.uint16) * 97 + 1)
+    cv2.imwrite(path("rgba16.png"), np.dstack([rgb.astype(np.uint16) * 97 + 1,
+                                               np.full(gray.shape, 40000, np.uint16)]))
+    cv2.imwrite(path("gray.jpg"), gray)
+    cv2.imwrite(path("rgb.jpg"), rgb)
+    return sorted(os.listdir(folder))
+
+
+@needs_arm
+def test_cpp_image_reader_gives_the_python_runners_pixels(arm_tools, tmp_path):
+    """The demo's reader (image_io, run alone as rtseg_image_dump under qemu) against
+    deployment.images.read_image on the same files: the same RGB pixels, byte for byte, and the
+    same warnings."""
+    dump = os.path.join(arm_tools, "rtseg_image_dump")
+    for name in _image_variants(str(tmp_path)):
+        image = str(tmp_path / name)
+        warnings = []
+        expected = du.read_image(image, warn=warnings.append)[..., ::-1]  # BGR -> RGB
+        proc = subprocess.run(lite_arm.qemu_command(dump, image, image + ".rgb"),
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, (name, proc.stderr)
+        assert proc.stdout.split() == [str(v) for v in expected.shape[:2]], proc.stdout
+        got = np.fromfile(image + ".rgb", np.uint8).reshape(expected.shape)
+        np.testing.assert_array_equal(got, expected, err_msg=name)
+        assert proc.stderr.splitlines() == ["warning: " + w for w in warnings], (name, proc.stderr)
 
 
 @needs_arm
 def test_cpp_demo_reads_images_like_python_runners(exported, arm_tools, synthetic_root, tmp_path):
-    """The demo follows the Python runners' image rule: on gray, RGBA and 16-bit files it warns
-    like them and writes the same mask as deploy/python/infer.py on the same files."""
+    """End to end: on a gray JPEG and a 16-bit PNG of a synthetic image the demo warns like the
+    Python runners and writes the same mask as deploy/python/infer.py on the same files."""
     models, exports = exported
     if "rtformer" not in models:
         pytest.skip("rtformer has not landed")
     model_dir, arm_nb = exports["rtformer", "argmax"]
     inputs = tmp_path / "inputs"
     inputs.mkdir()
-    variants = _image_variants(_first_val_image(synthetic_root), str(inputs))
+    bgr = cv2.imread(_first_val_image(synthetic_root))
+    cv2.imwrite(str(inputs / "gray.jpg"), cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(inputs / "deep.png"), bgr.astype(np.uint16) * 157 + 3)
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "deploy/python/infer.py"),
                            "--model_dir", model_dir, "--image_path", str(inputs),
                            "--save_dir", str(tmp_path / "python")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     normalize = [t for t in du.read_deploy_yaml(model_dir)["transforms"] if t["type"] == "Normalize"][0]
-    for name, warning in variants.items():
+    for name, warning in {"gray.jpg": "grayscale", "deep.png": None}.items():
         out = str(tmp_path / "arm" / name.replace(".", "_"))
         run = lite_arm.run_demo(arm_nb, str(inputs / name), out, normalize["mean"], normalize["std"],
                                 arm_tools)
@@ -257,6 +288,9 @@ def test_cpp_demo_refuses_bad_images(arm_tools, synthetic_root, tmp_path):
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
     cases["cmyk.jpg"] = "CMYK"
     Image.new("CMYK", (64, 64), (10, 20, 30, 40)).save(tmp_path / "cmyk.jpg")
+    cases["cut.png"] = "the PNG is corrupt or truncated"
+    png = cv2.imencode(".png", cv2.imread(_first_val_image(synthetic_root)))[1].tobytes()
+    (tmp_path / "cut.png").write_bytes(png[: len(png) // 2])
     cases["text.png"] = "neither JPEG nor PNG"
     (tmp_path / "text.png").write_text("not an image")
     for name, message in cases.items():

@@ -38,7 +38,7 @@ def test_public_api():
     assert callable(paddle_rtseg.build_model) and callable(paddle_rtseg.load_checkpoint)
 
 
-VARIANT_ROWS = {"RTSeg_MiT_B2": ("embed_dims", (64, 128, 320, 512)),
+VARIANT_ROWS = {"RTSeg_MiT_B3": ("depths", (3, 4, 18, 3)),  # not the class defaults
                 "RTSeg_MixFormer_B3": ("embed_dim", 48),
                 "RTSeg_SeaFormer_large": ("stem_channels", 32)}
 

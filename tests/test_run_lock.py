@@ -153,3 +153,18 @@ def test_nested_and_failed_runs(tmp_path):
         with run_lock.run_folder(folder):
             raise ValueError("the run failed")
     assert not os.path.exists(folder)  # released on an exception too
+
+
+def test_runners_clean_only_the_top_of_their_folder(tmp_path):
+    """recursive=False (the deploy/ runners, which write only at --save_dir's top and are often
+    pointed at folders holding other things): a dead run's temporaries there are removed, nothing
+    below is touched."""
+    (tmp_path / ".tmp-mask.png").write_bytes(b"half")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / ".tmp-other.png").write_bytes(b"someone else's")
+    logged = []
+    with run_lock.run_folder(str(tmp_path), log=logged.append, recursive=False):
+        pass
+    assert not (tmp_path / ".tmp-mask.png").exists()
+    assert (tmp_path / "results" / ".tmp-other.png").exists()
+    assert logged and ".tmp-mask.png" in logged[0] and "other" not in logged[0]

@@ -30,6 +30,10 @@ def lite_arm_dir():
     return os.path.abspath(path) if path else ""
 
 
+# deploy/lite/cpp's programs: the demo, the tests' raw-tensor runner, the demo's image reader alone
+PROGRAMS = ("rtseg_lite_demo", "rtseg_lite_raw", "rtseg_image_dump")
+
+
 def unavailable_reason():
     """``None`` when ARM ``.nb`` files can be run here, else one line saying what is missing."""
     lite = lite_arm_dir()
@@ -58,15 +62,15 @@ def _source_hash(lite):
 
 
 def build_tools(build_root=None):
-    """Cross-compile ``rtseg_lite_demo`` and ``rtseg_lite_raw`` (once per source/library hash);
-    returns the folder holding them."""
+    """Cross-compile :data:`PROGRAMS` (once per source/library hash); returns the folder holding
+    them."""
     reason = unavailable_reason()
     if reason:
         raise DeployError(reason)
     lite = lite_arm_dir()
     build_root = build_root or os.path.join(ROOT, "build", "lite_arm")
     out = os.path.join(build_root, _source_hash(lite))
-    if all(os.path.isfile(os.path.join(out, t)) for t in ("rtseg_lite_demo", "rtseg_lite_raw")):
+    if all(os.path.isfile(os.path.join(out, t)) for t in PROGRAMS):
         return out
     work = out + ".tmp{}".format(os.getpid())
     shutil.rmtree(work, ignore_errors=True)

@@ -208,13 +208,15 @@ def _release(save_dir):
                 os.rmdir(save_dir)
 
 
-def remove_stale_temporaries(save_dir):
+def remove_stale_temporaries(save_dir, recursive=True):
     """Delete the atomic writers' temporaries under ``save_dir`` (call only while holding its lock:
-    then every one is from a dead run). Sub-folders with their own lock file are skipped. Returns
-    the removed paths, relative to ``save_dir``."""
+    then every one is from a dead run); ``recursive=False``: in ``save_dir`` itself only.
+    Sub-folders with their own lock file are skipped. Returns the removed paths, relative to
+    ``save_dir``."""
     removed = []
     for root, dirs, files in os.walk(save_dir):
-        dirs[:] = [d for d in dirs if not os.path.lexists(os.path.join(root, d, LOCK_NAME))]
+        dirs[:] = [d for d in dirs if recursive and
+                   not os.path.lexists(os.path.join(root, d, LOCK_NAME))]
         for name in files:
             if name.startswith(TEMP_PREFIXES):
                 try:
@@ -226,11 +228,13 @@ def remove_stale_temporaries(save_dir):
 
 
 @contextlib.contextmanager
-def run_folder(save_dir, what="--save_dir", log=_warn):
+def run_folder(save_dir, what="--save_dir", log=_warn, recursive=True):
     """Hold the lock of ``save_dir`` for the block (creating the folder); on first entry remove the
-    temporaries a killed run left there, and say so through ``log``."""
+    temporaries a killed run left there (``recursive=False``: only in ``save_dir`` itself, for runs
+    that write nothing deeper, such as the runners, often pointed at folders holding other things),
+    and say so through ``log``."""
     if _acquire(save_dir, what, log):
-        removed = remove_stale_temporaries(save_dir)
+        removed = remove_stale_temporaries(save_dir, recursive)
         if removed:
             log("Removed {} temporary file(s) left in {} by a run killed while writing: {}".format(
                 len(removed), save_dir, ", ".join(removed[:10]) + (" ..." if len(removed) > 10
