@@ -64,8 +64,8 @@ def fuse_gelu(model):
     fp32 models, but not after quantization: its QDQ transformers give each consumer of a
     DequantizeLinear its own copy, so ``Div`` and the first ``Mul`` no longer read the same ``x``,
     and the Erf, Div and Muls ran as separate kernels, the Muls quantized between Q/DQ pairs
-    (SegFormer++-B0 512x512, ``scripts/ort_op_profile.py``: Erf 5.8 ms, Div 1.5 ms and int8 Muls
-    2.2 ms of a 59 ms call before, one Gelu 4.4 ms and int8 Muls 0.3 ms of 56 ms after)."""
+    (SegFormer++-B0 512x512, ``scripts/ort_op_profile.py``: Erf 5.8 ms, Div 1.6 ms and int8 Muls
+    2.2 ms of a 64 ms call before, one Gelu 4.5 ms and int8 Muls 0.3 ms of 62 ms after)."""
     from onnx import helper
     graph = model.graph
     values = _constant_values(graph)
@@ -124,8 +124,8 @@ def score_paths(model):
     it feeds: the relative-position bias add of MixFormer's window attention, a scale or a mask,
     each with one input from the scores and the others constant. Left in fp32 like the scores, so
     the softmax keeps an fp32 input: quantized, they put the softmax between DequantizeLinear and
-    QuantizeLinear again (``QLinearSoftmax``, MixFormer-B1 512x1024: 19.0 ms a call against 6.8 ms
-    for the fp32 softmax, ``scripts/ort_op_profile.py``)."""
+    QuantizeLinear again (``QLinearSoftmax``, MixFormer-B1 512x1024: 19.5 ms of a 177 ms call
+    against 6.6 ms for the fp32 softmax, ``scripts/ort_op_profile.py``)."""
     graph = model.graph
     scores = set(score_matmuls(model))
     content = _content_tensors(model)
