@@ -21,6 +21,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from paddle_rtseg.deployment.onnx_runtime import session_options  # noqa: E402
 from paddle_rtseg.errors import run_cli  # noqa: E402
 
 
@@ -46,10 +47,7 @@ def profile(model, shape, runs=8, threads=2):
     import onnxruntime as ort
     x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
     with tempfile.TemporaryDirectory(prefix="ort-profile-") as scratch:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.set_denormal_as_zero", "1")
+        options = session_options(threads)
         options.enable_profiling = True
         options.profile_file_prefix = os.path.join(scratch, "profile")
         session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])

@@ -21,6 +21,21 @@ def default_onnx_file(model_dir, precision="fp32"):
     return os.path.join(model_dir, INT8_FILE if precision == "int8" else "model.onnx")
 
 
+def session_options(threads=2):
+    """The runners' ONNX Runtime session settings: ``threads`` intra-op threads, denormals flushed."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # flush denormals, as Paddle Inference does: peaked attention leaves probabilities near
+    # 1e-29 whose products are denormal, and x86 arithmetic on those is ~20x slower
+    # (RTFormer-Slim 512x1024: cross-attention matmuls 62 -> 3.6 ms); results change only
+    # for values below 1.2e-38. Unlike Paddle Inference, ONNX Runtime leaves the calling
+    # thread in that mode: later numpy and Paddle dygraph code in it flush too (measured).
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")
+    return options
+
+
 class OnnxPredictor(Predictor):
     """ONNX Runtime (CPU by default) on a ``.onnx`` written by :func:`convert_onnx` (fp32) or by
     ``paddle_rtseg.quantize`` (int8: per-channel QDQ, activations calibrated on training images)."""
@@ -39,15 +54,7 @@ class OnnxPredictor(Predictor):
                 "--model_path W.pdparams --save_dir Q` (writes Q/ptq_int8/{})".format(INT8_FILE)
                 if precision == "int8" else
                 "convert with paddle2onnx first (docs/deployment.md)")))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        # flush denormals, as Paddle Inference does: peaked attention leaves probabilities near
-        # 1e-29 whose products are denormal, and x86 arithmetic on those is ~20x slower
-        # (RTFormer-Slim 512x1024: cross-attention matmuls 62 -> 3.6 ms); results change only
-        # for values below 1.2e-38. Unlike Paddle Inference, ONNX Runtime leaves the calling
-        # thread in that mode: later numpy and Paddle dygraph code in it flush too (measured).
-        options.add_session_config_entry("session.set_denormal_as_zero", "1")
+        options = session_options(threads)
         self.session = ort.InferenceSession(onnx_path, options,
                                             providers=providers or ["CPUExecutionProvider"])
         stored = self.session.get_modelmeta().custom_metadata_map.get(PRECISION_KEY, "fp32")
