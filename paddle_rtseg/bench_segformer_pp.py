@@ -2,7 +2,7 @@
 and how far its predictions move from the unmerged model's.
 
     python -m paddle_rtseg.bench_segformer_pp [--variants B0 B2] [--size 1024] [--rounds 5]
-        [--threads 2] [--train_iters 400] [--weights W.pdparams] [--paddle_inference]
+        [--threads 2] [--calls 1] [--train_iters 400] [--weights W.pdparams] [--paddle_inference]
         [--save_dir output/bench_segformer_pp]
 
 1. Trains SegFormer-B0 (PaddleSeg head) from scratch on the bundled synthetic set
@@ -12,7 +12,9 @@ and how far its predictions move from the unmerged model's.
    the two predictions (and each one's mIoU against the ground truth at 128x128).
 3. Speed: dygraph inference (backbone + head, batch 1, no grad) at ``--size`` x ``--size`` for each
    variant; the strategies run alternately, round after round, on the same weights, and the
-   speed-up is the ratio of medians. B0 uses the trained weights; other variants random weights
+   speed-up is the ratio of medians. ``--calls N``: each turn is N back-to-back calls timed after
+   the first (:func:`paddle_rtseg.timing.round_robin`), the latency of a loop over frames rather
+   than of a call that follows another strategy's; dygraph and Paddle Inference alike. B0 uses the trained weights; other variants random weights
    (speed does not depend on the values except through bsm's matching, which has a fixed cost).
    With ``--paddle_inference`` the trained B0 is also exported once per strategy (fixed size) and
    timed the same way in Paddle Inference (CPU: oneDNN, and the OpenVINO engine where Paddle has
@@ -44,6 +46,8 @@ def parse_args(argv=None):
     p.add_argument("--size", type=int, default=1024, help="square input size for timing")
     p.add_argument("--rounds", type=int, default=5, help="timed rounds (each runs every strategy)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads")
+    p.add_argument("--calls", type=int, default=1,
+                   help="back-to-back calls per turn; >1 times all but the first (steady loop)")
     p.add_argument("--config", default=CONFIG, help="synthetic training config")
     p.add_argument("--train_iters", type=int, default=400)
     p.add_argument("--weights", default=None, help="trained B0 .pdparams (skips training)")
@@ -120,7 +124,7 @@ def agreement(model, dataset, size, num_classes):
     return out
 
 
-def time_strategies(model, size, rounds):
+def time_strategies(model, size, rounds, calls=1):
     """Median seconds per forward for each strategy, alternating strategies every round."""
     import paddle
 
@@ -132,12 +136,12 @@ def time_strategies(model, size, rounds):
         return run
 
     times = round_robin({s: with_strategy(s) for s in STRATEGIES},
-                        paddle.randn([1, 3, size, size]), rounds)
+                        paddle.randn([1, 3, size, size]), rounds, calls=calls)
     model.set_token_merging(None)
     return {s: ms / 1000.0 for s, ms in medians(times).items()}
 
 
-def time_paddle_inference(config, weights, size, rounds, threads, save_dir):
+def time_paddle_inference(config, weights, size, rounds, threads, save_dir, calls=1):
     """Like :func:`time_strategies` on per-strategy exports (``paddle_rtseg.export``), in Paddle
     Inference with oneDNN and, where this Paddle has it, with its OpenVINO engine; every predictor
     of both engines alternates in one round robin. ``{engine: {strategy: seconds}}``, nan for a
@@ -161,7 +165,7 @@ def time_paddle_inference(config, weights, size, rounds, threads, save_dir):
             except DeployError as e:
                 print("{} {}: not run: {}".format(engine, strategy, " ".join(str(e).split())))
     x = np.random.default_rng(0).normal(size=(1, 3, size, size)).astype("float32")
-    times = medians(round_robin(predictors, x, rounds))
+    times = medians(round_robin(predictors, x, rounds, calls=calls))
     onednn = {s: deployment.onednn_resize_is_exact(deployment.model_paths(os.path.join(
         save_dir, "export_{}_{}".format(s, size)))[0]) for s in STRATEGIES}
     print("oneDNN bilinear resize pass on: " + ", ".join(
@@ -229,19 +233,19 @@ def main(argv=None):
     print("Agreement with the unmerged model (synthetic val, 128x128 and upsampled to {})".format(
         args.size))
     agree = agreement(model, builder.val_dataset, args.size, num_classes)
-    results = dict(size=args.size, threads=args.threads, rounds=args.rounds, agreement=agree,
-                   speed={})
+    results = dict(size=args.size, threads=args.threads, rounds=args.rounds, calls=args.calls,
+                   agreement=agree, speed={})
     for variant in args.variants:
         net = model if variant == "B0" else SegFormerPP(
             num_classes, MixVisionTransformer(**_VARIANTS[variant]), embedding_dim=768)
         net.eval()
-        print("Timing MiT-{} at {}x{} ({} rounds, strategies alternating)".format(
-            variant, args.size, args.size, args.rounds))
-        results["speed"][variant] = time_strategies(net, args.size, args.rounds)
+        print("Timing MiT-{} at {}x{} ({} rounds of {} call(s), strategies alternating)".format(
+            variant, args.size, args.size, args.rounds, args.calls))
+        results["speed"][variant] = time_strategies(net, args.size, args.rounds, args.calls)
     if args.paddle_inference:
         print("Timing MiT-B0 in Paddle Inference (oneDNN, OpenVINO) at {0}x{0}".format(args.size))
         results["speed"].update(time_paddle_inference(
-            args.config, weights, args.size, args.rounds, args.threads, args.save_dir))
+            args.config, weights, args.size, args.rounds, args.threads, args.save_dir, args.calls))
 
     from .flops import achieved_gflops, count_macs, sgemm_gflops
     macs = {}

@@ -135,6 +135,9 @@ def low_precision_predictors(args, model, threads=2, log=print):
         int8_dir = os.path.join(qdir, "ptq_int8")
         out["paddle-inference oneDNN int8"] = du.PaddleInferencePredictor(
             int8_dir, threads=threads, precision="int8")
+        if du.openvino_available():
+            out["paddle-inference OpenVINO int8"] = du.PaddleInferencePredictor(
+                int8_dir, threads=threads, precision="int8", use_openvino=True)
         out["onnxruntime int8"] = du.OnnxPredictor(du.default_onnx_file(int8_dir, "int8"),
                                                    threads, precision="int8")
     return out

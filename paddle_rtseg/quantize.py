@@ -12,12 +12,17 @@
    saved with fake-quant ops to ``DIR/ptq_int8``: what Paddle Inference runs in int8 with oneDNN
    (``deploy/python/infer.py --precision int8``) and Paddle Lite turns into int8 ARM kernels.
    KL prints its progress (it is pure Python over every activation tensor: minutes).
+   The same PTQ again (first ``--algo``) written as ``quantize_linear``/``dequantize_linear``
+   pairs to ``DIR/ptq_int8/model_qdq.*``: what Paddle Inference's OpenVINO engine runs in int8
+   (``deploy/python/infer.py --use_openvino --precision int8``; its front-end cannot read
+   fake-quant ops). It calibrates again, as long as step 2 took for that algorithm.
 3. ONNX Runtime's static int8 model (QDQ, per-channel, same calibration images) to
    ``DIR/ptq_int8/model_int8.onnx`` (``deploy/onnx/infer.py --precision int8``), see ``onnx_int8``.
 4. ``paddle_lite_opt`` to ARM ``.nb`` for fp32, PTQ int8 and weight-only int8
    (``--quant_model=true --quant_type=QUANT_INT8``), plus x86 ``.nb`` where x86 kernels exist.
 5. mIoU on the config's validation set for each variant this machine can run (fp32, bf16 and int8
-   on Paddle Inference oneDNN, PTQ also simulated without oneDNN, fp32 and int8 on ONNX Runtime,
+   on Paddle Inference oneDNN, PTQ also simulated without oneDNN, int8 on Paddle Inference's
+   OpenVINO engine where this Paddle has it, fp32 and int8 on ONNX Runtime,
    weight-int8 on the Lite x86 runtime), the time each int8 model took to make and every size.
 
 Paddle picks the static-graph format when it is imported, so like the exporter this re-runs itself
@@ -94,8 +99,13 @@ class _Progress:
         self.module.cal_kl_threshold = self.original
 
 
-def post_training_quantize(fp32_dir, out_dir, calib_batches, algo, log=print):
-    """Paddle's static PTQ on the exported program; returns ``out_dir`` (a deployable dir)."""
+def post_training_quantize(fp32_dir, out_dir, calib_batches, algo, log=print, qdq=False):
+    """Paddle's static PTQ on the exported program; returns ``out_dir`` (a deployable dir).
+
+    ``qdq``: the same calibration written as ``quantize_linear``/``dequantize_linear`` pairs
+    (Paddle's ``onnx_format``), saved as ``out_dir/model_qdq.*`` next to an existing PTQ program:
+    what Paddle Inference's OpenVINO engine runs in int8
+    (:func:`paddle_rtseg.deployment.openvino_int8_paths`)."""
     import paddle
     from paddle.static.quantization import PostTrainingQuantization
     from paddle.static.quantization import post_training_quantization as ptq_module
@@ -111,17 +121,38 @@ def post_training_quantize(fp32_dir, out_dir, calib_batches, algo, log=print):
             model_filename="model.pdmodel", params_filename="model.pdiparams",
             data_loader=data_loader, batch_nums=len(calib_batches), algo=algo,
             quantizable_op_type=["conv2d", "depthwise_conv2d", "matmul_v2"],
-            weight_quantize_type="channel_wise_abs_max", onnx_format=False)
+            weight_quantize_type="channel_wise_abs_max", onnx_format=qdq)
         with _Progress(ptq_module, ptq, log):
-            ptq.quantize()
-        ptq.save_quantized_model(out_dir, model_filename="model.pdmodel",
-                                 params_filename="model.pdiparams")
+            program = ptq.quantize()
+        if qdq:
+            _scales_as_vectors(program, ptq._scope)
+        name = du.openvino_int8_paths(out_dir) if qdq else ("model.pdmodel", "model.pdiparams")
+        ptq.save_quantized_model(out_dir, model_filename=os.path.basename(name[0]),
+                                 params_filename=os.path.basename(name[1]))
     finally:
         paddle.disable_static()
+    if qdq:
+        return out_dir
     shutil.copy(os.path.join(fp32_dir, "deploy.yaml"), os.path.join(out_dir, "deploy.yaml"))
     from .export import _patch_for_lite
     _patch_for_lite(os.path.join(out_dir, "model.pdmodel"))
     return out_dir
+
+
+def _scales_as_vectors(program, scope):
+    """Give every 0-d scale and zero point of the QDQ pairs the shape ``[1]``. Paddle's PTQ stores
+    the scales of its output observers (``only_observer`` pairs) as 0-d tensors, and OpenVINO's
+    ``dequantize_linear`` converter takes 1-d or 2-d scales only ("dims of scale should not be
+    greater than 2"), so Paddle Inference's OpenVINO engine would refuse the whole program."""
+    import paddle
+    for op in program.global_block().ops:
+        if op.type in ("quantize_linear", "dequantize_linear"):
+            for slot in ("Scale", "ZeroPoint"):
+                for name in op.input(slot):
+                    tensor = scope.find_var(name).get_tensor()
+                    value = np.array(tensor)
+                    if value.ndim == 0:
+                        tensor.set(value.reshape(1), paddle.CPUPlace())
 
 
 def _lite_x86_miou_child(nb, pairs, transforms, num_classes, queue):
@@ -190,6 +221,11 @@ def run(args):
         made[algo] = time.perf_counter() - start
         print("PTQ --algo {}: {:.1f} s -> {}".format(algo, made[algo], out))
     ptq_dir = ptq_dirs[args.algo[0]]
+    start = time.perf_counter()
+    post_training_quantize(fp32_dir, ptq_dir, calib, args.algo[0], qdq=True)
+    made["qdq"] = time.perf_counter() - start
+    print("PTQ --algo {} as quantize_linear/dequantize_linear pairs (OpenVINO): {:.1f} s -> {}"
+          .format(args.algo[0], made["qdq"], du.openvino_int8_paths(ptq_dir)[0]))
     onnx_fp32 = du.convert_onnx(fp32_dir, os.path.join(fp32_dir, "model.onnx"))
     start = time.perf_counter()
     onnx_int8 = quantize_onnx_int8(onnx_fp32, du.default_onnx_file(ptq_dir, "int8"), calib)
@@ -237,6 +273,12 @@ def run(args):
                          lambda d=d: du.PaddleInferencePredictor(d, use_mkldnn=False,
                                                                  threads=args.threads),
                          PI, None, None, None, None))
+        if first and du.openvino_available():
+            variants.append(("PTQ int8 ({}), QDQ form".format(algo),
+                             "Paddle Inference OpenVINO int8",
+                             lambda d=d: du.PaddleInferencePredictor(
+                                 d, threads=args.threads, precision="int8", use_openvino=True),
+                             PI, made["qdq"], _size_mb(du.openvino_int8_paths(d)[1]), None, None))
     variants += [
         ("fp32", "ONNX Runtime", ort(onnx_fp32, "fp32"), None, None, _size_mb(onnx_fp32), None,
          None),

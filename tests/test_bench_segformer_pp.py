@@ -20,10 +20,12 @@ def test_bench_segformer_pp_reports_every_strategy_in_every_engine(tmp_path, syn
         CONFIGS, "segformer_pp", "segformer_pp_b0_synthetic_128x128_2k.yml"), **datasets)
     out = tmp_path / "bench"
     proc = run_module("paddle_rtseg.bench_segformer_pp", "--config", config, "--train_iters", 2,
-                      "--size", 128, "--rounds", 1, "--paddle_inference", "--save_dir", out,
+                      "--size", 128, "--rounds", 1, "--calls", 2, "--paddle_inference",
+                      "--save_dir", out,
                       cwd=tmp_path, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
+    assert results["calls"] == 2 and "1 rounds of 2 call(s)" in proc.stdout
     engines = ["B0", "B0-PI"] + (["B0-PI-OpenVINO"] if du.openvino_available() else [])
     assert sorted(results["speed"]) == sorted(engines)
     for engine in engines:

@@ -7,6 +7,7 @@ import pytest
 
 from conftest import CONFIGS, run_module, write_config
 from paddle_rtseg import build_model
+from paddle_rtseg import deployment as du
 
 
 @pytest.mark.slow
@@ -26,3 +27,7 @@ def test_quantize_reports_every_variant(tmp_path, synthetic_root):
         assert variant in proc.stdout
     assert os.path.isfile(tmp_path / "q" / "lite_ptq_arm.nb")
     assert os.path.isfile(tmp_path / "q" / "lite_wint8_arm.nb")
+    assert all(os.path.isfile(f) for f in du.openvino_int8_paths(str(tmp_path / "q" / "ptq_int8")))
+    if du.openvino_available():  # the QDQ program runs on OpenVINO (the row has an mIoU)
+        row = next(line for line in proc.stdout.splitlines() if "OpenVINO int8" in line)
+        assert "QDQ form" in row and "nan" not in row, row

@@ -1,7 +1,7 @@
 """``--precision fp32|bf16|int8`` end to end: CPU feature detection (faked cpuinfo), the runners'
-clear errors, and on a trained tiny RTFormer every precision path of Paddle Inference (oneDNN) and
-ONNX Runtime within the accuracy docs/deployment.md states (skipped, with the reason, where this
-CPU lacks the instructions)."""
+clear errors, and on a trained tiny RTFormer every precision path of Paddle Inference (oneDNN,
+OpenVINO) and ONNX Runtime within the accuracy docs/deployment.md states (skipped, with the reason,
+where this CPU lacks the instructions)."""
 import json
 import os
 import subprocess
@@ -88,8 +88,8 @@ def test_openvino_runner_refuses_int8_with_the_fix(tmp_path, fake_model_dir):
                            "int8"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: --precision int8 with --use_openvino"), proc.stderr
-    assert "drop --use_openvino" in last and "Traceback" not in proc.stderr
+    assert last.startswith("error: --precision int8 with --use_openvino reads the QDQ program")
+    assert "pass --model_dir Q/ptq_int8" in last and "Traceback" not in proc.stderr
     assert not os.path.exists(tmp_path / "out")
 
 
@@ -108,8 +108,10 @@ def test_precision_errors_name_the_fix(fake_model_dir):
         du.PaddleInferencePredictor(fake_model_dir, use_mkldnn=False, precision="bf16")
     with pytest.raises(du.DeployError, match="use fp32, bf16 or int8"):
         du.PaddleInferencePredictor(fake_model_dir, precision="fp16")
-    with pytest.raises(du.DeployError, match="OpenVINO engine runs fp32 or bf16"):
+    with pytest.raises(du.DeployError, match="has none. Quantize with this version"):
         du.PaddleInferencePredictor(fake_model_dir, use_openvino=True, precision="int8")
+    with pytest.raises(du.DeployError, match="OpenVINO engine runs fp32, bf16 or int8"):
+        du.PaddleInferencePredictor(fake_model_dir, use_openvino=True, precision="fp16")
     with pytest.raises(du.DeployError, match="--use_openvino is a CPU engine"):
         du.PaddleInferencePredictor(fake_model_dir, device="gpu", use_openvino=True)
 
@@ -169,6 +171,7 @@ def _cases():
         for precision in ("bf16", "int8"):
             yield backend, precision
     yield "paddle-inference-openvino", "bf16"
+    yield "paddle-inference-openvino", "int8"
 
 
 @pytest.mark.slow
@@ -198,10 +201,14 @@ def test_precision_path_runs_within_stated_accuracy(trained_tiny, backend, preci
     transforms = du.read_deploy_yaml(fp32_dir)["transforms"]
     base, score = miou(fp32, pairs, transforms, 5), miou(low, pairs, transforms, 5)
     assert base > 0.5, "the tiny model did not learn (mIoU {:.3f})".format(base)
-    agree = []
+    agree, moved = [], 0.0
     for image, _ in pairs:
         x = du.preprocess(du.read_image(image), transforms)
-        agree.append((fp32(x).argmax(1) == low(x).argmax(1)).mean())
+        a, b = fp32(x), low(x)
+        agree.append((a.argmax(1) == b.argmax(1)).mean())
+        moved = max(moved, float(np.abs(a - b).max()))
+    assert moved > 0, "the {} path gave fp32's logits exactly: it did not run {}".format(
+        backend, precision)
     print("{} {}: mIoU {:+.2f} points vs fp32, argmax equal on {:.1%} of the pixels".format(
         backend, precision, 100 * (score - base), np.mean(agree)))  # docs/deployment.md §5b
     assert 100 * (base - score) <= MAX_MIOU_LOSS[precision], (base, score)
@@ -224,7 +231,7 @@ def test_deploy_all_adds_low_precision_rows(tmp_path, synthetic_root):
                               for line in proc.stdout.splitlines()) if len(c) == 6}
     names = ["paddle-inference oneDNN bf16", "paddle-inference oneDNN int8", "onnxruntime int8"]
     if du.openvino_available():
-        names.append("paddle-inference OpenVINO bf16")
+        names += ["paddle-inference OpenVINO bf16", "paddle-inference OpenVINO int8"]
     for name in names:
         assert rows[name][4].endswith("x"), rows[name]  # latency ratio to fp32, same backend
         assert 0.5 < float(rows[name][5]) <= 1.0, rows[name]  # argmax agreement (random weights)

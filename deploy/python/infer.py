@@ -1,5 +1,5 @@
-"""Paddle Inference runner: CPU (oneDNN: fp32, bf16, int8; OpenVINO: fp32, bf16), GPU, TensorRT
-(fp32/fp16, dynamic-shape ranges).
+"""Paddle Inference runner: CPU (oneDNN and OpenVINO: fp32, bf16, int8), GPU, TensorRT (fp32/fp16,
+dynamic-shape ranges).
 
     python deploy/python/infer.py --model_dir output/export --image_path images/ --save_dir out \
         [--device cpu|gpu] [--cpu_threads 4] [--enable_mkldnn true|false] [--use_openvino] \
@@ -10,7 +10,8 @@ CPU precisions: bf16 needs AVX512-BF16 or AMX-BF16, int8 needs AVX512-VNNI/AVX-V
 (the runner says which the CPU lacks) and a post-training-quantized model: ``--model_dir
 Q/ptq_int8`` from ``python -m paddle_rtseg.quantize ... --save_dir Q``. fp16 is TensorRT's (GPU).
 ``--use_openvino`` runs the program in Paddle Inference's OpenVINO engine instead of oneDNN (Paddle
->= 3.0; fp32 or bf16): measured against oneDNN and ONNX Runtime in docs/deployment.md, section 5.
+>= 3.0; fp32, bf16, or int8 on the same ``Q/ptq_int8``, whose ``model_qdq.*`` it reads): measured
+against oneDNN and ONNX Runtime in docs/deployment.md, sections 5 and 5b.
 """
 import os
 import sys
@@ -26,7 +27,8 @@ def main(argv=None):
     parser.add_argument("--enable_mkldnn", default="true", choices=["true", "false"],
                         help="oneDNN on CPU (default true)")
     parser.add_argument("--use_openvino", action="store_true",
-                        help="CPU: Paddle Inference's OpenVINO engine instead of oneDNN (fp32, bf16)")
+                        help="CPU: Paddle Inference's OpenVINO engine instead of oneDNN "
+                             "(fp32, bf16, int8)")
     parser.add_argument("--use_trt", action="store_true", help="TensorRT subgraphs (GPU only)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8", "fp16"],
                         help="CPU: fp32, bf16, int8 (oneDNN, a model from paddle_rtseg.quantize); "

@@ -13,7 +13,8 @@ from .files import default_mode, write_bytes_atomic
 from .images import IMAGE_EXTENSIONS, list_images, output_names, read_image, to_uint8
 from .model_dir import model_paths, read_deploy_yaml
 from .onnx_runtime import OnnxPredictor, default_onnx_file
-from .paddle_inference import PaddleInferencePredictor, is_quantized, openvino_available
+from .paddle_inference import (PaddleInferencePredictor, is_quantized, openvino_available,
+                               openvino_int8_paths)
 from .paddle_lite import LitePredictor
 from .predictor import Predictor
 from .program import onednn_resize_is_exact, read_program

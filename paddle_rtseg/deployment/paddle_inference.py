@@ -1,5 +1,6 @@
-"""Paddle Inference predictor: CPU (oneDNN: fp32, bf16, int8; OpenVINO: fp32, bf16), GPU, TensorRT
-(fp32, fp16)."""
+"""Paddle Inference predictor: CPU (oneDNN: fp32, bf16, int8; OpenVINO: fp32, bf16, int8), GPU,
+TensorRT (fp32, fp16)."""
+import os
 import shutil
 import tempfile
 
@@ -41,11 +42,21 @@ QUANT_OP_MARKERS = ("fake_quantize", "fake_channel_wise", "quantize_linear", "fa
 CPU_PRECISIONS = ("fp32", "bf16", "int8")
 TRT_PRECISIONS = ("fp32", "fp16")
 # Paddle Inference 3.0's OpenVINO engine (``Config.enable_openvino_engine``) hands the whole program
-# to OpenVINO's CPU plugin, whose precision hint is f32 or bf16. Its Paddle front-end has no
-# converter for the fake-quant ops of ``paddle_rtseg.quantize``'s int8 models, so int8 stays oneDNN's
-# and ONNX Runtime's. It needs no oneDNN passes and gains most where Paddle's per-op overhead
-# dominates (SeaFormer's many small ops): docs/deployment.md, section 5.
-OPENVINO_PRECISIONS = ("fp32", "bf16")
+# to OpenVINO's CPU plugin. It needs no oneDNN passes and gains most where Paddle's per-op overhead
+# dominates (SeaFormer's many small ops): docs/deployment.md, section 5. fp32 and bf16 are its
+# ``inference_precision`` hint on the fp32 export. Its Paddle front-end cannot read the fake-quant
+# ops of the PTQ program oneDNN and Lite run, so int8 reads the same calibration written as
+# ``quantize_linear``/``dequantize_linear`` pairs (``paddle_rtseg.quantize`` saves it next to the PTQ
+# program as ``model_qdq.*``): the front-end turns each pair into a FakeQuantize and the CPU plugin
+# runs the convolutions and matmuls between them in int8, the rest in fp32 (hint f32).
+OPENVINO_PRECISIONS = ("fp32", "bf16", "int8")
+OPENVINO_INT8_PREFIX = "model_qdq"
+
+
+def openvino_int8_paths(model_dir):
+    """``(program, params)`` of the QDQ int8 program ``quantize`` writes into ``ptq_int8/``."""
+    return tuple(os.path.join(model_dir, OPENVINO_INT8_PREFIX + ext)
+                 for ext in (".pdmodel", ".pdiparams"))
 
 
 def openvino_available():
@@ -72,21 +83,27 @@ def check_precision(model_dir, device, precision, use_mkldnn=True, use_trt=False
                               "--device cpu without --use_trt, or TensorRT alone on GPU.")
         if precision not in OPENVINO_PRECISIONS:
             raise DeployError(
-                "--precision {} with --use_openvino: Paddle Inference's OpenVINO engine runs fp32 "
-                "or bf16 (its Paddle front-end cannot read the fake-quant ops of int8 models). For "
-                "int8 drop --use_openvino (oneDNN), or run deploy/onnx/infer.py --precision int8."
-                .format(precision))
+                "--precision {} with --use_openvino: Paddle Inference's OpenVINO engine runs fp32, "
+                "bf16 or int8 (fp16 is TensorRT's, with --device gpu --use_trt).".format(precision))
         if not openvino_available():
             import paddle
             raise DeployError(
                 "--use_openvino needs Paddle Inference's OpenVINO engine, which Paddle {} lacks "
                 "(it came with Paddle 3.0's CPU builds). Install paddlepaddle 3.0, or drop "
                 "--use_openvino to run oneDNN.".format(paddle.__version__))
-        if is_quantized(model_paths(model_dir)[0]):
+        if precision == "int8":
+            if not all(os.path.isfile(f) for f in openvino_int8_paths(model_dir)):
+                raise DeployError(
+                    "--precision int8 with --use_openvino reads the QDQ program that `python -m "
+                    "paddle_rtseg.quantize` writes next to its PTQ program ({}.pdmodel and "
+                    ".pdiparams), and {} has none. Quantize with this version (`python -m "
+                    "paddle_rtseg.quantize --config CFG --model_path W.pdparams --save_dir Q`) and "
+                    "pass --model_dir Q/ptq_int8.".format(OPENVINO_INT8_PREFIX, model_dir))
+        elif is_quantized(model_paths(model_dir)[0]):
             raise DeployError(
-                "{} is an int8 model (fake-quant ops from paddle_rtseg.quantize), which Paddle "
-                "Inference's OpenVINO engine cannot read: run it with --precision int8 without "
-                "--use_openvino (oneDNN), or pass the fp32 export.".format(model_dir))
+                "{} is an int8 model (fake-quant ops from paddle_rtseg.quantize): run it with "
+                "--precision int8 (with --use_openvino it reads the {}.* program beside it), or "
+                "pass the fp32 export.".format(model_dir, OPENVINO_INT8_PREFIX))
         return cpu_features.require(precision, "Paddle Inference (OpenVINO)")
     if device == "gpu":
         if precision not in TRT_PRECISIONS or (precision != "fp32" and not use_trt):
@@ -113,7 +130,8 @@ def check_precision(model_dir, device, precision, use_mkldnn=True, use_trt=False
 class PaddleInferencePredictor(Predictor):
     """Paddle Inference on an exported directory: CPU (oneDNN on/off, threads; ``precision`` fp32,
     bf16 = ``enable_mkldnn_bfloat16``, int8 = ``enable_mkldnn_int8`` on a PTQ model; or
-    ``use_openvino``: the OpenVINO engine, fp32/bf16), GPU, TensorRT (``precision`` fp32/fp16)."""
+    ``use_openvino``: the OpenVINO engine, fp32/bf16 hint, int8 on the QDQ program of a PTQ
+    directory), GPU, TensorRT (``precision`` fp32/fp16)."""
 
     def __init__(self, model_dir, device="cpu", use_mkldnn=True, threads=2, use_trt=False,
                  precision="fp32", min_shape=None, opt_shape=None, max_shape=None,
@@ -122,6 +140,8 @@ class PaddleInferencePredictor(Predictor):
         model_file, params_file = model_paths(model_dir)
         self.precision_reason = check_precision(model_dir, device, precision, use_mkldnn, use_trt,
                                                 use_openvino)
+        if use_openvino and precision == "int8":
+            model_file, params_file = openvino_int8_paths(model_dir)
         config = pi.Config(model_file, params_file)
         config.switch_ir_optim(ir_optim)
         cache = None
@@ -133,8 +153,10 @@ class PaddleInferencePredictor(Predictor):
             # user's working directory and the model directory.
             cache = tempfile.mkdtemp(prefix="paddle_rtseg_openvino_")
             config.set_optim_cache_dir(cache)
+            # int8: the FakeQuantize-d ops run in int8 whatever the hint; f32 for the others
             config.enable_openvino_engine({"fp32": pi.PrecisionType.Float32,
-                                           "bf16": pi.PrecisionType.Bfloat16}[precision])
+                                           "bf16": pi.PrecisionType.Bfloat16,
+                                           "int8": pi.PrecisionType.Float32}[precision])
         elif device == "gpu":
             config.enable_use_gpu(500, 0)
             if use_trt:
