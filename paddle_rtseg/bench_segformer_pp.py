@@ -14,8 +14,9 @@ and how far its predictions move from the unmerged model's.
    variant; the strategies run alternately, round after round, on the same weights, and the
    speed-up is the ratio of medians. ``--calls N``: each turn is N back-to-back calls timed after
    the first (:func:`paddle_rtseg.timing.round_robin`), the latency of a loop over frames rather
-   than of a call that follows another strategy's; dygraph and Paddle Inference alike. B0 uses the trained weights; other variants random weights
-   (speed does not depend on the values except through bsm's matching, which has a fixed cost).
+   than of a call that follows another strategy's; dygraph and Paddle Inference alike. B0 uses the
+   trained weights; other variants random weights (speed does not depend on the values except
+   through bsm's matching, which has a fixed cost).
    With ``--paddle_inference`` the trained B0 is also exported once per strategy (fixed size) and
    timed the same way in Paddle Inference (CPU: oneDNN, and the OpenVINO engine where Paddle has
    it; columns ``B0-PI``, ``B0-PI-OpenVINO``), and whether each export keeps oneDNN's bilinear
@@ -54,7 +55,10 @@ def parse_args(argv=None):
     p.add_argument("--paddle_inference", action="store_true",
                    help="also time B0 exported per strategy in Paddle Inference (oneDNN, OpenVINO)")
     p.add_argument("--save_dir", default="output/bench_segformer_pp")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.calls < 1:
+        p.error("--calls must be at least 1 (1: single calls), got {}".format(args.calls))
+    return args
 
 
 def train(model, dataset, iters, batch_size=8, lr=1e-3, log=print):

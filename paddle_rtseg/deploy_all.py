@@ -11,7 +11,8 @@ and Lite x86 on the same inputs, and
 prints, per input shape and backend, the relative max error of the logits against dygraph and the
 median latency. Exit code 0 when every backend is within 1e-4, 1 otherwise, 2 on bad input.
 
-``--precision bf16 int8`` adds Paddle Inference oneDNN bf16 / int8, OpenVINO bf16 and ONNX Runtime int8 (int8
+``--precision bf16 int8`` adds Paddle Inference oneDNN bf16 / int8, OpenVINO bf16 / int8 (where this
+Paddle has the engine) and ONNX Runtime int8 (int8
 models from ``python -m paddle_rtseg.quantize``, calibrated on the config's training images, written
 to ``<save_dir>/quantize``); those rows report the latency ratio to fp32 on the same backend and
 the share of pixels whose argmax equals dygraph's instead of the 1e-4 check. A precision the CPU

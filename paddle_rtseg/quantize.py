@@ -12,12 +12,13 @@
    saved with fake-quant ops to ``DIR/ptq_int8``: what Paddle Inference runs in int8 with oneDNN
    (``deploy/python/infer.py --precision int8``) and Paddle Lite turns into int8 ARM kernels.
    KL prints its progress (it is pure Python over every activation tensor: minutes).
-   The same PTQ again (first ``--algo``) written as ``quantize_linear``/``dequantize_linear``
-   pairs to ``DIR/ptq_int8/model_qdq.*``: what Paddle Inference's OpenVINO engine runs in int8
-   (``deploy/python/infer.py --use_openvino --precision int8``; its front-end cannot read
-   fake-quant ops). It calibrates again, as long as step 2 took for that algorithm.
 3. ONNX Runtime's static int8 model (QDQ, per-channel, same calibration images) to
    ``DIR/ptq_int8/model_int8.onnx`` (``deploy/onnx/infer.py --precision int8``), see ``onnx_int8``.
+   Where this Paddle has Paddle Inference's OpenVINO engine (3.0), the PTQ of step 2 again (first
+   ``--algo``) written as ``quantize_linear``/``dequantize_linear`` pairs to
+   ``DIR/ptq_int8/model_qdq.*``: what that engine runs in int8 (``deploy/python/infer.py
+   --use_openvino --precision int8``; its front-end cannot read fake-quant ops). It calibrates
+   again, as long as step 2 took for that algorithm.
 4. ``paddle_lite_opt`` to ARM ``.nb`` for fp32, PTQ int8 and weight-only int8
    (``--quant_model=true --quant_type=QUANT_INT8``), plus x86 ``.nb`` where x86 kernels exist.
 5. mIoU on the config's validation set for each variant this machine can run (fp32, bf16 and int8
@@ -103,9 +104,9 @@ def post_training_quantize(fp32_dir, out_dir, calib_batches, algo, log=print, qd
     """Paddle's static PTQ on the exported program; returns ``out_dir`` (a deployable dir).
 
     ``qdq``: the same calibration written as ``quantize_linear``/``dequantize_linear`` pairs
-    (Paddle's ``onnx_format``), saved as ``out_dir/model_qdq.*`` next to an existing PTQ program:
-    what Paddle Inference's OpenVINO engine runs in int8
-    (:func:`paddle_rtseg.deployment.openvino_int8_paths`)."""
+    (Paddle's ``onnx_format``), saved as ``out_dir/model_qdq.*`` into the directory a first call
+    (``qdq=False``) made, whose ``deploy.yaml`` it shares: what Paddle Inference's OpenVINO engine
+    runs in int8 (:func:`paddle_rtseg.deployment.openvino_int8_paths`)."""
     import paddle
     from paddle.static.quantization import PostTrainingQuantization
     from paddle.static.quantization import post_training_quantization as ptq_module
@@ -153,6 +154,7 @@ def _scales_as_vectors(program, scope):
                     value = np.array(tensor)
                     if value.ndim == 0:
                         tensor.set(value.reshape(1), paddle.CPUPlace())
+                        program.global_block().var(name).desc.set_shape([1])
 
 
 def _lite_x86_miou_child(nb, pairs, transforms, num_classes, queue):
@@ -221,17 +223,18 @@ def run(args):
         made[algo] = time.perf_counter() - start
         print("PTQ --algo {}: {:.1f} s -> {}".format(algo, made[algo], out))
     ptq_dir = ptq_dirs[args.algo[0]]
-    start = time.perf_counter()
-    post_training_quantize(fp32_dir, ptq_dir, calib, args.algo[0], qdq=True)
-    made["qdq"] = time.perf_counter() - start
-    print("PTQ --algo {} as quantize_linear/dequantize_linear pairs (OpenVINO): {:.1f} s -> {}"
-          .format(args.algo[0], made["qdq"], du.openvino_int8_paths(ptq_dir)[0]))
     onnx_fp32 = du.convert_onnx(fp32_dir, os.path.join(fp32_dir, "model.onnx"))
     start = time.perf_counter()
     onnx_int8 = quantize_onnx_int8(onnx_fp32, du.default_onnx_file(ptq_dir, "int8"), calib)
     made["onnx"] = time.perf_counter() - start
     print("ONNX Runtime int8 (QDQ, per-channel, min/max): {:.1f} s -> {}".format(made["onnx"],
                                                                              onnx_int8))
+    if du.openvino_available():  # what only Paddle Inference's OpenVINO engine reads
+        start = time.perf_counter()
+        post_training_quantize(fp32_dir, ptq_dir, calib, args.algo[0], qdq=True)
+        made["qdq"] = time.perf_counter() - start
+        print("PTQ --algo {} as quantize_linear/dequantize_linear pairs (OpenVINO): {:.1f} s -> {}"
+              .format(args.algo[0], made["qdq"], du.openvino_int8_paths(ptq_dir)[0]))
 
     if not args.evaluate:
         return 0
@@ -322,7 +325,7 @@ def run(args):
                         "time to make (s)", "params file (MB)", "ARM .nb (MB)", "x86 .nb (MB)"],
                        rows))
     print("validation images: {}, calibration images: {}".format(len(val_pairs), len(calib)))
-    print("int8 runners: deploy/python/infer.py --model_dir {0} --precision int8; "
+    print("int8 runners: deploy/python/infer.py --model_dir {0} --precision int8 [--use_openvino]; "
           "deploy/onnx/infer.py --model_dir {0} --precision int8".format(ptq_dir))
     for note in notes:
         print("note: " + note)

@@ -41,3 +41,11 @@ def test_bench_segformer_pp_reports_every_strategy_in_every_engine(tmp_path, syn
     assert (out / "segformer_pp_bench.png").stat().st_size > 0
     for s in STRATEGIES:  # each export keeps oneDNN's bilinear resize pass (said per export)
         assert (out / "export_{}_128".format(s) / "model.pdmodel").exists()
+
+
+def test_calls_below_one_is_refused(capsys):
+    from paddle_rtseg.bench_segformer_pp import parse_args
+    with pytest.raises(SystemExit) as e:
+        parse_args(["--calls", "0"])
+    assert e.value.code == 2 and "--calls must be at least 1" in capsys.readouterr().err
+    assert parse_args(["--calls", "3"]).calls == 3
