@@ -47,8 +47,9 @@ TRT_PRECISIONS = ("fp32", "fp16")
 # ``inference_precision`` hint on the fp32 export. Its Paddle front-end cannot read the fake-quant
 # ops of the PTQ program oneDNN and Lite run, so int8 reads the same calibration written as
 # ``quantize_linear``/``dequantize_linear`` pairs (``paddle_rtseg.quantize`` saves it next to the PTQ
-# program as ``model_qdq.*``): the front-end turns each pair into a FakeQuantize and the CPU plugin
-# runs the convolutions and matmuls between them in int8, the rest in fp32 (hint f32).
+# program as ``model_qdq.*``): the front-end turns each pair into a FakeQuantize, which the CPU
+# plugin's low-precision transformations run in int8 (OpenVINO's documented behaviour; Paddle does
+# not expose the compiled graph), the rest in fp32 (hint f32).
 OPENVINO_PRECISIONS = ("fp32", "bf16", "int8")
 OPENVINO_INT8_PREFIX = "model_qdq"
 
