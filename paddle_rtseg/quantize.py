@@ -250,9 +250,9 @@ def run(args):
             notes.append("{} {}: {}".format(tag, target, str(e).splitlines()[0]))
             return None
 
-    def pi(model_dir, precision):
+    def pi(model_dir, precision, use_openvino=False):
         return lambda: du.PaddleInferencePredictor(model_dir, threads=args.threads,
-                                                   precision=precision)
+                                                   precision=precision, use_openvino=use_openvino)
 
     def ort(path, precision):
         return lambda: du.OnnxPredictor(path, args.threads, precision=precision)
@@ -279,9 +279,8 @@ def run(args):
         if first and du.openvino_available():
             variants.append(("PTQ int8 ({}), QDQ form".format(algo),
                              "Paddle Inference OpenVINO int8",
-                             lambda d=d: du.PaddleInferencePredictor(
-                                 d, threads=args.threads, precision="int8", use_openvino=True),
-                             PI, made["qdq"], _size_mb(du.openvino_int8_paths(d)[1]), None, None))
+                             pi(d, "int8", use_openvino=True), PI, made["qdq"],
+                             _size_mb(du.openvino_int8_paths(d)[1]), None, None))
     variants += [
         ("fp32", "ONNX Runtime", ort(onnx_fp32, "fp32"), None, None, _size_mb(onnx_fp32), None,
          None),
