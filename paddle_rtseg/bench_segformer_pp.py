@@ -293,4 +293,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from paddle_rtseg.errors import run_cli
+    raise SystemExit(run_cli(main))

@@ -9,6 +9,7 @@ from .datasets.checked_io import DataError
 from .deployment import DeployError
 from .deployment.errors import DISK_FULL, DiskFullError, disk_full_message
 from .export import ExportError
+from . import malloc_tuning
 from .deployment.run_lock import RunLockError
 from .torch_reader import UnsafeCheckpointError
 
@@ -48,7 +49,12 @@ def _raised_here(error, package=None):
 
 
 def run_cli(main):
-    """Run ``main()``; a user error prints ``error: <message>`` on stderr and exits with status 2."""
+    """Run ``main()``; a user error prints ``error: <message>`` on stderr and exits with status 2.
+
+    Before ``main()`` it applies the command-line tools' malloc settings
+    (:func:`paddle_rtseg.malloc_tuning.apply`: freed tensors stay in the process for the next call).
+    """
+    malloc_tuning.apply()
     try:
         return main()
     except USER_ERRORS as e:

@@ -1,6 +1,6 @@
 """MKL's AVX2 path on AMD CPUs (paddle_rtseg.deployment.mkl_dispatch): when it is chosen (faked cpuinfo), that
 a user's own setting wins, and that importing paddle_rtseg sets it before Paddle (and so MKL) loads.
-What it changes in speed is measured by scripts/mkl_amd_speedup.py, not asserted here."""
+What it changes in speed is measured by scripts/process_setting_speedup.py, not asserted here."""
 import json
 import os
 import subprocess
@@ -113,7 +113,7 @@ def test_the_runners_set_it_too(tmp_path):
 
 
 def test_speedup_script_refuses_unknown_models_in_one_line():
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "mkl_amd_speedup.py"),
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "process_setting_speedup.py"),
                            "--models", "seaformer_huge"], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 2

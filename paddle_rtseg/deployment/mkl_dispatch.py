@@ -6,7 +6,7 @@ softmax, so ``train``, ``val``, ``predict`` and the dygraph benchmarks, and
 Paddle Inference with ``use_mkldnn=False`` (PTQ calibration). That MKL chooses its code path by CPU
 vendor and runs a slower generic path on AMD CPUs, even ones with AVX2 and AVX-512;
 ``MKL_DEBUG_CPU_TYPE=5`` (read by this MKL generation, dropped in MKL 2020.1+) makes it take its
-AVX2 path. ``scripts/mkl_amd_speedup.py`` measures what that changes, in child processes
+AVX2 path. ``scripts/process_setting_speedup.py`` measures what that changes, in child processes
 alternately on the same machine.
 
 :func:`apply` sets it, before MKL's first call (importing ``paddle_rtseg`` does that, and so does
