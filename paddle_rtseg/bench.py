@@ -16,6 +16,7 @@ import numpy as np
 from paddle_rtseg import MKL_DISPATCH  # first: sets MKL's code path before Paddle loads
 import paddle  # noqa: E402
 
+from paddle_rtseg import malloc_tuning
 from paddle_rtseg.errors import run_cli, writable_dir
 from paddle_rtseg.flops import count_macs
 from paddle_rtseg.timing import medians, round_robin
@@ -186,6 +187,7 @@ def main(argv=None):
     rows = [row for name in args.models for row in BENCHES[name](args.repeats)]
     print_table(rows)
     print("\nMKL (dygraph's matmul/conv): " + MKL_DISPATCH)
+    print("malloc (dygraph's tensors): " + malloc_tuning.current())
     print("plot: " + plot(rows, os.path.join(args.save_dir, "bench_dygraph.png")))
     return rows
 

@@ -37,7 +37,7 @@ import sys
 
 import numpy as np
 
-from . import MKL_DISPATCH
+from . import MKL_DISPATCH, malloc_tuning
 from . import deployment as du
 from .errors import ConfigError, run_cli
 from .deploy_all import backend_predictors, dygraph_predictor, format_table
@@ -342,8 +342,9 @@ def report(results):
                           "GMACs (flops.count_macs)", "achieved GFLOP/s"], rows)
     sgemm = {r["sgemm_gflops"] for r in results.values()}
     lines.append("paddle.matmul sgemm (float32, 1024^3, same threads) in this run: {} GFLOP/s; "
-                 "dygraph's MKL: {}".format(", ".join("{:.1f}".format(v) for v in sorted(sgemm)),
-                                            MKL_DISPATCH))
+                 "dygraph's MKL: {}; dygraph's malloc: {}".format(
+                     ", ".join("{:.1f}".format(v) for v in sorted(sgemm)), MKL_DISPATCH,
+                     malloc_tuning.current()))
     return table + "\n\n" + "\n".join(lines)
 
 

@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from . import MKL_DISPATCH
+from . import MKL_DISPATCH, malloc_tuning
 from .timing import medians, round_robin
 
 STRATEGIES = ("none", "hq", "fast", "2x2", "downsample")
@@ -260,8 +260,8 @@ def main(argv=None):
     sgemm = sgemm_gflops()
     results.update(b0_macs=macs, sgemm_gflops=sgemm)
     print("MiT-B0 at {0}x{0}: GMACs per strategy (paddle_rtseg.flops.count_macs); achieved "
-          "GFLOP/s; paddle.matmul sgemm in this run: {1:.1f} GFLOP/s (MKL: {2})".format(
-              args.size, sgemm, MKL_DISPATCH))
+          "GFLOP/s; paddle.matmul sgemm in this run: {1:.1f} GFLOP/s (MKL: {2}; malloc: {3})".format(
+              args.size, sgemm, MKL_DISPATCH, malloc_tuning.current()))
     for s in STRATEGIES:
         print("  {:<11}{:>8.2f} GMACs".format(s, macs[s] / 1e9) + "".join(
             "  {}: {:.1f} GFLOP/s".format(v, achieved_gflops(macs[s], med[s]))

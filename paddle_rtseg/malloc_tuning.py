@@ -74,5 +74,13 @@ def apply(environ=None, libc_name=None, libc=None):
         mallopt = libc.mallopt
     if not all(mallopt(param, value) == 1 for param, value in SETTINGS):
         return "mallopt refused the settings: malloc left as it is"
-    _applied.append(True)
+    _applied.append(reason)
     return reason
+
+
+def current():
+    """What malloc runs with in this process, in words (benchmarks print it next to their times)."""
+    if _applied:
+        return _applied[0]
+    change, reason = decide()
+    return "glibc's default malloc settings (malloc_tuning.apply() not called)" if change else reason

@@ -104,3 +104,10 @@ def test_freed_tensors_are_reused_without_page_faults():
         faults[mode] = float(proc.stdout.split()[-1])
     assert faults["default"] > 30000, faults  # at least two 64 MiB tensors: 32k pages
     assert faults["tuned"] < 0.2 * faults["default"], faults
+
+
+def test_current_says_what_the_process_runs_with(fresh, monkeypatch):
+    monkeypatch.setattr(malloc_tuning, "decide", lambda *a: (True, "would tune"))
+    assert "not called" in malloc_tuning.current()
+    malloc_tuning.apply({}, "glibc", FakeLibc())
+    assert malloc_tuning.current() == "would tune"  # apply's reason, from decide()
