@@ -5,15 +5,15 @@ at most 32 MiB) with a fresh ``mmap`` and gives them back with ``munmap`` when f
 the heap's free top above its trim threshold; either way the next tensor of that size starts
 on pages the kernel must fault in and zero again. A dygraph forward pass allocates and frees
 many large activations (MiT stage 1 at 1024x1024: 32-64 MiB each), so it pays that on every
-call: SegFormer-B0 at 1024x1024 took ~260,000 minor page faults and ~0.45 s of system time a
-call here (``scripts/process_setting_speedup.py --setting malloc`` measures it). Paddle
+call: SegFormer++-B0 at 1024x1024 took 210,000-230,000 minor page faults and 1.0-1.4 s of system
+time a call here (``scripts/process_setting_speedup.py --setting malloc`` measures it). Paddle
 Inference reuses its own buffers and does not fault.
 
 :func:`apply` sets ``M_MMAP_MAX=0`` (every block from the heap) and ``M_TRIM_THRESHOLD`` to its
 maximum (freed memory stays in the process), with ``mallopt``. The cost is that the process
 keeps its peak heap until it exits, which is why the command-line tools apply it
-(:func:`paddle_rtseg.errors.run_cli`) and importing the package does not: a program that imports
-paddle_rtseg calls :func:`apply` itself if it wants it. Nothing is changed where the C library is
+(:func:`paddle_rtseg.errors.run_cli`, so also a tool's ``main()`` called from Python) and importing
+the package does not: a program that imports paddle_rtseg calls :func:`apply` itself if it wants it. Nothing is changed where the C library is
 not glibc, where another allocator is preloaded (jemalloc, tcmalloc, mimalloc), where the user
 set glibc's own malloc variables, or with ``PADDLE_RTSEG_MALLOC=system``.
 """
@@ -25,7 +25,7 @@ OPT_OUT = "PADDLE_RTSEG_MALLOC"
 OPT_OUT_VALUE = "system"
 #: glibc's environment settings for malloc; any of them set means the user chose already.
 GLIBC_VARIABLES = ("MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
-                   "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX")
+                   "MALLOC_TOP_PAD_")
 OTHER_ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
 # <malloc.h>
 M_TRIM_THRESHOLD = -1
@@ -40,7 +40,11 @@ def decide(environ=None, libc_name=None):
     environ = os.environ if environ is None else environ
     if environ.get(OPT_OUT, "").strip().lower() == OPT_OUT_VALUE:
         return False, "{}={}: glibc's own malloc settings".format(OPT_OUT, OPT_OUT_VALUE)
-    libc_name = platform.libc_ver()[0] if libc_name is None else libc_name
+    if libc_name is None:
+        try:
+            libc_name = platform.libc_ver()[0]
+        except OSError:  # no glibc to ask, and sys.executable unreadable (musl fallback)
+            libc_name = ""
     if libc_name != "glibc":
         return False, "C library {!r}, not glibc: malloc left as it is".format(libc_name or "unknown")
     preload = environ.get("LD_PRELOAD", "")
@@ -61,8 +65,10 @@ def apply(environ=None, libc_name=None, libc=None):
 
     ``libc`` (tests): an object with ``mallopt(param, value)`` instead of the process's C library.
     """
+    if _applied:
+        return _applied[0]
     change, reason = decide(environ, libc_name)
-    if not change or _applied:
+    if not change:
         return reason
     if libc is None:
         try:
@@ -72,8 +78,10 @@ def apply(environ=None, libc_name=None, libc=None):
         mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     else:
         mallopt = libc.mallopt
-    if not all(mallopt(param, value) == 1 for param, value in SETTINGS):
-        return "mallopt refused the settings: malloc left as it is"
+    accepted = [mallopt(param, value) == 1 for param, value in SETTINGS]
+    if not all(accepted):
+        return "mallopt refused {} of the settings: malloc {}".format(
+            accepted.count(False), "partly tuned" if any(accepted) else "left as it is")
     _applied.append(reason)
     return reason
 

@@ -174,5 +174,6 @@ def main(argv=None):
     for label in labels:
         print("malloc in '{}': {}".format(label, results[label][0]["malloc"]))
 
+
 if __name__ == "__main__":
     main()
