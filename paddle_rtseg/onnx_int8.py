@@ -180,9 +180,15 @@ def _name_nodes(model):
             taken.add(name)
 
 
-def quantize_onnx_int8(fp32_onnx, out_path, calibration, input_name="x"):
+def quantize_onnx_int8(fp32_onnx, out_path, calibration, input_name="x", reduce_range=False):
     """Write the int8 QDQ model of ``fp32_onnx`` to ``out_path`` (atomically); ``calibration`` is a
-    list of ``1 x 3 x H x W`` float32 arrays. Returns ``out_path``."""
+    list of ``1 x 3 x H x W`` float32 arrays. Returns ``out_path``.
+
+    ``reduce_range=True`` quantizes the weights to 7 bits: ONNX Runtime's uint8 x int8 kernels on
+    x86 CPUs without VNNI add pairs of 16-bit products with saturation, which 8-bit weights can
+    overflow (its quantization docs); 7-bit weights cannot. The runners refuse ``--precision int8``
+    on such CPUs (:mod:`paddle_rtseg.deployment.cpu_features`), so the default keeps 8 bits.
+    """
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                           QuantType, quantize_static)
@@ -211,7 +217,7 @@ def quantize_onnx_int8(fp32_onnx, out_path, calibration, input_name="x"):
         quantize_static(pre, tmp, Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=OPS,
                         nodes_to_exclude=(score_matmuls(model) + score_paths(model) +
                                           shape_arithmetic(model)),
-                        per_channel=True,
+                        per_channel=True, reduce_range=reduce_range,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
         model = onnx.load(tmp)
