@@ -12,10 +12,12 @@ Inference reuses its own buffers and does not fault.
 :func:`apply` sets ``M_MMAP_MAX=0`` (every block from the heap) and ``M_TRIM_THRESHOLD`` to its
 maximum (freed memory stays in the process), with ``mallopt``. The cost is that the process
 keeps its peak heap until it exits, which is why the command-line tools apply it
-(:func:`paddle_rtseg.errors.run_cli`, so also a tool's ``main()`` called from Python) and importing
-the package does not: a program that imports paddle_rtseg calls :func:`apply` itself if it wants it. Nothing is changed where the C library is
-not glibc, where another allocator is preloaded (jemalloc, tcmalloc, mimalloc), where the user
-set glibc's own malloc variables, or with ``PADDLE_RTSEG_MALLOC=system``.
+(:func:`paddle_rtseg.errors.run_cli`, so also a tool's ``main()`` called from Python) and
+importing the package does not: a program that imports paddle_rtseg calls :func:`apply` itself if
+it wants it. Nothing is changed where the C library is not glibc, where another allocator is
+preloaded (jemalloc, tcmalloc, mimalloc), where the user set the same settings
+(``MALLOC_MMAP_MAX_``, ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_TOP_PAD_``
+or their ``GLIBC_TUNABLES``), or with ``PADDLE_RTSEG_MALLOC=system``.
 """
 import ctypes
 import os
@@ -30,9 +32,12 @@ OTHER_ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
 # <malloc.h>
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
-SETTINGS = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2 ** 31 - 1))
+SETTINGS = (("M_MMAP_MAX", M_MMAP_MAX, 0), ("M_TRIM_THRESHOLD", M_TRIM_THRESHOLD, 2 ** 31 - 1))
+#: GLIBC_TUNABLES names for the same settings; any of them set means the user chose already.
+TUNABLES = ("glibc.malloc.mmap_max", "glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold",
+            "glibc.malloc.top_pad")
 
-_applied = []
+_outcome = []  # what apply() did once it called mallopt (applied, or refused), for current()
 
 
 def decide(environ=None, libc_name=None):
@@ -52,8 +57,8 @@ def decide(environ=None, libc_name=None):
     if other:
         return False, "{} is preloaded: malloc left to it".format(other[0])
     chosen = [v for v in GLIBC_VARIABLES if v in environ]
-    if "glibc.malloc" in environ.get("GLIBC_TUNABLES", ""):
-        chosen.append("GLIBC_TUNABLES")
+    tunables = environ.get("GLIBC_TUNABLES", "")
+    chosen += [t for t in TUNABLES if t + "=" in tunables]
     if chosen:
         return False, "{} set by the user: malloc left as it is".format(", ".join(chosen))
     return True, ("glibc malloc keeps freed memory (M_MMAP_MAX=0, M_TRIM_THRESHOLD=2^31-1; "
@@ -65,8 +70,8 @@ def apply(environ=None, libc_name=None, libc=None):
 
     ``libc`` (tests): an object with ``mallopt(param, value)`` instead of the process's C library.
     """
-    if _applied:
-        return _applied[0]
+    if _outcome:
+        return _outcome[0]
     change, reason = decide(environ, libc_name)
     if not change:
         return reason
@@ -78,17 +83,18 @@ def apply(environ=None, libc_name=None, libc=None):
         mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     else:
         mallopt = libc.mallopt
-    accepted = [mallopt(param, value) == 1 for param, value in SETTINGS]
-    if not all(accepted):
-        return "mallopt refused {} of the settings: malloc {}".format(
-            accepted.count(False), "partly tuned" if any(accepted) else "left as it is")
-    _applied.append(reason)
+    refused = [name for name, param, value in SETTINGS if mallopt(param, value) != 1]
+    if refused:
+        reason = "mallopt refused {}: malloc {}".format(
+            " and ".join(refused), "left as it is" if len(refused) == len(SETTINGS) else
+            "partly tuned (the other setting applied)")
+    _outcome.append(reason)
     return reason
 
 
 def current():
     """What malloc runs with in this process, in words (benchmarks print it next to their times)."""
-    if _applied:
-        return _applied[0]
+    if _outcome:
+        return _outcome[0]
     change, reason = decide()
     return "glibc's default malloc settings (malloc_tuning.apply() not called)" if change else reason

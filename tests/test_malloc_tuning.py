@@ -25,6 +25,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ({"MALLOC_ARENA_MAX": "2"}, "glibc", True),    # arenas, not what apply() sets
     ({"MALLOC_MMAP_THRESHOLD_": "131072"}, "glibc", False),
     ({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=0"}, "glibc", False),
+    ({"GLIBC_TUNABLES": "glibc.cpu.x86_ibt=on:glibc.malloc.mmap_max=4"}, "glibc", False),
+    ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, "glibc", True),   # not what apply() sets
     ({"GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX512F"}, "glibc", True),
 ])
 def test_decide(environ, libc, expected):
@@ -34,18 +36,19 @@ def test_decide(environ, libc, expected):
 
 
 class FakeLibc:
-    def __init__(self, result=1):
+    def __init__(self, result=1, refuse=()):
         self.calls = []
         self.result = result
+        self.refuse = refuse
 
     def mallopt(self, param, value):
         self.calls.append((param, value))
-        return self.result
+        return 0 if param in self.refuse else self.result
 
 
 @pytest.fixture
 def fresh(monkeypatch):
-    monkeypatch.setattr(malloc_tuning, "_applied", [])
+    monkeypatch.setattr(malloc_tuning, "_outcome", [])
 
 
 def test_apply_sets_both_settings_once_per_process(fresh):
@@ -59,9 +62,18 @@ def test_apply_leaves_malloc_alone_when_opted_out_or_refused(fresh):
     libc = FakeLibc()
     assert "system" in malloc_tuning.apply({"PADDLE_RTSEG_MALLOC": "system"}, "glibc", libc)
     assert libc.calls == []
-    assert "refused 2 of the settings: malloc left as it is" in malloc_tuning.apply(
-        {}, "glibc", FakeLibc(result=0))
-    assert not malloc_tuning._applied
+    refused = malloc_tuning.apply({}, "glibc", FakeLibc(result=0))
+    assert refused == "mallopt refused M_MMAP_MAX and M_TRIM_THRESHOLD: malloc left as it is"
+    assert malloc_tuning.current() == refused  # what benchmarks print: not "not called"
+
+
+def test_a_partial_refusal_is_named(fresh):
+    libc = FakeLibc(refuse=(-1,))
+    reason = malloc_tuning.apply({}, "glibc", libc)
+    assert reason == ("mallopt refused M_TRIM_THRESHOLD: malloc partly tuned "
+                      "(the other setting applied)")
+    assert libc.calls == [(-4, 0), (-1, 2 ** 31 - 1)]  # both tried
+    assert malloc_tuning.apply({}, "glibc", FakeLibc()) == reason  # once per process
 
 
 def test_apply_after_apply_reports_what_was_applied(fresh):

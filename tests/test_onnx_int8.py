@@ -10,7 +10,7 @@ from paddle_rtseg.deployment import cpu_features
 from paddle_rtseg.onnx_int8 import quantize_onnx_int8, score_matmuls
 
 # Without VNNI, ONNX Runtime's uint8 x int8 kernels saturate their 16-bit pair sums with 8-bit
-# weights (errors of ~30-50 % of the output's range on these blocks, seen on an AVX2-only EPYC):
+# weights (largest errors 32-47 % of the largest output on these blocks, on an AVX2-only EPYC):
 # there the models are quantized with 7-bit weights, as quantize_onnx_int8 documents.
 REDUCE_RANGE = not cpu_features.support("int8")[0]
 

@@ -10,9 +10,10 @@ What each precision needs to be faster than fp32 (oneDNN's and ONNX Runtime's x8
   emulates bf16 with fp32 arithmetic plus conversions: slower than fp32, so it is refused.
 - ``int8``: ``avx512_vnni`` / ``avx_vnni`` (VNNI dot products) or ``amx_int8``. Without them int8
   kernels use 16-bit intermediate products and gain little or nothing over fp32, and ONNX Runtime's
-  uint8 x int8 kernels saturate those with 8-bit weights: wrong outputs (30-50 % of the output's
-  range on ``tests/test_onnx_int8.py``'s blocks on an AVX2-only EPYC) unless the weights were
-  quantized to 7 bits (``onnx_int8.quantize_onnx_int8(reduce_range=True)``).
+  uint8 x int8 kernels add pairs of them with saturation, which 8-bit weights can overflow (largest
+  errors 32-47 % of the largest output on ``tests/test_onnx_int8.py``'s blocks on an AVX2-only
+  EPYC) unless the weights were quantized to 7 bits
+  (``onnx_int8.quantize_onnx_int8(reduce_range=True)``).
 """
 import os
 
@@ -79,8 +80,8 @@ def support(precision, flags=None):
         return True, "{} via {}{}".format(precision, " and ".join(found), "" if amx in flags
                                           else " (no {}, which would be faster)".format(NAMES[amx]))
     how = {"bf16": "emulated with fp32 arithmetic plus conversions, slower than fp32",
-           "int8": "16-bit intermediate products, no faster than fp32, which ONNX Runtime's "
-                   "uint8 x int8 kernels can saturate (wrong outputs)"}[precision]
+           "int8": "16-bit intermediate products, no faster than fp32 (and ONNX Runtime's "
+                   "uint8 x int8 kernels saturate their pair sums: large errors)"}[precision]
     return False, "this CPU has none of {} (flags in {}), so {} would run {}".format(
         ", ".join(NAMES[f] for f in NEEDS[precision]),
         os.environ.get("PADDLE_RTSEG_CPUINFO") or CPUINFO, precision, how)
