@@ -10,9 +10,9 @@ What each precision needs to be faster than fp32 (oneDNN's and ONNX Runtime's x8
   emulates bf16 with fp32 arithmetic plus conversions: slower than fp32, so it is refused.
 - ``int8``: ``avx512_vnni`` / ``avx_vnni`` (VNNI dot products) or ``amx_int8``. Without them int8
   kernels use 16-bit intermediate products and gain little or nothing over fp32, and ONNX Runtime's
-  uint8 x int8 kernels add pairs of them with saturation, which 8-bit weights can overflow (largest
-  errors 32-47 % of the largest output on ``tests/test_onnx_int8.py``'s blocks on an AVX2-only
-  EPYC) unless the weights were quantized to 7 bits
+  uint8 x int8 kernels add pairs of them with saturation, which 8-bit weights can overflow
+  (largest errors 32-47 % of the largest output on the blocks of ``tests/test_onnx_int8.py -k
+  saturate`` on an AVX2-only EPYC) unless the weights were quantized to 7 bits
   (``onnx_int8.quantize_onnx_int8(reduce_range=True)``).
 """
 import os
