@@ -8,9 +8,12 @@ family, as timm does). Before anything is loaded, the checkpoint is compared wit
 missing, unexpected or shape-mismatched parameter is reported by name, so nothing loads half-way.
 """
 import os
+import struct
+import zipfile
 
 import numpy as np
 
+from .deployment.limits import LimitError
 from .safe_pickle import UnsafeCheckpointError, load_paddle
 from .torch_reader import is_torch_file, load_torch_state_dict
 
@@ -19,16 +22,38 @@ class CheckpointMismatchError(ValueError):
     """The checkpoint does not fit the model; the message lists the offending keys."""
 
 
+def _reason(error):
+    """Why reading failed, in words, never empty (``EOFError()`` and ``MemoryError()`` have no
+    message) and never long (a ``KeyError`` quotes its key)."""
+    if isinstance(error, EOFError):
+        return "the file ends in the middle of its data (it is truncated)"
+    if isinstance(error, MemoryError):
+        return "it declares more data than this machine can hold (the file is corrupt or crafted)"
+    if isinstance(error, RecursionError):
+        return "its data is nested too deeply for a checkpoint (the file is corrupt or crafted)"
+    if isinstance(error, zipfile.BadZipFile):
+        return "its zip archive is damaged ({})".format(" ".join(str(error).split())[:200])
+    text = " ".join(str(error).split())
+    if isinstance(error, (KeyError, IndexError, TypeError, AttributeError, struct.error)) or not text:
+        text = "{}{}".format(type(error).__name__, ": " + text if text else "")
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
 def read_file(path, read, *args):
-    """``read(path, *args)``; a corrupt or foreign file raises ``ValueError`` saying so (not where
-    reading failed); :class:`UnsafeCheckpointError` and ``OSError`` pass unchanged."""
+    """``read(path, *args)``; a corrupt or foreign file raises ``ValueError`` saying so and why
+    (not where reading failed); :class:`UnsafeCheckpointError`, the named limits
+    (:class:`~paddle_rtseg.deployment.limits.LimitError`) and ``FileNotFoundError`` pass unchanged."""
     try:
         return read(path, *args)
-    except (UnsafeCheckpointError, OSError):
+    except (UnsafeCheckpointError, LimitError, FileNotFoundError):
         raise
+    except OSError as e:  # unreadable (permissions, a folder, an I/O error): say so
+        raise ValueError("Cannot read checkpoint {}: {}. Check the file and its permissions."
+                         .format(path, e.strerror or _reason(e))) from None
     except Exception as e:
         raise ValueError("Cannot read checkpoint {}: {}. Expected a PaddleSeg .pdparams/.pdopt "
-                         "(paddle.save) or a PyTorch .pth (torch.save).".format(path, e)) from None
+                         "(paddle.save) or a PyTorch .pth (torch.save).".format(
+                             path, _reason(e))) from None
 
 
 def read_checkpoint(path, model=None):

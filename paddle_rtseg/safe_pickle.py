@@ -21,9 +21,12 @@ Anything else raises :class:`UnsafeCheckpointError` naming what was asked for, b
 """
 import _compat_pickle
 import collections
+import io
 import math
+import os
 import pickle
 import pickletools
+import reprlib
 
 import numpy as np
 
@@ -34,13 +37,53 @@ class UnsafeCheckpointError(ValueError):
     """The checkpoint's pickle asks for something outside the allow-list (possibly malicious)."""
 
 
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlevel = 3
+
+
+def short_repr(obj):
+    """``repr(obj)`` cut to a few dozen characters and three levels (a crafted value can be huge
+    or nested a million deep; an error message quotes only its start)."""
+    try:
+        text = _REPR.repr(obj)
+    except Exception:  # a repr that fails (or recurses): name the type only
+        text = "<{}>".format(type(obj).__name__)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+class BoundedReader:
+    """A binary file whose ``read(n)`` never asks for more than the bytes left in it: a pickle's
+    length fields (``BINBYTES8``, ``FRAME``...) can claim 2**63 bytes, and ``BufferedReader.read(n)``
+    allocates ``n`` bytes before reading."""
+
+    def __init__(self, file):
+        self._file = file
+        self._end = os.fstat(file.fileno()).st_size
+
+    def left(self):
+        return max(self._end - self._file.tell(), 0)
+
+    def read(self, n=-1):
+        return self._file.read(self.left() if n is None or n < 0 else min(n, self.left()))
+
+    def readline(self, limit=-1):
+        return self._file.readline(limit)
+
+    def readinto(self, buffer):
+        return self._file.readinto(buffer)
+
+    def peek(self, n=1):
+        return self._file.peek(n)
+
+
 _NUMERIC_KINDS = "biufc"  # bool, signed/unsigned int, float, complex: no objects, strings, records
 
 
 def _check_dtype(dtype, what):
     if not isinstance(dtype, np.dtype) or dtype.kind not in _NUMERIC_KINDS or dtype.hasobject \
             or dtype.fields is not None or dtype.subdtype is not None:
-        raise UnsafeCheckpointError("{} has dtype {!r}; only numeric arrays are admitted "
+        raise UnsafeCheckpointError("{} has dtype {}; only numeric arrays are admitted "
                                     "(numpy 'object' arrays can hold arbitrary objects)".format(
                                         what, dtype))
     return dtype
@@ -49,7 +92,8 @@ def _check_dtype(dtype, what):
 def _dtype(code, align=False, copy=True):
     """``numpy.dtype(code, align, copy)`` for numeric type codes only."""
     if not isinstance(code, str) or len(code) > 4:
-        raise UnsafeCheckpointError("numpy.dtype({!r}) is not a numeric type code".format(code))
+        raise UnsafeCheckpointError("numpy.dtype({}) is not a numeric type code".format(
+            short_repr(code)))
     try:
         dtype = np.dtype(code, bool(align), True)  # a copy: BUILD sets its byte order
     except TypeError:
@@ -60,8 +104,8 @@ def _dtype(code, align=False, copy=True):
 def _reconstruct(subtype, shape, typecode):
     """``numpy.core.multiarray._reconstruct`` for plain ``ndarray`` only; BUILD fills it."""
     if subtype is not np.ndarray:
-        raise UnsafeCheckpointError("numpy _reconstruct of {!r}: only numpy.ndarray is admitted"
-                                    .format(subtype))
+        raise UnsafeCheckpointError("numpy _reconstruct of {}: only numpy.ndarray is admitted"
+                                    .format(short_repr(subtype)))
     return np.ndarray((0,), np.uint8)
 
 
@@ -69,14 +113,16 @@ def _scalar(dtype, data):
     """``numpy.core.multiarray.scalar(dtype, bytes)`` for numeric dtypes."""
     _check_dtype(dtype, "numpy scalar")
     if not isinstance(data, bytes) or len(data) != dtype.itemsize:
-        raise UnsafeCheckpointError("numpy scalar of {} with {!r} bytes".format(dtype, type(data)))
+        raise UnsafeCheckpointError("numpy scalar of {} with a {} of data".format(
+            dtype, type(data).__name__))
     return np.frombuffer(data, dtype)[0]
 
 
 def _encode(text, encoding="latin1"):
     """``_codecs.encode(str, 'latin1')``: how protocol-2 pickles write ``bytes``."""
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise UnsafeCheckpointError("_codecs.encode({!r}, {!r})".format(type(text), encoding))
+        raise UnsafeCheckpointError("_codecs.encode({}, {})".format(type(text).__name__,
+                                                                    short_repr(encoding)))
     return text.encode("latin1")
 
 
@@ -116,8 +162,8 @@ class TorchTensor:
         if not isinstance(offset, int) or type(size) not in (tuple, list) or \
                 type(stride) not in (tuple, list) or \
                 not all(isinstance(n, int) for n in list(size) + list(stride)):
-            raise UnsafeCheckpointError("torch tensor with offset {!r}, size {!r}, stride {!r}"
-                                        .format(offset, size, stride))
+            raise UnsafeCheckpointError("torch tensor with offset {}, size {}, stride {}".format(
+                short_repr(offset), short_repr(size), short_repr(stride)))
         self.storage, self.offset, self.size, self.stride = storage, offset, tuple(size), tuple(stride)
 
 
@@ -206,20 +252,20 @@ class SafeUnpickler(pickle._Unpickler):
         found = self._allowed.get((module, name))
         if found is None:
             raise UnsafeCheckpointError("its pickle asks for {}.{}, which no checkpoint needs"
-                                        .format(module, name))
+                                        .format(str(module)[:100], str(name)[:100]))
         return found
 
     def persistent_load(self, pid):
         if self._persistent is None:
-            raise UnsafeCheckpointError("its pickle holds a persistent id {!r}; this format has "
-                                        "none".format(pid))
+            raise UnsafeCheckpointError("its pickle holds a persistent id {}; this format has "
+                                        "none".format(short_repr(pid)))
         return self._persistent(pid)
 
     def load_reduce(self):
         args = self.stack.pop()
         func = self.stack[-1]
         if not any(func is f for f in _CALLABLE) or type(args) is not tuple:
-            raise UnsafeCheckpointError("its pickle asks to call {!r}".format(func))
+            raise UnsafeCheckpointError("its pickle asks to call {}".format(short_repr(func)))
         result = func(*args)
         if func is _reconstruct or func is _dtype:
             self._built[id(result)] = result
@@ -291,17 +337,17 @@ def _container(obj, kind):
 def _check_array_state(state):
     """``ndarray.__setstate__((1, shape, dtype, is_fortran, raw_bytes))`` with consistent sizes."""
     if type(state) is not tuple or len(state) != 5 or state[0] != 1:
-        raise UnsafeCheckpointError("array state {!r}".format(type(state)))
+        raise UnsafeCheckpointError("array state of type {}".format(type(state).__name__))
     _, shape, dtype, fortran, data = state
     if type(data) is str:  # written by Python 2
         data = data.encode("latin1")
     if type(shape) is not tuple or not all(type(n) is int and n >= 0 for n in shape) \
             or type(fortran) is not bool or type(data) is not bytes:
-        raise UnsafeCheckpointError("array state with shape {!r}".format(shape))
+        raise UnsafeCheckpointError("array state with shape {}".format(short_repr(shape)))
     _check_dtype(dtype, "an array")
     if len(data) != math.prod(shape) * dtype.itemsize:  # exact integers: no overflow
         raise UnsafeCheckpointError("array of shape {} and dtype {} with {} bytes of data".format(
-            shape, dtype, len(data)))
+            short_repr(shape), dtype, len(data)))
     return (1, shape, dtype, fortran, data)
 
 
@@ -310,7 +356,7 @@ def _check_dtype_state(state):
     if type(state) is not tuple or len(state) != 8 or state[0] != 3 \
             or state[1] not in ("<", ">", "|", "=") or state[2:5] != (None, None, None) \
             or state[5:] != (-1, -1, 0):
-        raise UnsafeCheckpointError("dtype state {!r}".format(state))
+        raise UnsafeCheckpointError("dtype state {}".format(short_repr(state)))
 
 
 def load(file, path, fmt="paddle", persistent_load=None):
@@ -329,8 +375,17 @@ def _unpack_big_params(obj):
     info = obj.pop("UnpackBigParamInfor@@", None)  # (sic), Paddle's key
     if isinstance(info, dict):
         for key, value in info.items():
-            slices = [obj.pop(part) for part in value["slices"]]
-            obj[key] = np.concatenate(slices).reshape(value["OriginShape"])
+            parts = value.get("slices") if isinstance(value, dict) else None
+            shape = value.get("OriginShape") if isinstance(value, dict) else None
+            if type(parts) not in (list, tuple) or not parts or \
+                    not all(type(p) is str and isinstance(obj.get(p), np.ndarray) for p in parts) \
+                    or len(set(parts)) != len(parts) or \
+                    type(shape) not in (list, tuple) or not all(type(n) is int for n in shape):
+                raise ValueError("its entry for the split parameter {} is malformed (slices {}, "
+                                 "shape {})".format(short_repr(key), short_repr(parts),
+                                                    short_repr(shape)))
+            slices = [obj.pop(part) for part in parts]
+            obj[key] = np.concatenate([a.reshape(-1) for a in slices]).reshape(shape)
     return obj
 
 
@@ -367,7 +422,7 @@ def load_paddle(path, return_numpy=True):
     (``.pdparams``, ``.pdopt``), read with :class:`SafeUnpickler`: Tensors (named as
     ``paddle.load`` names them) or numpy arrays. Raises :class:`UnsafeCheckpointError`."""
     with open(path, "rb") as f:
-        obj = load(f, path)
+        obj = load(BoundedReader(f), path)
     to_tensor = _tensor_maker(return_numpy)
     if isinstance(obj, dict):
         obj = _unpack_big_params(obj)
