@@ -14,6 +14,19 @@ What each precision needs to be faster than fp32 (oneDNN's and ONNX Runtime's x8
   (largest errors 32-47 % of the largest output on the blocks of ``tests/test_onnx_int8.py -k
   saturate`` on an AVX2-only EPYC) unless the weights were quantized to 7 bits
   (``onnx_int8.quantize_onnx_int8(reduce_range=True)``).
+
+Where each path's kernels exist at all, fast or not (:func:`kernels`; what the precision tests run on
+every CPU, and what the predictors' ``allow_slow=True`` accepts), measured with
+``tests/test_precision.py``:
+
+- oneDNN bf16 needs AVX-512 (``avx512f``; bf16 dot products emulated without AVX512-BF16): on an
+  AVX2-only CPU Paddle Inference silently runs fp32 (logits equal to fp32's).
+- OpenVINO bf16 needs AVX512-BF16 or AMX-BF16: it runs fp32 otherwise.
+- int8 runs on AVX2 in oneDNN, OpenVINO and ONNX Runtime. Without VNNI/AMX, OpenVINO's and ONNX
+  Runtime's uint8 x int8 kernels saturate their 16-bit pair sums: their int8 models need 7-bit
+  weights there (``quantize --reduce_range true``; on an AVX2-only EPYC OpenVINO int8 of a tiny
+  RTFormer agreed with fp32 on 95.3 % of the pixels with 8-bit weights, 98.2 % with 7-bit ones).
+  oneDNN's int8 path kept 99.1 % with 8-bit weights there.
 """
 import os
 
@@ -26,8 +39,26 @@ NEEDS = {
     "int8": ("amx_int8", "avx512_vnni", "avx_vnni"),
 }
 NAMES = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512-BF16", "amx_int8": "AMX-INT8",
-         "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI", "avx512f": "AVX512F"}
+         "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI", "avx512f": "AVX512F", "avx2": "AVX2"}
 PRECISIONS = ("fp32", "bf16", "int8")
+ENGINES = ("onednn", "openvino", "onnxruntime")
+# (precision, engine) -> flags of which one must be present for the kernels to run at all
+KERNELS = {
+    ("bf16", "onednn"): ("avx512f",),
+    ("bf16", "openvino"): ("amx_bf16", "avx512_bf16"),
+    ("int8", "onednn"): ("avx2", "avx512f"),
+    ("int8", "openvino"): ("avx2", "avx512f"),
+    ("int8", "onnxruntime"): ("avx2", "avx512f"),
+}
+NO_KERNELS = {
+    ("bf16", "onednn"): "oneDNN has no bf16 kernels without AVX-512 (Paddle Inference would "
+                        "silently run fp32)",
+    ("bf16", "openvino"): "OpenVINO runs bf16 only with AVX512-BF16 or AMX-BF16 (it would "
+                          "silently run fp32)",
+    ("bf16", "onnxruntime"): "ONNX Runtime's CPU provider has no bf16 kernels",
+}
+# engines whose uint8 x int8 kernels saturate 16-bit pair sums without VNNI/AMX
+SATURATING = ("openvino", "onnxruntime")
 
 
 def cpu_field(name, path=None):
@@ -87,8 +118,47 @@ def support(precision, flags=None):
         os.environ.get("PADDLE_RTSEG_CPUINFO") or CPUINFO, precision, how)
 
 
-def require(precision, backend, flags=None):
-    """:class:`DeployError` unless this CPU runs ``precision`` fast; returns the reason string."""
+def kernels(precision, engine, flags=None):
+    """``(ok, reason)``: whether ``engine`` (one of :data:`ENGINES`) has ``precision`` kernels on
+    this CPU at all, fast or not (see the module docstring)."""
+    if precision == "fp32":
+        return True, "fp32"
+    if precision not in NEEDS:
+        support(precision, flags)  # the error naming the precisions
+    if engine not in ENGINES:
+        raise ValueError("engine must be one of {}, not {!r}".format(ENGINES, engine))
+    flags = cpu_flags() if flags is None else flags
+    needed = KERNELS.get((precision, engine))
+    if needed is None:
+        return False, NO_KERNELS[precision, engine]
+    if not any(f in flags for f in needed):
+        return False, "{}; this CPU has none of {}".format(
+            NO_KERNELS.get((precision, engine)) or "{} needs {}".format(precision, " or ".join(
+                NAMES[f] for f in needed)), ", ".join(NAMES[f] for f in needed))
+    fast, why = support(precision, flags)
+    if fast:
+        return True, why
+    if precision == "int8" and engine in SATURATING:
+        return True, "int8 without VNNI/AMX: 16-bit pair sums, 7-bit weights needed"
+    return True, "{} kernels without {} (no faster than fp32)".format(
+        precision, " or ".join(NAMES[f] for f in NEEDS[precision]))
+
+
+def needs_7bit_weights(precision, engine, flags=None):
+    """Whether ``engine``'s int8 kernels on this CPU saturate 8-bit weights (no VNNI/AMX)."""
+    return (precision == "int8" and engine in SATURATING
+            and not support(precision, cpu_flags() if flags is None else flags)[0])
+
+
+def require(precision, backend, flags=None, engine=None, allow_slow=False):
+    """:class:`DeployError` unless this CPU runs ``precision`` fast; returns the reason string.
+    ``allow_slow`` (with ``engine``) accepts a precision whose kernels merely exist
+    (:func:`kernels`): slower than with the instructions, for checking accuracy on any CPU."""
+    if allow_slow and engine:
+        ok, reason = kernels(precision, engine, flags)
+        if not ok:
+            raise DeployError("--precision {} on {}: {}.".format(precision, backend, reason))
+        return reason
     ok, reason = support(precision, flags)
     if not ok:
         raise DeployError("--precision {} on {}: {}. Use --precision fp32 on this machine, or run "

@@ -9,6 +9,7 @@ from .predictor import Predictor
 
 # metadata key that ``paddle_rtseg.quantize`` writes into the int8 model it makes
 PRECISION_KEY = "paddle_rtseg_precision"
+WEIGHT_BITS_KEY = "paddle_rtseg_weight_bits"  # "7" for quantize --reduce_range true; absent = 8
 INT8_FILE = "model_int8.onnx"
 NO_BF16 = ("ONNX Runtime's CPU execution provider has no bf16 kernels for Conv, MatMul and the "
            "other ops of these models on x86 (its bf16 fast-math GEMM option is ARM64-only), so a "
@@ -41,13 +42,14 @@ class OnnxPredictor(Predictor):
     ``paddle_rtseg.quantize`` (int8: per-channel QDQ, activations calibrated on training images)."""
     name = "onnxruntime"
 
-    def __init__(self, onnx_path, threads=2, providers=None, precision="fp32"):
+    def __init__(self, onnx_path, threads=2, providers=None, precision="fp32", allow_slow=False):
         import onnxruntime as ort
         if precision == "bf16":
             raise DeployError("--precision bf16 on ONNX Runtime: " + NO_BF16)
         if precision not in ("fp32", "int8"):
             raise DeployError("--precision {} on ONNX Runtime: use fp32 or int8.".format(precision))
-        self.precision_reason = cpu_features.require(precision, "ONNX Runtime")
+        self.precision_reason = cpu_features.require(precision, "ONNX Runtime",
+                                                     engine="onnxruntime", allow_slow=allow_slow)
         if not os.path.isfile(onnx_path):
             raise DeployError("ONNX model {} does not exist; {}".format(onnx_path, (
                 "make the int8 model with `python -m paddle_rtseg.quantize --config CFG "
@@ -65,6 +67,13 @@ class OnnxPredictor(Predictor):
                     "Pass the int8 model `python -m paddle_rtseg.quantize` wrote "
                     "(<save_dir>/ptq_int8/{}).".format(INT8_FILE) if precision == "int8"
                     else "Pass --precision {} or the fp32 model.onnx.".format(stored)))
+        bits = self.session.get_modelmeta().custom_metadata_map.get(WEIGHT_BITS_KEY, "8")
+        if cpu_features.needs_7bit_weights(precision, "onnxruntime") and bits != "7":
+            raise DeployError(
+                "--precision int8 on ONNX Runtime on a CPU without VNNI/AMX: its uint8 x int8 "
+                "kernels saturate 16-bit pair sums, and {} has {}-bit weights, so its results "
+                "would be wrong. Quantize with `--reduce_range true` (7-bit weights) for this CPU."
+                .format(onnx_path, bits))
         self.precision = precision
         if precision != "fp32":
             self.name = "onnxruntime-" + precision

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import cpu_features
 from .errors import DeployError
-from .model_dir import model_paths
+from .model_dir import model_paths, read_deploy_yaml
 from .predictor import Predictor
 from .program import onednn_resize_is_exact, read_program
 
@@ -52,6 +52,9 @@ TRT_PRECISIONS = ("fp32", "fp16")
 # not expose the compiled graph), the rest in fp32 (hint f32).
 OPENVINO_PRECISIONS = ("fp32", "bf16", "int8")
 OPENVINO_INT8_PREFIX = "model_qdq"
+# deploy.yaml key `quantize` writes into ptq_int8/: the bits of the QDQ program's weights (7 with
+# --reduce_range true, for CPUs without VNNI/AMX; absent = 8)
+WEIGHT_BITS_KEY = "qdq_weight_bits"
 
 
 def openvino_int8_paths(model_dir):
@@ -75,9 +78,11 @@ def is_quantized(model_file):
 
 
 def check_precision(model_dir, device, precision, use_mkldnn=True, use_trt=False,
-                    use_openvino=False):
+                    use_openvino=False, allow_slow=False):
     """:class:`DeployError` naming the fix when ``precision`` cannot run as asked; otherwise the
-    reason string (which instructions the CPU uses)."""
+    reason string (which instructions the CPU uses). ``allow_slow``: accept a precision whose
+    kernels exist on this CPU without the instructions that make it fast
+    (:func:`cpu_features.kernels`)."""
     if use_openvino:
         if device != "cpu" or use_trt:
             raise DeployError("--use_openvino is a CPU engine (OpenVINO's CPU plugin): use "
@@ -105,7 +110,17 @@ def check_precision(model_dir, device, precision, use_mkldnn=True, use_trt=False
                 "{} is an int8 model (fake-quant ops from paddle_rtseg.quantize): run it with "
                 "--precision int8 (with --use_openvino it reads the {}.* program beside it), or "
                 "pass the fp32 export.".format(model_dir, OPENVINO_INT8_PREFIX))
-        return cpu_features.require(precision, "Paddle Inference (OpenVINO)")
+        reason = cpu_features.require(precision, "Paddle Inference (OpenVINO)", engine="openvino",
+                                      allow_slow=allow_slow)
+        if cpu_features.needs_7bit_weights(precision, "openvino"):
+            bits = read_deploy_yaml(model_dir, program_files=False).get(WEIGHT_BITS_KEY, 8)
+            if bits != 7:
+                raise DeployError(
+                    "--precision int8 with --use_openvino on a CPU without VNNI/AMX: OpenVINO's "
+                    "uint8 x int8 kernels saturate 16-bit pair sums, and {}'s QDQ program has "
+                    "{}-bit weights, so its results would be wrong. Quantize with `--reduce_range "
+                    "true` (7-bit weights) for this CPU.".format(model_dir, bits))
+        return reason
     if device == "gpu":
         if precision not in TRT_PRECISIONS or (precision != "fp32" and not use_trt):
             raise DeployError("--precision {} on GPU: Paddle Inference runs fp32, or fp16 with "
@@ -118,7 +133,8 @@ def check_precision(model_dir, device, precision, use_mkldnn=True, use_trt=False
     if precision != "fp32" and not use_mkldnn:
         raise DeployError("--precision {} runs on oneDNN: drop --enable_mkldnn false."
                           .format(precision))
-    reason = cpu_features.require(precision, "Paddle Inference (oneDNN)")
+    reason = cpu_features.require(precision, "Paddle Inference (oneDNN)", engine="onednn",
+                                  allow_slow=allow_slow)
     if precision == "int8" and not is_quantized(model_paths(model_dir)[0]):
         raise DeployError(
             "--precision int8 needs a post-training-quantized model (fake-quant scales "
@@ -136,11 +152,11 @@ class PaddleInferencePredictor(Predictor):
 
     def __init__(self, model_dir, device="cpu", use_mkldnn=True, threads=2, use_trt=False,
                  precision="fp32", min_shape=None, opt_shape=None, max_shape=None,
-                 ir_optim=True, use_openvino=False):
+                 ir_optim=True, use_openvino=False, allow_slow=False):
         import paddle.inference as pi
         model_file, params_file = model_paths(model_dir)
         self.precision_reason = check_precision(model_dir, device, precision, use_mkldnn, use_trt,
-                                                use_openvino)
+                                                use_openvino, allow_slow)
         if use_openvino and precision == "int8":
             model_file, params_file = openvino_int8_paths(model_dir)
         config = pi.Config(model_file, params_file)
