@@ -6,6 +6,10 @@ STAMP := $(VENV)/.installed
 VENV26 := .venv-paddle26
 STAMP26 := $(VENV26)/.installed
 PYTEST_ARGS ?=
+# test files run in this many processes (pytest-xdist, one file per process at a time: module
+# fixtures are built once); 1 runs them in this process
+PYTEST_JOBS ?= 2
+XDIST = $(if $(filter-out 1,$(PYTEST_JOBS)),-n $(PYTEST_JOBS) --dist loadfile,)
 
 .PHONY: venv test unit arm-setup smoke-paddle26 demo bench clean
 
@@ -27,12 +31,12 @@ venv: $(STAMP)
 ## make test: the whole suite (unit, parity, CLIs, exports, ARM kernels), then the Paddle 2.6 smoke test.
 ## The ARM tests need PADDLE_LITE_ARM_DIR (a Paddle Lite armv8 library) and what arm-setup installs.
 test: $(STAMP) arm-setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory smoke-paddle26
 
 ## make unit: the suite without the slow (real-size / export / end-to-end) tests.
 unit: $(STAMP)
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 ## make arm-setup: qemu, the aarch64 cross compiler, cmake, arm64 libjpeg/libpng (as root with apt).
 arm-setup:

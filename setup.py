@@ -9,7 +9,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def requirements():
     with open(os.path.join(HERE, "requirements.txt")) as f:
         lines = [line.split("#")[0].strip() for line in f]
-    return [line for line in lines if line and not line.startswith("pytest")]
+    # the test runner and its parallel plug-in are for `make test`, not for users of the package
+    return [line for line in lines if line and not line.startswith(("pytest", "execnet"))]
 
 
 setup(
