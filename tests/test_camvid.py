@@ -167,3 +167,60 @@ def test_short_training_beats_all_road(camvid_trained_tiny):
     assert result["miou"] > road["miou"] + 0.10, (result, road)
     assert result["acc"] > road["acc"] + 0.20, (result, road)
     assert len(result["class_iou"]) == 11
+
+
+def _table_script():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "camvid_table", os.path.join(os.path.dirname(CONFIGS), "scripts", "camvid_table.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--iters", "0"], "--iters must be at least 1"),
+    (["--seeds", "1", "1"], "repeats a seed"),
+    (["--families", "seaformer", "--paddleseg_rtformer"], "add rtformer to --families"),
+    (["--camvid_dir", "{tmp}"], "has no train.txt or val.txt"),
+])
+def test_camvid_table_refuses_bad_input(tmp_path, argv, message):
+    """scripts/camvid_table.py: bad arguments are refused before anything is trained or written."""
+    from paddle_rtseg.config import ConfigError
+    from paddle_rtseg.datasets import DataError
+    argv = [a.format(tmp=tmp_path) for a in argv] + ["--save_dir", str(tmp_path / "out")]
+    with pytest.raises((ConfigError, DataError), match=message):
+        _table_script().main(argv)
+    assert not (tmp_path / "out").exists()
+
+
+def test_camvid_table_runs_and_resumes(camvid_dir, tmp_path):
+    """A 1-iteration run of a tiny RTFormer: the table (JSON + markdown) has the run with its
+    per-class IoU and the all-Road baseline; run again, the run is kept, not retrained. A missing
+    folder through the command line is one 'error:' line, exit 2."""
+    import json
+    import subprocess
+    import sys
+    script = os.path.join(os.path.dirname(CONFIGS), "scripts", "camvid_table.py")
+    save_dir = tmp_path / "table"
+    argv = [sys.executable, script, "--families", "rtformer", "--iters", "1", "--batch_size", "1",
+            "--val_every", "101", "--camvid_dir", camvid_dir, "--save_dir", str(save_dir),
+            "--opts", "model.base_channels=8", "model.head_channels=16", "model.num_heads=4"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    table = json.loads((save_dir / "camvid_table.json").read_text())
+    (run,) = table["runs"]
+    assert (run["model"], run["seed"], run["iters"], run["batch_size"]) == ("rtformer", 0, 1, 1)
+    assert len(run["class_iou"]) == 11 and 0 <= run["miou"] <= 1 and run["train_s"] > 0
+    assert os.path.isfile(run["weights"]) and table["val_images"] == 1
+    assert table["all_road"]["class_iou"][camvid.ROAD] == pytest.approx(table["all_road"]["acc"])
+    md = (save_dir / "camvid_table.md").read_text()
+    assert "| RTFormer-Slim | 0 | 1 x 1 |" in md and "all Road (baseline)" in md
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "rtformer_seed0: kept" in again.stdout, again.stderr[-3000:]
+    assert json.loads((save_dir / "camvid_table.json").read_text())["runs"] == [run]
+    bad = subprocess.run(argv[:2] + ["--camvid_dir", str(tmp_path / "none"), "--save_dir",
+                                     str(tmp_path / "bad")], capture_output=True, text=True,
+                         timeout=600)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --camvid_dir"), bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()
