@@ -13,15 +13,19 @@ import inspect
 import os
 
 import paddle
-import yaml
 from paddleseg.cvlibs import Config, SegBuilder, manager
 from paddleseg.cvlibs.config import merge_config_dicts
+
+from .deployment import limits
+from .safe_pickle import short_repr
 
 TOP_LEVEL_KEYS = {
     "batch_size", "iters", "train_dataset", "val_dataset", "test_dataset", "model", "loss",
     "distill_loss", "optimizer", "lr_scheduler", "export", "test_config", "to_static_training",
     "_base_", "_inherited_",
 }
+#: How many files a chain of ``_base_`` may pass through.
+MAX_BASE_DEPTH = 32
 _MANAGERS = [manager.MODELS, manager.BACKBONES, manager.DATASETS, manager.TRANSFORMS,
              manager.LOSSES, manager.OPTIMIZERS]
 
@@ -99,33 +103,45 @@ def check_component(cfg, where):
                 check_component(item, "{}.{}[{}]".format(where, key, i))
 
 
-def _read_yaml(path, named_by=None):
-    """PaddleSeg's ``parse_from_yaml`` (``_base_`` files merged under the file's own keys), with
-    syntax errors and missing base files reported as :class:`ConfigError`."""
+def _read_yaml(path, named_by=None, chain=()):
+    """PaddleSeg's ``parse_from_yaml`` (``_base_`` files merged under the file's own keys) through
+    the one safe, bounded YAML reader (:func:`paddle_rtseg.deployment.limits.read_yaml`: no Python
+    tags, size, nesting and alias expansion bounded); syntax errors, missing base files and
+    ``_base_`` cycles are reported as :class:`ConfigError`. ``chain``: the files naming this one."""
     if not os.path.isfile(path):
+        if named_by is None:
+            raise ConfigError("Config file {} does not exist.".format(path))
         raise ConfigError("Config file {} (the _base_ of {}) does not exist. Fix the _base_ path; it "
                           "is relative to the file that names it.".format(path, named_by))
+    real = os.path.realpath(path)
+    seen = [r for r, _ in chain]
+    chain = chain + ((real, os.path.normpath(path)),)
+    if real in seen:
+        cycle = [shown for _, shown in chain[seen.index(real):]]
+        raise ConfigError("The _base_ files of {} form a cycle: {}. A config cannot inherit from "
+                          "itself; remove the _base_ that points back.".format(
+                              chain[0][1], " -> ".join(cycle)))
+    if len(chain) > MAX_BASE_DEPTH:
+        raise ConfigError("{} inherits through more than {} _base_ files; shorten the chain."
+                          .format(chain[0][1], MAX_BASE_DEPTH))
     try:
-        with open(path, encoding="utf-8") as f:
-            dic = yaml.load(f, Loader=yaml.FullLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = ", line {}, column {}".format(mark.line + 1, mark.column + 1) if mark else ""
-        problem = " ".join(str(getattr(e, "problem", None) or e).split())
-        raise ConfigError("YAML syntax error in {}{}: {}. Fix the YAML there (indentation, "
-                          "unclosed brackets or quotes, a ':' after each key).".format(
-                              path, where, problem)) from None
-    except UnicodeDecodeError:
-        raise ConfigError("Config file {} is not UTF-8 text; save it as a UTF-8 YAML file."
-                          .format(path)) from None
+        dic = limits.read_yaml(path)
+    except limits.YamlError as e:
+        raise ConfigError(str(e)) from None
     if dic is None:
         dic = {}
     if not isinstance(dic, dict):
         raise ConfigError("Config file {} must be a YAML mapping of keys (model:, train_dataset:, "
                           "...), not a {}.".format(path, type(dic).__name__))
     bases = dic.pop("_base_", [])
-    for base in [bases] if isinstance(bases, str) else bases:
-        dic = merge_config_dicts(dic, _read_yaml(os.path.join(os.path.dirname(path), base), path))
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError("_base_ in {} must be a file name or a list of file names, got {}."
+                          .format(path, _describe_value(bases)[:200]))
+    for base in bases:
+        dic = merge_config_dicts(dic, _read_yaml(os.path.join(os.path.dirname(path), base), path,
+                                                 chain))
     return dic
 
 
@@ -135,10 +151,10 @@ def _opt_value(item):
     ``1e-5`` a float, ``0.75,1.0,1.25`` a list, ``None``)."""
     text = item.split("=", 1)[1]
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise ConfigError("--opts {}: {!r} is not a valid YAML value. Quote text, write lists as "
-                          "[a, b].".format(item, text)) from None
+        value = limits.load_yaml_text(text, "--opts {}".format(short_repr(item)))
+    except limits.YamlError as e:
+        raise ConfigError("{} --opts values are YAML: quote text, write lists as [a, b].".format(e)) \
+            from None
     if isinstance(value, str):  # PaddleSeg's reading: 1e-5 (text in YAML 1.1), 0.75,1.0,1.25, None
         try:
             parsed = ast.literal_eval(value)
@@ -172,7 +188,8 @@ def _is_int(value):
 
 
 def _describe_value(value):
-    return "{!r} ({})".format(value, "text" if isinstance(value, str) else type(value).__name__)
+    return "{} ({})".format(short_repr(value), "text" if isinstance(value, str) else
+                            type(value).__name__)
 
 
 def check_counts(dic, path):

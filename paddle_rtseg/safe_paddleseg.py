@@ -5,7 +5,8 @@ CLIs reach: ``utils.load_pretrained_model`` (every model's and backbone's ``pret
 ``load_entire_model``) and ``utils.resume`` (the trainer's ``--resume_model``). :func:`apply`
 (called on ``import paddle_rtseg``) replaces both -- in ``paddleseg.utils.utils``, its re-export
 ``paddleseg.utils`` and the copy ``paddleseg.core.train`` imported -- with versions that read the
-file safely; where PaddleSeg warned and went on with random weights, a ``pretrained`` that does not
+file safely (and PaddleSeg's config reader ``cvlibs.config.parse_from_yaml``, a ``yaml.FullLoader``,
+with :func:`paddle_rtseg.config._read_yaml`); where PaddleSeg warned and went on with random weights, a ``pretrained`` that does not
 load is an error (:func:`paddle_rtseg.checkpoints.load_pretrained`). The replaced functions are kept
 in :data:`ORIGINALS`. Not covered: the ViT and CAE backbones, which call ``paddle.load`` themselves.
 """
@@ -55,6 +56,13 @@ def resume(model, optimizer, resume_model):
     return int(resume_model.split("_")[-1])
 
 
+def parse_from_yaml(path):
+    """paddleseg's ``cvlibs.config.parse_from_yaml`` through our one safe YAML reader (it read the
+    file with ``yaml.FullLoader``, which resolves ``!!python/name:`` tags)."""
+    from .config import _read_yaml
+    return _read_yaml(path)
+
+
 def apply():
     """Install the safe readers wherever paddleseg 2.8 binds the originals (idempotent)."""
     if ORIGINALS:
@@ -70,3 +78,7 @@ def apply():
         for module in (utils, package, train):
             if getattr(module, name, None) is ORIGINALS[name]:
                 setattr(module, name, safe)
+    config = importlib.import_module("paddleseg.cvlibs.config")
+    if hasattr(config, "parse_from_yaml"):  # PaddleSeg's reader uses yaml.FullLoader
+        ORIGINALS["parse_from_yaml"] = config.parse_from_yaml
+        config.parse_from_yaml = parse_from_yaml

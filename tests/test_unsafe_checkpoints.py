@@ -172,7 +172,7 @@ def test_paddleseg_load_pretrained_model_is_routed(tmp_path):
     with pytest.raises(UnsafeCheckpointError, match="system"):  # PaddleSeg's own model
         PaddleSegRTFormer(5, pretrained=path, **TINY)
     assert not marker.exists()
-    assert set(safe_paddleseg.ORIGINALS) == {"load_pretrained_model", "resume"}
+    assert set(safe_paddleseg.ORIGINALS) == {"load_pretrained_model", "resume", "parse_from_yaml"}
 
 
 def _trained_checkpoint(folder):
