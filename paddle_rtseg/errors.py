@@ -7,7 +7,7 @@ from .checkpoints import CheckpointMismatchError
 from .config import ConfigError
 from .datasets.checked_io import DataError
 from .deployment import DeployError
-from .deployment.errors import DISK_FULL, DiskFullError, disk_full_message
+from .deployment.errors import DISK_FULL, DiskFullError, bounded, disk_full_message
 from .export import ExportError
 from . import malloc_tuning
 from .deployment.run_lock import RunLockError
@@ -49,7 +49,8 @@ def _raised_here(error, package=None):
 
 
 def run_cli(main):
-    """Run ``main()``; a user error prints ``error: <message>`` on stderr and exits with status 2.
+    """Run ``main()``; a user error prints ``error: <message>`` on stderr and exits with status 2
+    (one line of at most :data:`~paddle_rtseg.deployment.errors.MAX_MESSAGE_CHARS` characters).
 
     Before ``main()`` it applies the command-line tools' malloc settings
     (:func:`paddle_rtseg.malloc_tuning.apply`: freed tensors stay in the process for the next call).
@@ -76,5 +77,5 @@ def run_cli(main):
         if not _raised_here(e, "paddleseg") or not str(e):
             raise
         message = "Incomplete config: {}".format(e)
-    sys.stderr.write("error: {}\n".format(" ".join(message.split("\n"))))
+    sys.stderr.write("error: {}\n".format(bounded(" ".join(message.split("\n")))))
     sys.exit(2)

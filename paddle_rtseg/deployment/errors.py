@@ -4,8 +4,28 @@ import errno
 import os
 
 
+#: The most characters an error message may have (one error line was once 600 KB: the repr of a
+#: huge object). Longer messages keep their start and their end (the fix), and say what was cut.
+MAX_MESSAGE_CHARS = 2000
+
+
+def bounded(message, most=MAX_MESSAGE_CHARS):
+    """``message`` cut to at most about ``most`` characters: its head and tail, the middle named."""
+    message = str(message)
+    if len(message) <= most:
+        return message
+    tail = most // 4
+    head = most - tail - 40
+    return "{} [... {} characters cut ...] {}".format(message[:head], len(message) - head - tail,
+                                                      message[-tail:])
+
+
 class DeployError(ValueError):
-    """A model directory, image or option the runner cannot use; the message says the fix."""
+    """A model directory, image or option the runner cannot use; the message says the fix
+    (bounded by :data:`MAX_MESSAGE_CHARS`)."""
+
+    def __init__(self, message="", *args):
+        super().__init__(bounded(message), *args)
 
 
 class DiskFullError(DeployError):
