@@ -5,9 +5,11 @@ PaddleSeg's ``Compose`` calls ``cv2.imread(path).astype(...)``: a missing or cor
 :func:`check_dataset` verifies the file list up front and swaps in :class:`CheckedCompose`, which
 reads every image through :func:`read_image`.
 """
+import io
 import os
 import sys
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -16,7 +18,8 @@ from paddleseg.transforms import Compose
 from paddleseg.utils import logger
 from PIL import Image
 
-from ..deployment.errors import DeployError
+from ..deployment.errors import DeployError, bounded
+from ..deployment.images import check_image_size, check_pixels, image_size
 from ..deployment.images import read_image as deployment_read_image
 
 
@@ -39,11 +42,24 @@ def read_image(path, channels=3):
 
 
 def read_label(path):
-    """Read a label PNG as HxW integer class ids; colour (RGB) labels are refused."""
+    """Read a label PNG as HxW integer class ids; colour (RGB) labels are refused, and so are
+    labels declaring more pixels than ``PADDLE_RTSEG_MAX_IMAGE_PIXELS`` (checked in the header,
+    before decoding, by the image reader's rule)."""
     if not os.path.isfile(path):
         raise DataError("Label {} does not exist. Check the file list.".format(path))
     try:
-        label = np.asarray(Image.open(path))
+        with open(path, "rb") as f:
+            data = f.read()
+        check_image_size(path, data)
+    except OSError as e:
+        raise DataError("Label {} cannot be read ({}). Check the path.".format(
+            path, e.strerror or e)) from None
+    except DeployError as e:
+        raise DataError(str(e)) from None
+    try:
+        with warnings.catch_warnings():  # the pixel limit above is the one that applies
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            label = np.asarray(Image.open(io.BytesIO(data)))
     except Exception:
         raise DataError("Label {} cannot be decoded; replace it with a single-channel PNG of "
                         "class ids.".format(path)) from None
@@ -71,20 +87,32 @@ class CheckedCompose(Compose):
         except DataError as e:
             if threading.current_thread() is threading.main_thread():
                 raise
-            sys.stderr.write("error: {}\n".format(e))
+            sys.stderr.write("error: {}\n".format(bounded(" ".join(str(e).split("\n")))))
             sys.stderr.flush()
             os._exit(2)
         return super().__call__(data)
 
 
 def _unreadable(path):
-    """True if ``path`` does not have a decodable image header (cheap: nothing is decoded)."""
+    """True if ``path`` does not have a decodable image header (cheap: nothing is decoded); an
+    image declaring more pixels than ``PADDLE_RTSEG_MAX_IMAGE_PIXELS`` raises :class:`DataError`."""
     try:
-        with Image.open(path) as image:
-            image.size
-        return False
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                size = image.size
+    except Image.DecompressionBombError:  # over Pillow's own limit: the header says by how much
+        with open(path, "rb") as f:
+            size = image_size(f.read())
+        if size is None:
+            return True
     except Exception:
         return True
+    try:
+        check_pixels(path, *size)
+    except DeployError as e:
+        raise DataError(str(e)) from None
+    return False
 
 
 def _out_of_range(path, num_classes, ignore_index):
