@@ -1,14 +1,96 @@
-"""An exported model directory: ``deploy.yaml`` and the model files it names."""
+"""An exported model directory: ``deploy.yaml`` and the model files it names.
+
+A model folder is untrusted input (users download exported models): ``deploy.yaml`` is read by the
+one safe, bounded YAML reader (:func:`limits.read_yaml`), every field is checked for its type and
+range before a runner uses it, the files it names must stay inside the folder, and an ONNX model's
+external data must too (:func:`check_onnx_external_data`)."""
 import os
 
+from . import limits
 from .errors import DeployError
+
+OUTPUT_OPS = ("argmax", "softmax", "none")
+_INTERPS = ("NEAREST", "LINEAR", "CUBIC", "AREA", "LANCZOS4")
+_TRANSFORM_KEYS = ("Normalize", "Resize", "ResizeByLong", "ResizeByShort")  # the runners' preprocess
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return (_is_int(value) or isinstance(value, float)) and abs(value) < float("inf")
+
+
+def inside(model_dir, name, what):
+    """``model_dir/name`` after proving ``name`` is a relative path that stays in ``model_dir``
+    (symbolic links resolved): a deploy.yaml cannot make a runner read ``../../etc/passwd``."""
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise DeployError("{} names {} {}; it must be a file name inside the model folder. Re-export "
+                          "the model.".format(what, "a" if not isinstance(name, str) else "the path",
+                                              limits_repr(name)))
+    path = os.path.join(model_dir, name)
+    root = os.path.realpath(model_dir)
+    if os.path.isabs(name) or os.path.commonpath([root, os.path.realpath(path)]) != root:
+        raise DeployError("{} names {}, which is outside the model folder {}; a model folder may only "
+                          "use its own files. Re-export the model, or fix the path.".format(
+                              what, limits_repr(name), model_dir))
+    return path
+
+
+def limits_repr(value):
+    text = repr(value)
+    return text if len(text) <= 100 else text[:100] + "..."
+
+
+def _check_transforms(transforms, path):
+    if not isinstance(transforms, list):
+        raise DeployError("{}: transforms must be a list of {{type: ...}} entries, got {}. Re-export "
+                          "the model.".format(path, limits_repr(transforms)))
+    for i, t in enumerate(transforms):
+        where = "{}: transforms[{}]".format(path, i)
+        kind = t.get("type") if isinstance(t, dict) else None
+        if kind not in _TRANSFORM_KEYS:
+            raise DeployError("deploy.yaml transform {} is not supported by the runner (supported: "
+                              "{}); {}.".format(limits_repr(kind), ", ".join(_TRANSFORM_KEYS), where))
+        bad = None
+        for key in ("mean", "std") if kind == "Normalize" else ():
+            value = t.get(key, [0.5, 0.5, 0.5])
+            if not isinstance(value, list) or len(value) not in (1, 3) or \
+                    not all(_is_number(v) for v in value) or \
+                    (key == "std" and not all(v != 0 for v in value)):
+                bad = "{} must be a list of 1 or 3 numbers{}".format(
+                    key, " (not 0)" if key == "std" else "")
+        if kind == "Resize":
+            size = t.get("target_size", [512, 512])
+            divisor = t.get("size_divisor")
+            if not isinstance(size, list) or len(size) != 2 or \
+                    not all(_is_int(v) and v >= 1 for v in size):
+                bad = "target_size must be [width, height], two integers of at least 1"
+            elif size[0] * size[1] > limits.limit("PADDLE_RTSEG_MAX_IMAGE_PIXELS"):
+                bad = "target_size {}x{} is more pixels than images may have. {}".format(
+                    size[0], size[1], limits.how_to_raise("PADDLE_RTSEG_MAX_IMAGE_PIXELS"))
+            elif divisor is not None and not (_is_int(divisor) and 1 <= divisor <= 4096):
+                bad = "size_divisor must be an integer from 1 to 4096"
+            elif not isinstance(t.get("keep_ratio", False), bool):
+                bad = "keep_ratio must be true or false"
+        if kind in ("ResizeByLong", "ResizeByShort"):
+            key = "long_size" if kind == "ResizeByLong" else "short_size"
+            side = t.get(key)
+            if not (_is_int(side) and 1 <= side <= 65535):
+                bad = "{} must be an integer from 1 to 65535".format(key)
+        if t.get("interp", "LINEAR") not in _INTERPS:
+            bad = "interp must be one of {}".format(", ".join(_INTERPS))
+        if bad:
+            raise DeployError("{} ({}): {}, got {}. Re-export the model, or fix deploy.yaml.".format(
+                where, kind, bad, limits_repr({k: v for k, v in t.items() if k != "type"})))
 
 
 def read_deploy_yaml(model_dir, program_files=True):
-    """``Deploy`` section of ``model_dir/deploy.yaml``. With ``program_files`` the Paddle program
-    files it names (``model``, ``params``) must exist; the ONNX and Lite runners pass False, since a
-    device gets only ``deploy.yaml`` and its ``model.onnx`` / ``model_<target>.nb``."""
-    import yaml
+    """``Deploy`` section of ``model_dir/deploy.yaml``, every field checked. With ``program_files``
+    the Paddle program files it names (``model``, ``params``) must exist; the ONNX and Lite runners
+    pass False, since a device gets only ``deploy.yaml`` and its ``model.onnx`` /
+    ``model_<target>.nb``."""
     path = os.path.join(model_dir, "deploy.yaml")
     if not os.path.isdir(model_dir):
         raise DeployError("Model directory {} does not exist. Pass the --save_dir of "
@@ -17,10 +99,13 @@ def read_deploy_yaml(model_dir, program_files=True):
         raise DeployError("{} has no deploy.yaml; it is not an exported model directory. Export "
                           "with `python -m paddle_rtseg.export --config ... --save_dir {}`."
                           .format(model_dir, model_dir))
-    with open(path) as f:
-        info = (yaml.safe_load(f) or {}).get("Deploy")
+    doc = limits.read_yaml(path, "deploy.yaml")  # YamlError is a DeployError
+    info = doc.get("Deploy") if isinstance(doc, dict) else None
     if not isinstance(info, dict) or "model" not in info:
         raise DeployError("{} has no `Deploy: {{model, params, transforms}}` section.".format(path))
+    for key in ("model", "params"):
+        if key in info:
+            inside(model_dir, info[key], "{} ({})".format(path, key))
     missing = [info[k] for k in ("model", "params") if program_files and k in info
                and not os.path.isfile(os.path.join(model_dir, info[k]))]
     if missing:
@@ -29,9 +114,44 @@ def read_deploy_yaml(model_dir, program_files=True):
     info.setdefault("transforms", [{"type": "Normalize"}])
     info.setdefault("input_shape", [-1, 3, -1, -1])
     info.setdefault("output_op", "argmax")
+    _check_transforms(info["transforms"], path)
+    shape = info["input_shape"]
+    if not isinstance(shape, list) or len(shape) != 4 or \
+            not all(_is_int(v) and (v == -1 or 1 <= v <= 65535) for v in shape) or shape[1] == 0:
+        raise DeployError("{}: input_shape must be [N, C, H, W], each an integer from 1 to 65535 or "
+                          "-1 (any), got {}. Re-export the model, or fix deploy.yaml.".format(
+                              path, limits_repr(shape)))
+    if info["output_op"] not in OUTPUT_OPS:
+        raise DeployError("{}: output_op {} is not one of {}. Re-export the model, or fix "
+                          "deploy.yaml.".format(path, limits_repr(info["output_op"]),
+                                                ", ".join(OUTPUT_OPS)))
     return info
 
 
 def model_paths(model_dir):
     info = read_deploy_yaml(model_dir)
     return os.path.join(model_dir, info["model"]), os.path.join(model_dir, info["params"])
+
+
+def check_onnx_external_data(onnx_path):
+    """Refuse an ONNX model whose tensors keep their data in files outside its folder (an
+    ``external_data`` location such as ``../../etc/passwd`` would be read into the weights), before
+    ONNX Runtime opens it. Needs the ``onnx`` package; without it nothing is checked."""
+    try:
+        import onnx
+        from onnx import external_data_helper
+    except ImportError:
+        return
+    try:
+        model = onnx.load(onnx_path, load_external_data=False)
+    except Exception as e:  # a corrupt protobuf: say so here, not in ONNX Runtime's words
+        raise DeployError("ONNX model {} cannot be read ({}): the file is corrupt or not an ONNX "
+                          "model. Convert it again.".format(onnx_path, limits_repr(str(e))[:200])) \
+            from None
+    folder = os.path.dirname(os.path.abspath(onnx_path))
+    for tensor in external_data_helper._get_all_tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = {e.key: e.value for e in tensor.external_data}.get("location", "")
+        inside(folder, location, "ONNX model {} (external data of tensor {})".format(
+            onnx_path, limits_repr(tensor.name)))
