@@ -5,6 +5,7 @@ import numpy as np
 
 from . import cpu_features
 from .errors import DeployError
+from .model_dir import check_onnx_external_data
 from .predictor import Predictor
 
 # metadata key that ``paddle_rtseg.quantize`` writes into the int8 model it makes
@@ -56,6 +57,7 @@ class OnnxPredictor(Predictor):
                 "--model_path W.pdparams --save_dir Q` (writes Q/ptq_int8/{})".format(INT8_FILE)
                 if precision == "int8" else
                 "convert with paddle2onnx first (docs/deployment.md)")))
+        check_onnx_external_data(onnx_path)  # data files outside the model folder: refused
         options = session_options(threads)
         self.session = ort.InferenceSession(onnx_path, options,
                                             providers=providers or ["CPUExecutionProvider"])
