@@ -1,5 +1,6 @@
 """Models composed from :mod:`paddle_rtseg.layers`; importing registers them with PaddleSeg."""
 from .mixformer import MixFormer
+from .palquant import PalQuantResNet
 from .rtformer import RTFormer, RTFormerBlock
 from .seaformer import SeaFormer, SeaFormerSeg
 from .segformer_pp import MixVisionTransformer, SegFormerPP

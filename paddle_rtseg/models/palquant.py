@@ -1,0 +1,186 @@
+"""PalQuant ResNet (Hu et al., "PalQuant: Accelerating High-precision Networks on Low-precision
+Accelerators", ECCV 2022, arXiv 2208.01944; code huqinghao/PalQuant ``quant_resnet.py``).
+
+PalQuant approximates a high-precision network with G parallel low-precision groups learned from
+scratch: a ResNet whose every width is multiplied by G and whose every quantized convolution (the
+3x3 convs of the basic blocks and the 1x1 downsample convs) is grouped with ``groups=G``, so the
+network is G narrow low-bit ResNets side by side. The groups exchange information through
+:func:`~paddle_rtseg.layers.channel_shuffle.channel_shuffle` on the main branch of every block with a
+downsample path, and through a :class:`~paddle_rtseg.layers.cyclic_shuffle.CyclicShuffle` before
+layer2, layer3 and layer4. The stem (7x7 conv, BN, ReLU, 3x3 max-pool) and the classifier stay in
+full precision.
+
+State-dict keys are the authors' (``conv1 bn1 layer1.0.conv1 ... shuffle2.conv1.0 ... fc``), with
+Paddle's BN buffer names (``_mean``, ``_variance``); :meth:`PalQuantResNet.convert_torch_state_dict`
+maps the authors' ``checkpoint.pth.tar`` (DDP ``module.`` prefix) onto them, so
+``paddle_rtseg.load_checkpoint(model, "checkpoint.pth.tar")`` loads it without PyTorch.
+
+With ``num_classes=None`` the network is a backbone returning the four stage outputs
+(strides 4, 8, 16, 32; ``feat_channels``); registered for PaddleSeg as ``RTSeg_PalQuantResNet18`` and
+``RTSeg_PalQuantResNet34``.
+
+Known difference from the authors' PyTorch (training only): Paddle's BatchNorm updates its running
+variance with the biased batch variance, PyTorch with the unbiased one; outputs, the quantizer
+initialisation and everything in eval mode are the same.
+"""
+import math
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+from paddleseg.cvlibs import manager
+
+from ..layers.channel_shuffle import channel_shuffle
+from ..layers.cyclic_shuffle import CyclicShuffle
+from ..layers.palquant_conv import QConv, QConv1x1, QConv3x3
+from ..registry import register_variant
+
+__all__ = ["PalQuantResNet", "PalQuantBasicBlock", "DEPTHS"]
+
+DEPTHS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3]}  # the authors' resnet18_quant / resnet34_quant
+
+
+def _bn(channels):
+    # PyTorch's BatchNorm2d defaults: running = 0.9 * running + 0.1 * batch, eps 1e-5.
+    return nn.BatchNorm2D(channels, momentum=0.9, epsilon=1e-5)
+
+
+class PalQuantBasicBlock(nn.Layer):
+    """The authors' ``QBasicBlock``: ``relu(shuffle(bn2(qconv2(relu(bn1(qconv1(x)))))) +
+    shortcut(x))``, both 3x3 QConvs grouped; the channel shuffle runs only when there is a
+    downsample path (``stride != 1`` or a change of width)."""
+
+    def __init__(self, in_channels, channels, stride=1, groups=1, weight_levels=4, act_levels=4):
+        super().__init__()
+        levels = dict(weight_levels=weight_levels, act_levels=act_levels)
+        self.conv1 = QConv3x3(in_channels, channels, stride, groups=groups, **levels)
+        self.bn1 = _bn(channels)
+        self.relu = nn.ReLU()
+        self.conv2 = QConv3x3(channels, channels, groups=groups, **levels)
+        self.bn2 = _bn(channels)
+        self.downsample = None
+        if stride != 1 or in_channels != channels:
+            self.downsample = nn.Sequential(
+                QConv1x1(in_channels, channels, stride, groups=groups, **levels), _bn(channels))
+        self.groups = groups
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        if self.downsample is not None:
+            out = channel_shuffle(out, self.groups)
+            x = self.downsample(x)
+        return self.relu(out + x)
+
+
+class PalQuantResNet(nn.Layer):
+    """PalQuant ResNet-18/34 with ``groups`` parallel low-precision groups (the authors'
+    ``QResNet``; ``base_channels`` is their fixed 64, here adjustable for small models).
+
+    Args:
+        depth: 18 or 34.
+        groups: G, the number of parallel groups (widths are ``base_channels * 2**i * G``).
+        weight_levels, act_levels: quantization levels, 2**bits (4 = 2 bit); None = full precision.
+        num_classes: classifier outputs; None = backbone (``forward`` returns the 4 stage outputs).
+        base_channels: width of the stem and layer1 per group (64 in the paper).
+    """
+
+    def __init__(self, depth=18, groups=1, weight_levels=4, act_levels=4, num_classes=1000,
+                 base_channels=64, in_channels=3, pretrained=None):
+        super().__init__()
+        if depth not in DEPTHS:
+            raise ValueError("PalQuantResNet depth must be one of {}, got {!r}".format(
+                sorted(DEPTHS), depth))
+        if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+            raise ValueError("PalQuantResNet groups must be a positive integer, got {!r}".format(
+                groups))
+        if not isinstance(base_channels, int) or base_channels < 1:
+            raise ValueError("PalQuantResNet base_channels must be a positive integer, got "
+                             "{!r}".format(base_channels))
+        self.depth, self.groups, self.num_classes = depth, groups, num_classes
+        self.weight_levels, self.act_levels = weight_levels, act_levels
+        levels = dict(groups=groups, weight_levels=weight_levels, act_levels=act_levels)
+        widths = [base_channels * 2 ** i * groups for i in range(4)]
+        self.conv1 = nn.Conv2D(in_channels, widths[0], 7, stride=2, padding=3, bias_attr=False)
+        self.bn1 = _bn(widths[0])
+        self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2D(3, stride=2, padding=1)
+        in_ch = widths[0]
+        for i, (width, blocks) in enumerate(zip(widths, DEPTHS[depth])):
+            if i:
+                setattr(self, "shuffle{}".format(i + 1), CyclicShuffle(in_ch, **levels))
+            stage = [PalQuantBasicBlock(in_ch, width, 2 if i else 1, **levels)]
+            stage += [PalQuantBasicBlock(width, width, 1, **levels) for _ in range(1, blocks)]
+            setattr(self, "layer{}".format(i + 1), nn.Sequential(*stage))
+            in_ch = width
+        self.feat_channels = widths
+        self.fc = None
+        if num_classes is not None:
+            self.fc = nn.Linear(widths[3], num_classes)
+        self._init_weights()
+        if pretrained is not None:
+            from ..checkpoints import load_pretrained
+            load_pretrained(self, pretrained)
+
+    def _init_weights(self):
+        """The authors' (torchvision's) initialisation: Kaiming-normal fan-out convs, BN 1/0, and
+        PyTorch's default Linear (uniform +-1/sqrt(fan_in))."""
+        for m in self.sublayers():
+            if isinstance(m, nn.Conv2D):  # QConv included
+                fan_out = m.weight.shape[0] * m.weight.shape[2] * m.weight.shape[3]
+                nn.initializer.Normal(0.0, math.sqrt(2.0 / fan_out))(m.weight)
+            elif isinstance(m, nn.Linear):
+                bound = 1 / math.sqrt(m.weight.shape[0])
+                nn.initializer.Uniform(-bound, bound)(m.weight)
+                nn.initializer.Uniform(-bound, bound)(m.bias)
+
+    def forward_features(self, x):
+        """The outputs of layer1..layer4 (strides 4, 8, 16, 32)."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        feats = []
+        for i in range(1, 5):
+            if i > 1:
+                x = getattr(self, "shuffle{}".format(i))(x)
+            x = getattr(self, "layer{}".format(i))(x)
+            feats.append(x)
+        return feats
+
+    def forward(self, x):
+        feats = self.forward_features(x)
+        if self.fc is None:
+            return feats
+        return self.fc(feats[-1].mean(axis=[2, 3]))
+
+    def quantized_convs(self):
+        return [m for m in self.sublayers() if isinstance(m, QConv)]
+
+    def convert_torch_state_dict(self, torch_state):
+        """The authors' state dict (``model.state_dict()``, or ``checkpoint['state_dict']`` of
+        ``checkpoint.pth.tar`` with DDP's ``module.`` prefix) -> numpy arrays in our names: BN
+        ``running_mean/var`` -> ``_mean/_variance``, ``num_batches_tracked`` dropped, the fc weight
+        transposed to Paddle's [in, out]. Keys this model lacks are kept, for load_checkpoint to
+        report by name."""
+        out = {}
+        for key, value in torch_state.items():
+            if key.startswith("module."):
+                key = key[len("module."):]
+            if key.endswith("num_batches_tracked"):
+                continue
+            key = key.replace(".running_mean", "._mean").replace(".running_var", "._variance")
+            value = np.asarray(value)
+            if key == "fc.weight" and value.ndim == 2:
+                value = value.T
+            out[key] = value
+        return out
+
+
+def _variant(depth):
+    return register_variant(
+        manager.BACKBONES, PalQuantResNet, "PalQuantResNet{}".format(depth),
+        dict(depth=depth, num_classes=None),
+        "PalQuant ResNet-{} backbone (registered as ``RTSeg_PalQuantResNet{}``): the four stage "
+        "outputs; keyword arguments override (groups, weight_levels, act_levels, base_channels)."
+        .format(depth, depth))
+
+
+PalQuantResNet18 = _variant(18)
+PalQuantResNet34 = _variant(34)

@@ -1,0 +1,237 @@
+"""PalQuant (ECCV 2022): our layers and ResNet against the authors' code, through fixtures made by
+running it (scripts/make_palquant_fixtures.py documents how), in the one-batch initialisation step
+(train mode) and in eval; the straight-through backward of QConv against theirs; their
+``checkpoint.pth.tar`` loading without PyTorch, and a hostile one refused."""
+import os
+import shlex
+import zipfile
+
+import numpy as np
+import paddle
+import pytest
+from torchfile import save_torch_state_dict
+
+from paddle_rtseg import load_checkpoint
+from paddle_rtseg.layers import (ChannelShuffle, CyclicShuffle, QConv, channel_shuffle,
+                                 cyclic_permute, init_quantizers, split_quantizer_parameters)
+from paddle_rtseg.layers.palquant_conv import clamp01, round_half_even, ste_round
+from paddle_rtseg.models import PalQuantResNet
+from paddle_rtseg.safe_pickle import UnsafeCheckpointError
+from paddle_rtseg.torch_reader import load_torch_file
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+QUANTIZER = ("uW", "lW", "uA", "lA", "output_scale")
+
+
+def fixture(name):
+    return np.load(os.path.join(FIXTURES, name))
+
+
+def unpack(data, prefix):
+    """The arrays scripts/make_palquant_fixtures.py ``pack`` stored under ``prefix``."""
+    keys = str(data[prefix + "keys"]).split("\n")
+    shapes, values = list(data[prefix + "shapes"]), data[prefix + "values"]
+    out, at = {}, 0
+    for key in keys:
+        ndim = int(shapes.pop(0))
+        shape = [int(shapes.pop(0)) for _ in range(ndim)]
+        size = int(np.prod(shape))
+        out[key] = values[at:at + size].reshape(shape)
+        at += size
+    assert at == values.size and not shapes
+    return out
+
+
+def close(ours, theirs, rtol=1e-4, atol_scale=1e-5):
+    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
+    np.testing.assert_allclose(ours, theirs, rtol=rtol,
+                               atol=atol_scale * max(np.abs(theirs).max(), 1e-3))
+
+
+# ---- layers
+
+def test_channel_shuffle_and_cyclic_permute_follow_the_papers_definitions():
+    x = np.arange(2 * 12 * 2 * 3, dtype="float32").reshape(2, 12, 2, 3)
+    for groups in (1, 2, 3, 4):
+        per = 12 // groups
+        shuffled = x.reshape(2, groups, per, 2, 3).transpose(0, 2, 1, 3, 4).reshape(x.shape)
+        rolled = x.reshape(2, groups, per, 2, 3)[:, list(range(1, groups)) + [0]].reshape(x.shape)
+        t = paddle.to_tensor(x)
+        np.testing.assert_array_equal(channel_shuffle(t, groups).numpy(), shuffled)
+        np.testing.assert_array_equal(ChannelShuffle(groups)(t).numpy(), shuffled)
+        np.testing.assert_array_equal(cyclic_permute(t, groups).numpy(), rolled)
+    with pytest.raises(ValueError, match="12 channels do not split into 5 groups"):
+        channel_shuffle(paddle.to_tensor(x), 5)
+
+
+def test_straight_through_rounding_and_clamp_gradients():
+    v = paddle.to_tensor(np.array([-0.2, 0.0, 0.1, 0.2, 0.5, 0.83, 1.0, 1.3], "float32"),
+                         stop_gradient=False)
+    q = ste_round(clamp01(v), 4)
+    np.testing.assert_array_equal(q.numpy(), np.float32([0, 0, 0, 1 / 3, 2 / 3, 2 / 3, 1, 1]))
+    (q * paddle.arange(1, 9, dtype="float32")).sum().backward()
+    # identity through the rounding; through the clamp on [0, 1] with both ends (torch.clamp's)
+    np.testing.assert_array_equal(v.grad.numpy(), np.float32([0, 2, 3, 4, 5, 6, 7, 0]))
+
+
+def test_rounding_ties_go_to_even_as_in_torch():
+    v = paddle.to_tensor(np.float32([0.125, 0.375, 0.625, 0.875, 0.3, 0.7]))
+    np.testing.assert_array_equal(ste_round(v, 5).numpy(), np.float32([0, .5, .5, 1, .25, .75]))
+    w = paddle.to_tensor(np.float32([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 3.5, -0.7, 0.49]))
+    np.testing.assert_array_equal(round_half_even(w).numpy(),
+                                  np.float32([-2, -2, 0, 0, 2, 2, 4, -1, 0]))
+
+
+def test_qconv_matches_the_authors_init_output_and_backward():
+    """One grouped 3x3 stride-2 W2A2 QConv: the initialisation on a batch, the output, and the
+    straight-through gradients of the input, weight and every quantizer parameter."""
+    data = fixture("palquant_qconv.npz")
+    conv = QConv(8, 12, 3, stride=2, padding=1, groups=2, weight_levels=4, act_levels=4)
+    conv.weight.set_value(data["weight"].astype("float32"))
+    y = init_quantizers(conv, paddle.to_tensor(data["x_init"].astype("float32")))
+    close(y.numpy(), data["y_init"])
+    for name in QUANTIZER:
+        close(getattr(conv, name).numpy(), data["after/" + name], rtol=1e-5)
+    assert int(conv.init.numpy()[0]) == 0
+    x = paddle.to_tensor(data["x"].astype("float32"), stop_gradient=False)
+    y = conv(x)
+    close(y.numpy(), data["y"])
+    (y * paddle.to_tensor(data["r"].astype("float32"))).sum().backward()
+    close(x.grad.numpy(), data["grad/x"])
+    for name in ("weight",) + QUANTIZER:
+        close(getattr(conv, name).grad.numpy(), data["grad/" + name], rtol=2e-4)
+
+
+def test_qconv_rejects_bad_levels():
+    with pytest.raises(ValueError, match="weight_levels must be an integer >= 2"):
+        QConv(4, 4, 1, weight_levels=1)
+    with pytest.raises(ValueError, match="act_levels must be an integer >= 2"):
+        QConv(4, 4, 1, act_levels=2.5)
+
+
+# ---- the network
+
+def test_state_dict_keys_are_the_authors():
+    data = fixture("palquant_resnet18_g2.npz")
+    theirs = unpack(data, "state/")
+    model = PalQuantResNet(18, groups=2, weight_levels=4, act_levels=4, num_classes=10,
+                           base_channels=2)
+    ours = model.state_dict()
+    converted = model.convert_torch_state_dict(theirs)
+    assert sorted(converted) == sorted(ours)
+    assert all(list(converted[k].shape) == list(ours[k].shape) for k in ours)
+    assert sum(not k.endswith("num_batches_tracked") for k in theirs) == len(ours)
+
+
+def _load_state(model, state):
+    converted = model.convert_torch_state_dict(state)
+    model.set_state_dict({k: v.astype(str(model.state_dict()[k].dtype).replace("paddle.", ""))
+                          for k, v in converted.items()})
+
+
+@pytest.mark.parametrize("groups", [2, 4])
+def test_resnet_matches_the_authors_in_the_init_step_and_in_eval(groups):
+    data = fixture("palquant_resnet18_g{}.npz".format(groups))
+    state = unpack(data, "state/")
+    model = PalQuantResNet(18, groups=groups, weight_levels=4, act_levels=4, num_classes=10,
+                           base_channels=2)
+    _load_state(model, state)
+    y = init_quantizers(model, paddle.to_tensor(data["x_init"].astype("float32")))
+    close(y.numpy(), data["y_init"])
+    after, counts = unpack(data, "after/"), unpack(data, "bn_count/")
+    ours = model.state_dict()
+    for key, theirs in after.items():
+        name = key.replace(".running_mean", "._mean").replace(".running_var", "._variance")
+        if key.endswith("running_var"):
+            # Paddle's BN updates its running variance with the biased batch variance, PyTorch's
+            # with the unbiased one: running = 0.9 * 1 + 0.1 * var_batch from the initial 1.
+            n = float(counts[key.rsplit(".", 1)[0]])
+            theirs = 0.9 + (theirs - 0.9) * (n - 1) / n
+        close(ours[name].numpy(), theirs, rtol=2e-4)
+    # eval after the step, on the authors' post-init state (our running variances differ by the
+    # convention above: at layer4 of a 32x32 batch of 4, n = 4)
+    model.eval()
+    _load_state(model, dict(state, **after))
+    close(model(paddle.to_tensor(data["x_eval"].astype("float32"))).numpy(), data["y_eval"])
+
+
+def test_backbone_features_and_registration():
+    from paddleseg.cvlibs import manager
+    backbone = manager.BACKBONES["RTSeg_PalQuantResNet18"](groups=2, base_channels=4)
+    feats = backbone(paddle.randn([1, 3, 64, 96]))
+    assert [f.shape for f in feats] == [[1, c, 64 // s, 96 // s] for c, s in
+                                        zip([8, 16, 32, 64], [4, 8, 16, 32])]
+    assert backbone.feat_channels == [8, 16, 32, 64]
+    assert manager.BACKBONES["RTSeg_PalQuantResNet34"](base_channels=1).layer3[5] is not None
+
+
+def test_two_optimizers_learn_a_batch():
+    """The authors' recipe: SGD for the weights, Adam for the quantizer parameters, after the
+    one-batch initialisation; W2A2 G=2 fits a fixed batch."""
+    paddle.seed(0)
+    model = PalQuantResNet(18, groups=2, num_classes=4, base_channels=2)
+    rest, quant = split_quantizer_parameters(model)
+    assert len(quant) == 5 * len(model.quantized_convs())
+    assert len(rest) + len(quant) == len(model.parameters())
+    x = paddle.randn([8, 3, 32, 32])
+    label = paddle.to_tensor(np.arange(8) % 4)
+    init_quantizers(model, x)
+    initial = [float(p) for p in quant]
+    opt_m = paddle.optimizer.Momentum(0.05, momentum=0.9, parameters=rest, weight_decay=1e-4)
+    opt_q = paddle.optimizer.Adam(1e-3, parameters=quant)
+    losses = []
+    for _ in range(25):
+        loss = paddle.nn.functional.cross_entropy(model(x), label)
+        loss.backward()
+        opt_m.step()
+        opt_q.step()
+        opt_m.clear_grad()
+        opt_q.clear_grad()
+        losses.append(float(loss))
+    assert losses[-1] < 0.5 * losses[0], losses
+    moved = [float(p) != start for p, start in zip(quant, initial)]
+    assert all(moved), "quantizer parameters Adam left unchanged: {}".format(
+        [i for i, m in enumerate(moved) if not m])
+
+
+# ---- the authors' checkpoint.pth.tar
+
+def test_authors_checkpoint_loads_without_torch_and_gives_their_outputs():
+    path = os.path.join(FIXTURES, "palquant_checkpoint.pth.tar")
+    raw = load_torch_file(path)
+    assert set(raw) == {"epoch", "arch", "state_dict", "best_acc1", "optimizer_m", "optimizer_q",
+                        "scheduler_m", "scheduler_q"}
+    assert all(k.startswith("module.") for k in raw["state_dict"])
+    model = PalQuantResNet(18, groups=2, num_classes=5, base_channels=1)
+    report = load_checkpoint(model, path)
+    assert report == dict(missing=[], unexpected=[], mismatched=[])
+    data = fixture("palquant_checkpoint.npz")
+    model.eval()
+    close(model(paddle.to_tensor(data["x"])).numpy(), data["y"])
+
+
+def test_hostile_authors_checkpoint_is_refused(tmp_path):
+    """The authors' layout (``module.`` state dict, optimizer and scheduler states) with a payload
+    in the Adam state: refused before anything runs, model untouched."""
+    marker = tmp_path / "ran"
+
+    class Call:
+        def __reduce__(self):
+            return os.system, ("touch " + shlex.quote(str(marker)),)
+
+    real = load_torch_file(os.path.join(FIXTURES, "palquant_checkpoint.pth.tar"))
+    extra = {k: v for k, v in real.items() if k not in ("state_dict", "best_acc1")}
+    extra["optimizer_q"] = dict(real["optimizer_q"], state={0: Call()})
+    path = save_torch_state_dict(real["state_dict"], str(tmp_path / "checkpoint.pth.tar"),
+                                 extra=extra)
+    model = PalQuantResNet(18, groups=2, num_classes=5, base_channels=1)
+    before = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+    with pytest.raises(UnsafeCheckpointError, match="system"):
+        load_checkpoint(model, path)
+    assert not marker.exists()
+    assert all(np.array_equal(before[k], v.numpy()) for k, v in model.state_dict().items())
+    extra["optimizer_q"] = real["optimizer_q"]
+    safe = save_torch_state_dict(real["state_dict"], str(tmp_path / "safe.pth.tar"), extra=extra)
+    assert load_checkpoint(model, safe) == dict(missing=[], unexpected=[], mismatched=[])
+    with zipfile.ZipFile(path) as z:  # the payload really is in the file, as a pickled call
+        assert b"system" in z.read("archive/data.pkl")
