@@ -15,8 +15,11 @@ class LitePredictor(Predictor):
     so a predictor is kept per input size (the last few sizes). A change of batch size on one
     predictor, batch > 1, and several predictors or models in one process are correct
     (tests/test_arm.py::test_lite_x86_two_models_several_sizes_one_process). The ARM runtime has no
-    such defect: one predictor serves every size (tests/test_arm.py). The Python ``MobileConfig``
-    has no thread setting (the C++ API has ``set_threads``).
+    such defect: one predictor serves a sequence of sizes and batch sizes (tests/test_arm.py).
+    Paddle Lite's ``reshape2`` (``lite/operators/reshape_op.cc``, in both runtimes) reuses its
+    output shape while its input dims repeat, without reading a ``Shape`` tensor input again; the
+    exports have no such reshape (``layers/windows.py``, tests/test_arm.py). The Python ``MobileConfig`` has no thread setting (the C++ API has
+    ``set_threads``).
     """
     name = "paddle-lite"
 

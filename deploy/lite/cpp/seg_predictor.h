@@ -24,7 +24,8 @@ class SegPredictor {
  public:
   // Throws std::runtime_error when the model cannot be loaded.
   SegPredictor(const std::string& model_path, int threads);
-  // One predictor serves every input size and batch size (the export is dynamic).
+  // One predictor serves every input size and batch size (the export is dynamic, and has no
+  // reshape whose shape Paddle Lite would reuse from the previous run: tests/test_arm.py).
   Output Run(const float* data, const std::vector<int64_t>& shape);
 
  private:
