@@ -3,14 +3,17 @@ running it (scripts/make_palquant_fixtures.py documents how), in the one-batch i
 (train mode) and in eval; the straight-through backward of QConv against theirs; their
 ``checkpoint.pth.tar`` loading without PyTorch, and a hostile one refused."""
 import os
+import re
 import shlex
 import zipfile
 
 import numpy as np
 import paddle
 import pytest
+from conftest import CONFIGS, run_module, write_config
 from torchfile import save_torch_state_dict
 
+import paddle_rtseg
 from paddle_rtseg import load_checkpoint
 from paddle_rtseg.layers import (ChannelShuffle, CyclicShuffle, QConv, channel_shuffle,
                                  cyclic_permute, init_quantizers, split_quantizer_parameters)
@@ -235,3 +238,47 @@ def test_hostile_authors_checkpoint_is_refused(tmp_path):
     assert load_checkpoint(model, safe) == dict(missing=[], unexpected=[], mismatched=[])
     with zipfile.ZipFile(path) as z:  # the payload really is in the file, as a pickled call
         assert b"system" in z.read("archive/data.pkl")
+
+
+# ---- segmentation
+
+PALQUANT_SYNTHETIC = os.path.join(CONFIGS, "palquant", "palquant_r18_g2w2a2_synthetic_128x128_2k.yml")
+
+
+def test_segmentor_initialises_its_quantizers_on_the_first_training_batch():
+    model = paddle_rtseg.build_model(PALQUANT_SYNTHETIC, head_channels=16, backbone=dict(
+        type="RTSeg_PalQuantResNet18", groups=2, base_channels=2))
+    qconvs = model.backbone.quantized_convs()
+    assert all(int(m.init) == 1 and float(m.uW) == 0 for m in qconvs)
+    x = paddle.randn([2, 3, 64, 64])
+    model.eval()
+    model(x)  # eval never initialises
+    assert all(int(m.init) == 1 for m in qconvs)
+    model.train()
+    assert model(x)[0].shape == [2, 5, 64, 64]
+    assert all(int(m.init) == 0 and float(m.uW) > 0 and float(m.output_scale) != 1 for m in qconvs)
+    after = {k: v.numpy().copy() for k, v in model.state_dict().items()
+             if k.rsplit(".", 1)[1] in QUANTIZER + ("init", "weight")}
+    model(x)  # once only
+    assert all(np.array_equal(after[k], model.state_dict()[k].numpy()) for k in after)
+    reloaded = paddle_rtseg.build_model(PALQUANT_SYNTHETIC, head_channels=16, backbone=dict(
+        type="RTSeg_PalQuantResNet18", groups=2, base_channels=2))
+    reloaded.set_state_dict(model.state_dict())  # a checkpoint's quantizers are kept
+    reloaded(x)
+    assert float(reloaded.backbone.layer2[0].conv1.uW) == float(model.backbone.layer2[0].conv1.uW)
+
+
+def test_segmentor_trains_through_paddleseg(tmp_path, synthetic_root):
+    datasets = {k: {"dataset_root": synthetic_root} for k in ("train_dataset", "val_dataset")}
+    config = write_config(tmp_path / "tiny.yml", PALQUANT_SYNTHETIC, **datasets,
+                          model=dict(head_channels=16, backbone=dict(base_channels=4)))
+    out = run_module("paddle_rtseg.train", "--config", config, "--iters", 6, "--batch_size", 4,
+                     "--log_iters", 1, "--save_interval", 6, "--save_dir", tmp_path / "out",
+                     "--seed", 0, cwd=tmp_path)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-3000:]
+    losses = [float(v) for v in re.findall(r"\[TRAIN\].*? loss: ([0-9.]+)", log)]
+    assert len(losses) == 6 and all(np.isfinite(losses)), losses
+    state = paddle.load(str(tmp_path / "out" / "iter_6" / "model.pdparams"))
+    assert float(state["backbone.layer3.0.conv2.uA"]) > 0
+    assert int(state["backbone.layer3.0.conv2.init"][0]) == 0

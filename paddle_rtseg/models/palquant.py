@@ -17,7 +17,8 @@ maps the authors' ``checkpoint.pth.tar`` (DDP ``module.`` prefix) onto them, so
 
 With ``num_classes=None`` the network is a backbone returning the four stage outputs
 (strides 4, 8, 16, 32; ``feat_channels``); registered for PaddleSeg as ``RTSeg_PalQuantResNet18`` and
-``RTSeg_PalQuantResNet34``.
+``RTSeg_PalQuantResNet34``. :class:`PalQuantSeg` (``RTSeg_PalQuantSeg``) puts a light
+full-precision head on it and initialises the quantizers on its first training batch.
 
 Known difference from the authors' PyTorch (training only): Paddle's BatchNorm updates its running
 variance with the biased batch variance, PyTorch with the unbiased one; outputs, the quantizer
@@ -28,14 +29,17 @@ import math
 import numpy as np
 import paddle
 import paddle.nn as nn
+import paddle.nn.functional as F
 from paddleseg.cvlibs import manager
+from paddleseg.models import layers
 
 from ..layers.channel_shuffle import channel_shuffle
 from ..layers.cyclic_shuffle import CyclicShuffle
-from ..layers.palquant_conv import QConv, QConv1x1, QConv3x3
-from ..registry import register_variant
+from ..layers.palquant_conv import QConv, QConv1x1, QConv3x3, init_quantizers
+from ..layers.shape import spatial_size
+from ..registry import register, register_variant
 
-__all__ = ["PalQuantResNet", "PalQuantBasicBlock", "DEPTHS"]
+__all__ = ["PalQuantResNet", "PalQuantBasicBlock", "PalQuantSeg", "DEPTHS"]
 
 DEPTHS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3]}  # the authors' resnet18_quant / resnet34_quant
 
@@ -184,3 +188,72 @@ def _variant(depth):
 
 PalQuantResNet18 = _variant(18)
 PalQuantResNet34 = _variant(34)
+
+
+@register(manager.MODELS)
+class PalQuantSeg(nn.Layer):
+    """PalQuant ResNet + a light full-precision head (registered as ``RTSeg_PalQuantSeg``).
+
+    Head (our choice; PalQuant is a classification paper and keeps its stem and classifier in
+    full precision): a 1x1 Conv-BN-ReLU per stage to ``head_channels``, all upsampled to 1/4 and
+    summed, a 3x3 Conv-BN-ReLU, dropout, a 1x1 classifier, logits upsampled to the input.
+
+    The quantizers start uninitialised (every QConv ``init`` buffer 1): the first forward in
+    training mode runs :func:`~paddle_rtseg.layers.palquant_conv.init_quantizers` on that batch
+    (the authors' one-batch ``init_quant_model``) and sets them to 0, so PaddleSeg's trainer needs
+    nothing more; a loaded checkpoint (``init`` 0) is not re-initialised. With data parallel
+    training every rank initialises on its own first batch (the authors initialise on rank 0 before
+    wrapping the model).
+
+    Args:
+        num_classes: number of classes.
+        backbone: a PalQuant ResNet backbone (``RTSeg_PalQuantResNet18/34``).
+        head_channels: width of the head.
+        dropout: before the classifier.
+        align_corners: of every upsampling.
+        pretrained: checkpoint of the whole model.
+    """
+
+    def __init__(self, num_classes, backbone, head_channels=64, dropout=0.1, align_corners=False,
+                 pretrained=None):
+        super().__init__()
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.align_corners = align_corners
+        self.laterals = nn.LayerList([layers.ConvBNReLU(c, head_channels, 1, bias_attr=False)
+                                      for c in backbone.feat_channels])
+        self.fuse = layers.ConvBNReLU(head_channels, head_channels, 3, padding=1, bias_attr=False)
+        self.dropout = nn.Dropout2D(dropout)
+        self.cls = nn.Conv2D(head_channels, num_classes, 1)
+        self._qconvs = [m for m in backbone.sublayers() if isinstance(m, QConv)]
+        for m in self._qconvs:
+            m.init.set_value(paddle.ones([1], "int64"))
+        self._init_checked = not self._qconvs
+        self.pretrained = pretrained
+        if pretrained is not None:
+            from ..checkpoints import load_pretrained
+            load_pretrained(self, pretrained)
+
+    @paddle.jit.not_to_static
+    def _init_pending(self):
+        """True until the quantizers are initialised (read from the ``init`` buffers once)."""
+        if self._init_checked:
+            return False
+        pending = any(int(m.init.numpy()[0]) == 1 for m in self._qconvs)
+        self._init_checked = not pending
+        return pending
+
+    def _resize(self, x, size):
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=self.align_corners)
+
+    def forward(self, x):
+        if self.training and self._init_pending():
+            init_quantizers(self.backbone, x)
+            self._init_checked = True
+        feats = self.backbone(x)
+        size = spatial_size(feats[0])
+        out = self.laterals[0](feats[0])
+        for lateral, feat in zip(self.laterals[1:], feats[1:]):
+            out = out + self._resize(lateral(feat), size)
+        logit = self.cls(self.dropout(self.fuse(out)))
+        return [self._resize(logit, spatial_size(x))]
