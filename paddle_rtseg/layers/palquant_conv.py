@@ -47,9 +47,11 @@ def round_half_even(v):
     """``torch.round`` (ties to even, as ONNX ``Round`` and int8 ``QuantizeLinear`` do);
     ``paddle.round`` rounds ties away from zero. Elementwise ops every backend has."""
     r = paddle.round(v)
-    tie = ((r - v).abs() == 0.5).astype(v.dtype)
-    odd = r - 2 * paddle.floor(r / 2)
-    return r - tie * odd * paddle.sign(r)
+    d = r - v
+    tie = paddle.logical_or(d == 0.5, d == -0.5).astype(v.dtype)
+    # at a tie k + 1/2, round((k + 1/2) / 2) * 2 is the even neighbour. No `sign` (Paddle Lite x86
+    # has no kernel) and no `abs` of a difference (Lite x86 fuses it into a sub it cannot run).
+    return r + tie * (paddle.round(v / 2) * 2 - r)
 
 
 def ste_round(v, levels):
