@@ -238,9 +238,9 @@ def _check_flags(learning_rate, batch_size, iters):
             raise ConfigError("{} must be an integer of at least 1, got {}. Pass a positive "
                               "integer, or leave the flag out to use the config's value."
                               .format(flag, value))
-    if learning_rate is not None and not learning_rate > 0:
-        raise ConfigError("--learning_rate must be greater than 0, got {}. Pass a positive "
-                          "number, or leave the flag out to use the config's value."
+    if learning_rate is not None and not 0 < learning_rate < float("inf"):
+        raise ConfigError("--learning_rate must be a finite number greater than 0, got {}. Pass a "
+                          "positive number, or leave the flag out to use the config's value."
                           .format(learning_rate))
 
 
@@ -272,10 +272,13 @@ def load_config(path, learning_rate=None, batch_size=None, iters=None, opts=None
     for i, item in enumerate((cfg.dic.get("loss") or {}).get("types", [])):
         check_component(item, "loss.types[{}]".format(i))
     lr_type = (cfg.dic.get("lr_scheduler") or {}).get("type")
-    if lr_type is not None and not hasattr(paddle.optimizer.lr, lr_type):
-        schedulers = [n for n in dir(paddle.optimizer.lr) if n[0].isupper() and n != "LRScheduler"]
+    schedulers = [n for n in dir(paddle.optimizer.lr) if n != "LRScheduler" and isinstance(
+        getattr(paddle.optimizer.lr, n), type) and issubclass(
+        getattr(paddle.optimizer.lr, n), paddle.optimizer.lr.LRScheduler)]
+    if lr_type is not None and lr_type not in schedulers:  # e.g. `math`, `LRScheduler`: no class
         raise ConfigError("Unknown lr_scheduler type {!r}.{} Use a class of paddle.optimizer.lr: {}."
-                          .format(lr_type, _closest(lr_type, schedulers), ", ".join(schedulers)))
+                          .format(lr_type, _closest(str(lr_type), schedulers),
+                                  ", ".join(schedulers)))
     if lr_type is not None:  # PaddleSeg passes the other keys to the class, warmup_* it uses itself
         parameters = dict(_parameters(getattr(paddle.optimizer.lr, lr_type)))
         defaults = dict({k: p.default for k, p in parameters.items()},

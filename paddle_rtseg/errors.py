@@ -18,8 +18,12 @@ class OutputError(OSError):
     """An output location that cannot be written."""
 
 
+class TrainingError(RuntimeError):
+    """Training cannot go on (its loss or weights became NaN/inf); the message says what to do."""
+
+
 USER_ERRORS = (ConfigError, DataError, CheckpointMismatchError, UnsafeCheckpointError, OutputError,
-               RunLockError, ExportError, DeployError, FileNotFoundError)
+               RunLockError, ExportError, DeployError, FileNotFoundError, TrainingError)
 
 
 def writable_dir(path, what="--save_dir"):

@@ -10,9 +10,12 @@ backend reads (Paddle Inference, paddle2onnx, Paddle Lite's ``opt``); ``--format
 running process has the other one the export re-runs itself in a subprocess with the flag set.
 
 The export is atomic: files are written to a temporary directory next to ``--save_dir`` and moved in
-only once everything succeeded, ``deploy.yaml`` last. The export owns ``--save_dir`` while it runs
-(:mod:`paddle_rtseg.deployment.run_lock`): a second export or training into it is refused, and temporary
-directories a killed export of it left next to it are removed.
+only once everything succeeded, ``deploy.yaml`` last (:func:`paddle_rtseg.deployment.outputs.publish`).
+Nothing else in ``--save_dir`` is touched: only the files a previous export or conversion wrote there
+(``.paddle_rtseg_files``) are replaced or removed. The export owns ``--save_dir`` while it runs
+(:mod:`paddle_rtseg.deployment.run_lock`): a second export or training into it, or into a folder
+inside a running training's folder, is refused, and temporary directories a killed export of it
+left next to it are removed.
 """
 import argparse
 import os
@@ -350,13 +353,10 @@ def _export(config, save_dir, model_path, input_shape, output_op, fmt, opts, mod
             _write_deploy_yaml(os.path.join(tmp, "deploy.yaml"), model_file, params_file,
                                _transforms(cfg), shape, output_op)
         from .deployment.files import default_mode
-        default_mode(tmp)
-        run_lock.carry(save_dir, tmp)  # the lock stays in --save_dir across the swap
-        old = tempfile.mkdtemp(prefix=_temp_prefix(save_dir, old=True), dir=parent)
-        with run_lock.folder_guard(save_dir):  # swap whole folders: never old params beside new
-            os.rename(save_dir, os.path.join(old, "previous"))
-            os.rename(tmp, save_dir)
-        shutil.rmtree(old, ignore_errors=True)
+        from .deployment.outputs import publish
+        for name in os.listdir(tmp):
+            default_mode(os.path.join(tmp, name))
+        publish(tmp, save_dir)  # only the export's own files change; deploy.yaml last
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return os.path.join(save_dir, "deploy.yaml")

@@ -228,7 +228,18 @@ def _try(make, notes, what):
 
 
 def run(args):
+    """Owns ``--save_dir`` while it runs (:mod:`paddle_rtseg.deployment.run_lock`); each int8 folder
+    is built in a staging folder and published whole (``deploy.yaml`` last), so a killed run never
+    leaves a ``ptq_int8/`` that looks complete without its ``model_int8.onnx``."""
+    from .deployment.run_lock import run_folder
+    with run_folder(args.save_dir):
+        return _run(args)
+
+
+def _run(args):
     import time
+
+    from .deployment.outputs import publish, staging
 
     from paddleseg.cvlibs import SegBuilder
     from .config import load_config
@@ -248,14 +259,15 @@ def run(args):
     export(args.config, fp32_dir, args.model_path, output_op="none", fmt="legacy", opts=args.opts)
     transforms = du.read_deploy_yaml(fp32_dir)["transforms"]
     calib = [du.preprocess(du.read_image(p), transforms) for p, _ in calib_pairs]
-    made, ptq_dirs = {}, {}
+    made, ptq_dirs, finals = {}, {}, {}
     for i, algo in enumerate(args.algo):
         out = os.path.join(args.save_dir, "ptq_int8" if i == 0 else "ptq_int8_" + algo)
         if algo == "KL":
             print("--algo KL: " + KL_NOTE + "; --algo {} takes seconds (docs/deployment.md)"
                   .format(DEFAULT_ALGO))
         start = time.perf_counter()
-        ptq_dirs[algo] = post_training_quantize(fp32_dir, out, calib, algo)
+        finals[algo] = out  # written into a staging folder, published below once complete
+        ptq_dirs[algo] = post_training_quantize(fp32_dir, staging(out), calib, algo)
         made[algo] = time.perf_counter() - start
         print("PTQ --algo {}: {:.1f} s -> {}".format(algo, made[algo], out))
     ptq_dir = ptq_dirs[args.algo[0]]
@@ -264,15 +276,21 @@ def run(args):
     onnx_int8 = quantize_onnx_int8(onnx_fp32, du.default_onnx_file(ptq_dir, "int8"), calib,
                                    reduce_range=args.reduce_range)
     made["onnx"] = time.perf_counter() - start
-    print("ONNX Runtime int8 (QDQ, per-channel, min/max): {:.1f} s -> {}".format(made["onnx"],
-                                                                             onnx_int8))
+    print("ONNX Runtime int8 (QDQ, per-channel, min/max): {:.1f} s -> {}".format(
+        made["onnx"], du.default_onnx_file(finals[args.algo[0]], "int8")))
     if du.openvino_available():  # what only Paddle Inference's OpenVINO engine reads
         start = time.perf_counter()
         post_training_quantize(fp32_dir, ptq_dir, calib, args.algo[0], qdq=True,
                                reduce_range=args.reduce_range)
         made["qdq"] = time.perf_counter() - start
         print("PTQ --algo {} as quantize_linear/dequantize_linear pairs (OpenVINO): {:.1f} s -> {}"
-              .format(args.algo[0], made["qdq"], du.openvino_int8_paths(ptq_dir)[0]))
+              .format(args.algo[0], made["qdq"], os.path.join(
+                  finals[args.algo[0]], os.path.basename(du.openvino_int8_paths(ptq_dir)[0]))))
+    for algo in args.algo:  # every file made: each folder appears complete, deploy.yaml last
+        publish(ptq_dirs[algo], finals[algo])
+        ptq_dirs[algo] = finals[algo]
+    ptq_dir = ptq_dirs[args.algo[0]]
+    onnx_int8 = du.default_onnx_file(ptq_dir, "int8")
 
     if not args.evaluate:
         return 0

@@ -7,16 +7,17 @@ atomically; a killed run resumes with ``--resume_model <save_dir>/iter_N``. The 
 are cleaned up by the next one.
 """
 import argparse
+import contextlib
 import importlib
 import os
 
 import paddle
 
 import paddle_rtseg
-from paddle_rtseg.atomic import atomic_paddle_save
+from paddle_rtseg.atomic import NonFiniteError, atomic_paddle_save
 from paddle_rtseg.checkpoints import check_resume_fits
 from paddle_rtseg.datasets import check_dataset
-from paddle_rtseg.errors import run_cli, writable_dir
+from paddle_rtseg.errors import TrainingError, run_cli, writable_dir
 from paddle_rtseg.deployment.run_lock import run_folder
 
 
@@ -61,6 +62,10 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+PARSER_DEFAULTS = {"num_workers": 0, "save_interval": 1000, "log_iters": 10,
+                   "keep_checkpoint_max": 5}
+
+
 def check_resume(path):
     if path is None:
         return None
@@ -79,8 +84,74 @@ def check_resume(path):
     return path
 
 
+# flag: (minimum, what the value means) -- checked before anything is built
+FLAG_MINIMUMS = {"num_workers": (0, "data-loader worker processes; 0 reads in the main process"),
+                 "save_interval": (1, "iterations between checkpoints"),
+                 "log_iters": (1, "iterations between log lines"),
+                 "keep_checkpoint_max": (0, "checkpoints kept; 0 keeps all")}
+
+
+def check_flags(args):
+    """One paragraph for a flag out of its range (argparse checks only the type)."""
+    for flag, (minimum, meaning) in FLAG_MINIMUMS.items():
+        value = getattr(args, flag, None)
+        if value is not None and value < minimum:
+            raise paddle_rtseg.ConfigError(
+                "--{} must be at least {} ({}), got {}. Pass a value of {} or more, or leave the "
+                "flag out (default {}).".format(flag, minimum, meaning, value, minimum,
+                                                PARSER_DEFAULTS.get(flag)))
+
+
+def check_batches(dataset, batch_size, name="train_dataset"):
+    """PaddleSeg's trainer drops the last incomplete batch of every epoch (``drop_last=True``), so
+    a batch larger than the dataset (per card) gives no batch at all and it loops forever."""
+    ranks = max(paddle.distributed.get_world_size(), 1)
+    per_card = -(-len(dataset) // ranks)
+    if per_card < batch_size:
+        raise paddle_rtseg.ConfigError(
+            "batch_size {} is larger than the {} ({} image(s){}): PaddleSeg drops every incomplete "
+            "batch, so training would never get a batch and would loop forever. Pass --batch_size "
+            "{} or less (or batch_size in the config), or add images.".format(
+                batch_size, name, len(dataset), "" if ranks == 1 else
+                ", {} per card on {} cards".format(per_card, ranks), per_card))
+
+
+def _last_good_checkpoint(save_dir):
+    done = sorted((d for d in os.listdir(save_dir) if d.startswith("iter_") and d[5:].isdigit()
+                   and all(os.path.isfile(os.path.join(save_dir, d, n))
+                           for n in ("model.pdparams", "model.pdopt"))),
+                  key=lambda d: int(d[5:])) if os.path.isdir(save_dir) else []
+    return os.path.join(save_dir, done[-1]) if done else None
+
+
+def _diverged(args, detail):
+    last = _last_good_checkpoint(args.save_dir)
+    return TrainingError(
+        "{} Training stopped{}. Lower --learning_rate (got {}), or check the data and loss; "
+        "{}.".format(detail, " at the first non-finite loss" if "loss" in detail else "",
+                     args.learning_rate if args.learning_rate is not None else "the config's",
+                     "the last checkpoint saved (all weights finite) is {} (resume with "
+                     "--resume_model {})".format(
+                         last, last) if last else "no checkpoint was saved before it diverged"))
+
+
+def _stop_on_non_finite_loss(losses):
+    """Forward hooks on every loss layer: a NaN/inf loss raises :class:`TrainingError` at once."""
+    def hook(layer, inputs, output):
+        if isinstance(output, paddle.Tensor) and not bool(paddle.isfinite(output).all()):
+            raise _NonFiniteLoss("The loss ({}) became {}.".format(
+                type(layer).__name__, float(output.astype("float32").sum())))
+    return [layer.register_forward_post_hook(hook) for layer in (losses or {}).get("types", [])
+            if isinstance(layer, paddle.nn.Layer)]
+
+
+class _NonFiniteLoss(Exception):
+    pass
+
+
 def main(argv=None):
     args = parse_args(argv)
+    check_flags(args)
     from paddleseg.utils import logger
 
     cfg = paddle_rtseg.load_config(args.config, learning_rate=args.learning_rate,
@@ -88,9 +159,16 @@ def main(argv=None):
     resume = check_resume(args.resume_model)
     if paddle.distributed.get_rank() != 0:  # only rank 0 writes to --save_dir
         return _train(args, cfg, resume)
+    existed = os.path.isdir(args.save_dir)
     writable_dir(args.save_dir)
-    with run_folder(args.save_dir, log=logger.warning):
-        return _train(args, cfg, resume)
+    try:
+        with run_folder(args.save_dir, log=logger.warning):
+            return _train(args, cfg, resume)
+    except BaseException:
+        if not existed:  # a refused run leaves no empty --save_dir behind
+            with contextlib.suppress(OSError):
+                os.rmdir(args.save_dir)
+        raise
 
 
 def _train(args, cfg, resume):
@@ -107,17 +185,31 @@ def _train(args, cfg, resume):
     if device == "gpu" and paddle.distributed.get_world_size() > 1:
         model = paddle.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     train_dataset = check_dataset(builder.train_dataset, "train_dataset")
+    check_batches(train_dataset, cfg.batch_size)
     val_dataset = check_dataset(builder.val_dataset, "val_dataset") if args.do_eval else None
     logger.info("\n---------------Config Information---------------\n{}".format(cfg))
     train = importlib.import_module("paddleseg.core.train").train
-    with atomic_paddle_save():
-        train(model, train_dataset, val_dataset=val_dataset, optimizer=builder.optimizer,
-              save_dir=args.save_dir, iters=cfg.iters, batch_size=cfg.batch_size,
-              resume_model=resume, save_interval=args.save_interval, log_iters=args.log_iters,
-              num_workers=args.num_workers, use_vdl=args.use_vdl, use_ema=args.use_ema,
-              losses=builder.loss, keep_checkpoint_max=args.keep_checkpoint_max,
-              test_config=cfg.test_config, precision=args.precision, amp_level=args.amp_level,
-              profiler_options=args.profiler_options, to_static_training=cfg.to_static_training)
+    hooks = _stop_on_non_finite_loss(builder.loss)
+    try:
+        with atomic_paddle_save(finite=True):
+            _run_train(train, model, args, cfg, resume, train_dataset, val_dataset, builder)
+    except _NonFiniteLoss as e:
+        raise _diverged(args, str(e)) from None
+    except NonFiniteError as e:
+        raise _diverged(args, str(e)) from None
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def _run_train(train, model, args, cfg, resume, train_dataset, val_dataset, builder):
+    train(model, train_dataset, val_dataset=val_dataset, optimizer=builder.optimizer,
+          save_dir=args.save_dir, iters=cfg.iters, batch_size=cfg.batch_size,
+          resume_model=resume, save_interval=args.save_interval, log_iters=args.log_iters,
+          num_workers=args.num_workers, use_vdl=args.use_vdl, use_ema=args.use_ema,
+          losses=builder.loss, keep_checkpoint_max=args.keep_checkpoint_max,
+          test_config=cfg.test_config, precision=args.precision, amp_level=args.amp_level,
+          profiler_options=args.profiler_options, to_static_training=cfg.to_static_training)
 
 
 if __name__ == "__main__":

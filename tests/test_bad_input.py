@@ -168,6 +168,7 @@ def test_truncated_image_found_while_training_stops_the_run(tmp_path, config, sy
     assert out.returncode == 2, out.stderr[-2000:]
     assert "the JPEG is truncated" in out.stderr and "images/train_000" in out.stderr
     assert not glob.glob(str(tmp_path / "out" / "iter_*"))
+    assert not (tmp_path / "out" / du.run_lock.LOCK_NAME).exists()  # released (issue 25, class 4)
 
 
 def test_truncated_label_found_before_training(tmp_path, config, synthetic_root):
@@ -280,7 +281,7 @@ def test_resume_from_a_run_with_other_num_classes(tmp_path, config):
     out = train(tmp_path, config, "--resume_model", run)
     assert_clean_error(out, "seghead.conv2.weight checkpoint [3, 32, 1, 1] vs model [5, 32, 1, 1]",
                        "another num_classes", "--resume_model continues the run that wrote it")
-    assert os.listdir(tmp_path / "out") == []
+    assert not (tmp_path / "out").exists()  # a refused run leaves no empty --save_dir behind
 
 
 # --- a full disk: every write fails with the kernel's ENOSPC (tests/full_disk.py, /dev/full) ---

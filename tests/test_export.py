@@ -143,15 +143,23 @@ def test_missing_weights_and_unwritable_dir(tmp_path):
 
 
 def test_reexport_replaces_the_whole_export(argmax_export):
-    """Re-exporting into an existing directory swaps in the new export as a whole: no model file,
-    params file or converted artefact (model.onnx, .nb) of the old export survives beside it."""
+    """Re-exporting into an existing directory replaces the old export as a whole: no model file,
+    params file or converted artefact (model.onnx, .nb, recorded by the converters) of the old
+    export survives beside it; files the project did not write stay (issue 25, class 7)."""
+    from paddle_rtseg.deployment.outputs import record
     stale = os.path.join(argmax_export, "model.onnx")
     with open(stale, "w") as f:
         f.write("converted from the previous export")
+    record(stale)  # what convert_onnx does after paddle2onnx wrote it
+    notes = os.path.join(argmax_export, "notes.txt")
+    with open(notes, "w") as f:
+        f.write("the user's own file")
     export(CONFIG, argmax_export, output_op="none", opts=TINY)
     with open(os.path.join(argmax_export, "deploy.yaml")) as f:
         assert yaml.safe_load(f)["Deploy"]["output_op"] == "none"
     assert not os.path.exists(stale)
+    with open(notes) as f:
+        assert f.read() == "the user's own file"
     parent = os.path.dirname(argmax_export)
     assert not [n for n in os.listdir(parent) if n.startswith(".export")]
     out = du.PaddleInferencePredictor(argmax_export)(np.zeros((1, 3, 32, 32), "float32"))
@@ -175,4 +183,4 @@ def test_export_removes_temporaries_of_a_killed_export(tmp_path):
     assert sorted(n for n in os.listdir(tmp_path) if n.startswith(".")) == [foreign.name]
     files = os.listdir(save_dir)
     assert {"deploy.yaml", "model.pdiparams", "model.pdmodel"} <= set(files)
-    assert not [n for n in files if n.startswith(".")]  # lock released, no temporaries
+    assert [n for n in files if n.startswith(".")] == [".paddle_rtseg_files"]  # no lock left

@@ -73,24 +73,57 @@ def read_label(path):
 class CheckedCompose(Compose):
     """``paddleseg.transforms.Compose`` that reads files with :func:`read_image`/:func:`read_label`.
 
+    An image and its label must have the same size (:class:`DataError` naming both otherwise).
+
     Paddle's ``DataLoader`` reads batches in a background thread and, when that thread raises,
-    waits forever. A :class:`DataError` raised off the main thread therefore prints its message
-    and ends the process with status 2 instead of hanging it.
+    waits forever. Any error raised off the main thread (a :class:`DataError`, or a transform
+    failing on a file) therefore prints one paragraph naming the file, releases the run's lock
+    (:func:`paddle_rtseg.deployment.run_lock.release_all`) and ends the process with status 2
+    instead of hanging it.
     """
 
     def __call__(self, data):
+        image = data.get("img") if isinstance(data.get("img"), str) else None
         try:
-            if isinstance(data.get("img"), str):
-                data["img"] = read_image(data["img"], self.img_channels)
+            if image is not None:
+                data["img"] = read_image(image, self.img_channels)
             if isinstance(data.get("label"), str):
-                data["label"] = read_label(data["label"])
-        except DataError as e:
+                label_path = data["label"]
+                data["label"] = read_label(label_path)
+                if image is not None and data["label"].shape[:2] != data["img"].shape[:2]:
+                    raise DataError(_size_message(image, data["img"].shape, label_path,
+                                                  data["label"].shape))
+            return super().__call__(data)
+        except Exception as e:
             if threading.current_thread() is threading.main_thread():
                 raise
-            sys.stderr.write("error: {}\n".format(bounded(" ".join(str(e).split("\n")))))
+            message = str(e) if isinstance(e, DataError) else (
+                "Reading or transforming {} failed in the data loader ({}: {}). Check that file "
+                "and the dataset's transforms.".format(image or "an image", type(e).__name__, e))
+            sys.stderr.write("error: {}\n".format(bounded(" ".join(message.split()))))
             sys.stderr.flush()
+            from ..deployment import run_lock
+            run_lock.release_all()
             os._exit(2)
-        return super().__call__(data)
+
+
+def _size_message(image, image_shape, label, label_shape):
+    return ("Label {} is {}x{} pixels but its image {} is {}x{} (width x height): a label must "
+            "have its image's size. Fix the file list (a label paired with the wrong image?) or "
+            "resize the label with nearest-neighbour interpolation.".format(
+                label, label_shape[1], label_shape[0], image, image_shape[1], image_shape[0]))
+
+
+def _size(path):
+    """(width, height) from the file's header (nothing decoded), or None."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return image.size
+    except Exception:
+        with open(path, "rb") as f:
+            return image_size(f.read())
 
 
 def _unreadable(path):
@@ -165,6 +198,12 @@ def check_dataset(dataset, name="dataset"):
         raise DataError("The {} lists {} file(s) that cannot be decoded (corrupt or not images), "
                         "e.g. {}. Replace or remove them.".format(
                             name, len(broken), ", ".join(broken[:3])))
+    for pair in file_list:
+        if len(pair) > 1 and pair[1] is not None:
+            image, label = _size(pair[0]), _size(pair[1])
+            if image and label and image != label:
+                raise DataError("The {} pairs images and labels of different sizes, e.g. {}".format(
+                    name, _size_message(pair[0], image[::-1], pair[1], label[::-1])))
     _check_label_values(dataset, name, [pair[1] for pair in file_list if pair[1] is not None])
     transforms = getattr(dataset, "transforms", None)
     if isinstance(transforms, Compose) and not isinstance(transforms, CheckedCompose):

@@ -7,6 +7,7 @@ import tempfile
 
 from .errors import DeployError
 from .model_dir import model_paths
+from .outputs import record
 
 
 def _tool(name):
@@ -49,6 +50,7 @@ def convert_onnx(model_dir, onnx_path, opset=DEFAULT_OPSET):
           "--model_filename", os.path.basename(model_file),
           "--params_filename", os.path.basename(params_file), "--save_file", onnx_path,
           "--opset_version", str(opset), "--enable_onnx_checker", "True"], "paddle2onnx")
+    record(onnx_path)  # a re-export into that folder removes it (outputs.publish)
     return onnx_path
 
 
@@ -68,6 +70,7 @@ def convert_lite(model_dir, out_prefix, target="arm", quant_type=None):
     output = _run(cmd, "paddle_lite_opt")
     if not os.path.isfile(out_prefix + ".nb"):
         raise DeployError("paddle_lite_opt wrote no {}.nb:\n{}".format(out_prefix, output[-1000:]))
+    record(out_prefix + ".nb")
     return out_prefix + ".nb"
 
 

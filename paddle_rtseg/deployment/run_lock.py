@@ -5,11 +5,15 @@ date and command (JSON). It is created with ``O_CREAT | O_EXCL`` and removed whe
 success or on an exception. A second run into the same folder fails with :class:`RunLockError`
 naming the owner; a lock whose process is gone (same host, and the pid is dead, reused by another
 process, or from before a reboot) is stale and taken over with a warning. Check-and-create happens
-under ``flock`` on the parent folder, so two runs racing for one stale lock cannot both win, and the
-exporter's swap of the whole folder is atomic for other runs too.
+under ``flock`` on the parent folder, so two runs racing for one stale lock cannot both win.
 
-Once the lock is ours, any temporary file of the atomic writers (``.tmp-*``, ``.write-test-*``) in
-the folder belongs to a dead run and is removed (sub-folders holding their own lock are left alone).
+A run's lock covers its whole folder tree: a run whose folder lies inside a live run's folder (an
+export into a training's ``iter_N/``) or contains one is refused too, unless that run is this
+process or one of its parents (``quantize`` exporting into ``<save_dir>/fp32``).
+
+Once the lock is ours, any temporary file of the atomic writers (``.tmp-*``, ``.write-test-*``) or
+staging folder (``.staging-*``) in the folder belongs to a dead run and is removed (sub-folders
+holding their own lock are left alone).
 The lock is re-entrant in one process (``demo`` -> ``train``, ``deploy_all`` -> ``export``) and is
 handed to a child process through :func:`child_env` (the exporter re-running itself).
 """
@@ -17,11 +21,13 @@ import contextlib
 import datetime
 import json
 import os
+import shutil
 import socket
 import sys
 
 LOCK_NAME = ".paddle_rtseg.lock"
 TEMP_PREFIXES = (".tmp-", ".write-test-")
+STAGING_PREFIX = ".staging-"  # folders of outputs.staging()
 _INHERIT_ENV = "_RTSEG_INHERITED_LOCK"
 _held = {}  # realpath of a folder -> how many nested run_folder() blocks hold its lock
 _created = set()  # folders the lock created: removed again if the run leaves them empty
@@ -140,6 +146,69 @@ def _create(path, info):
         f.write("\n")
 
 
+MAX_TREE_FOLDERS = 20000  # sub-folders searched for a nested run's lock (a bound on the walk)
+
+
+def _ancestor_pids():
+    """This process and its parents (Linux: the whole chain; elsewhere the parent only)."""
+    pids, pid = [os.getpid()], os.getppid()
+    while pid > 1 and pid not in pids and len(pids) < 64:
+        pids.append(pid)
+        stat = _read_text("/proc/{}/stat".format(pid))
+        try:
+            pid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (AttributeError, IndexError, ValueError):
+            break
+    return pids
+
+
+def _live_foreign(lock_path):
+    """The owner of ``lock_path`` if that lock is live and held by another process tree, else
+    None (stale locks of other folders are left to their own next run)."""
+    info = _read_lock(lock_path)
+    if info is None or why_stale(info) is not None:
+        return None
+    if info.get("host") == socket.gethostname() and info.get("pid") in _ancestor_pids():
+        return None
+    return info
+
+
+def _nested_locks(folder):
+    """Lock files below ``folder`` (not its own), searching at most MAX_TREE_FOLDERS folders."""
+    for seen, (root, _, files) in enumerate(os.walk(folder)):
+        if seen >= MAX_TREE_FOLDERS:
+            return
+        if root != folder and LOCK_NAME in files:
+            yield os.path.join(root, LOCK_NAME)
+
+
+def _check_tree(save_dir, what, nested=True):
+    """Refuse ``save_dir`` when it lies inside, or (``nested``) contains, the folder of a live run
+    of another process tree: one run's files would replace the other's."""
+    real = os.path.realpath(save_dir)
+    parent = real
+    while os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)
+        path = os.path.join(parent, LOCK_NAME)
+        info = _live_foreign(path) if os.path.lexists(path) else None
+        if info:
+            raise RunLockError(_tree_message(save_dir, what, "lies inside", parent, path, info))
+    for path in (_nested_locks(real) if nested and os.path.isdir(real) else ()):
+        info = _live_foreign(path)
+        if info:
+            raise RunLockError(_tree_message(save_dir, what, "contains", os.path.dirname(path),
+                                             path, info))
+
+
+def _tree_message(save_dir, what, relation, other, path, info):
+    return ("{} {} {} the folder {} of another run: pid {} on host {}, started {} ({}). A run owns "
+            "its whole folder tree (an export into a training's iter_N/ would replace that "
+            "checkpoint). Choose a {} outside that run's folder, or wait until it ends; if it is "
+            "no longer running, delete {}.".format(
+                what, save_dir, relation, other, info.get("pid"), info.get("host"),
+                info.get("started", "?"), info.get("command", "?"), what, path))
+
+
 def _in_use_message(save_dir, what, path, info):
     owner = "pid {} on host {}".format(info.get("pid"), info.get("host"))
     if info.get("host") != socket.gethostname():
@@ -151,8 +220,12 @@ def _in_use_message(save_dir, what, path, info):
                 path))
 
 
-def _acquire(save_dir, what, log):
-    """Take the lock of ``save_dir``; returns False when this process (tree) already holds it."""
+def _acquire(save_dir, what, log, nested=True):
+    """Take the lock of ``save_dir``; returns False when this process (tree) already holds it.
+    ``nested``: also refuse a folder that contains a live run's folder (see :func:`_check_tree`)."""
+    top = os.path.abspath(save_dir)  # the topmost folder this call creates
+    while not os.path.isdir(os.path.dirname(top)) and os.path.dirname(top) != top:
+        top = os.path.dirname(top)
     try:
         if not os.path.isdir(save_dir):
             with contextlib.suppress(FileExistsError):  # unless another run just made it
@@ -168,6 +241,7 @@ def _acquire(save_dir, what, log):
     path = os.path.join(save_dir, LOCK_NAME)
     try:
         with folder_guard(save_dir):
+            _check_tree(save_dir, what, nested)
             current = _read_lock(path) if os.path.lexists(path) else False
             inherited = os.environ.get(_INHERIT_ENV, "")
             if (current and inherited == "{}:{}".format(key, current.get("pid"))
@@ -184,6 +258,15 @@ def _acquire(save_dir, what, log):
                 os.remove(path)
             _create(path, _owner())
     except OSError as e:
+        if key in _created:  # refused: leave none of the (empty) folders it made behind
+            _created.discard(key)
+            folder = os.path.abspath(save_dir)
+            with contextlib.suppress(OSError):
+                while True:
+                    os.rmdir(folder)
+                    if folder == top:
+                        break
+                    folder = os.path.dirname(folder)
         if isinstance(e, RunLockError):
             raise
         raise RunLockError("Cannot lock {} {} ({}). Choose a folder you can write to.".format(
@@ -208,6 +291,17 @@ def _release(save_dir):
                 os.rmdir(save_dir)
 
 
+def release_all():
+    """Remove every lock this process holds, at once: for a process about to end without
+    unwinding (``os._exit`` from a data-loader thread), so no lock is left behind."""
+    for key in list(_held):
+        path = os.path.join(key, LOCK_NAME)
+        with contextlib.suppress(OSError):
+            if _same_owner(_read_lock(path), _owner()):
+                os.remove(path)
+        del _held[key]
+
+
 def remove_stale_temporaries(save_dir, recursive=True):
     """Delete the atomic writers' temporaries under ``save_dir`` (call only while holding its lock:
     then every one is from a dead run); ``recursive=False``: in ``save_dir`` itself only.
@@ -215,7 +309,10 @@ def remove_stale_temporaries(save_dir, recursive=True):
     ``save_dir``."""
     removed = []
     for root, dirs, files in os.walk(save_dir):
-        dirs[:] = [d for d in dirs if recursive and
+        for name in [d for d in dirs if d.startswith(STAGING_PREFIX)]:  # outputs.staging()
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+            removed.append(os.path.relpath(os.path.join(root, name), save_dir) + "/")
+        dirs[:] = [d for d in dirs if recursive and not d.startswith(STAGING_PREFIX) and
                    not os.path.lexists(os.path.join(root, d, LOCK_NAME))]
         for name in files:
             if name.startswith(TEMP_PREFIXES):
@@ -233,7 +330,7 @@ def run_folder(save_dir, what="--save_dir", log=_warn, recursive=True):
     temporaries a killed run left there (``recursive=False``: only in ``save_dir`` itself, for runs
     that write nothing deeper, such as the runners, often pointed at folders holding other things),
     and say so through ``log``."""
-    if _acquire(save_dir, what, log):
+    if _acquire(save_dir, what, log, nested=recursive):
         removed = remove_stale_temporaries(save_dir, recursive)
         if removed:
             log("Removed {} temporary file(s) left in {} by a run killed while writing: {}".format(
@@ -243,14 +340,6 @@ def run_folder(save_dir, what="--save_dir", log=_warn, recursive=True):
         yield
     finally:
         _release(save_dir)
-
-
-def carry(save_dir, new_folder):
-    """Copy the lock of ``save_dir`` into ``new_folder``, which is about to replace it (exporter's
-    swap), so the lock stays in place when the folders change."""
-    with open(os.path.join(save_dir, LOCK_NAME)) as src, \
-            open(os.path.join(new_folder, LOCK_NAME), "w") as dst:
-        dst.write(src.read())
 
 
 def child_env(save_dir):

@@ -1,0 +1,366 @@
+"""Hostile runs (issue 25, classes 7, 4 and 5): nothing the user owns is deleted, a run's lock covers
+its whole folder tree, an output folder looks complete only when it is, and runs that cannot end
+(batch larger than the dataset, a label of another size, bad flags, a diverging loss) end with one
+paragraph and release their lock. Cases are generated: every folder relation to a locked run, every
+moment a publish can be killed, every bad flag."""
+import hashlib
+import json
+import os
+
+import pytest
+
+from conftest import run_module
+from paddle_rtseg.deployment import outputs, run_lock
+from test_run_lock import hold
+
+LEGACY = {"FLAGS_enable_pir_api": "0"}  # the exporter's format in this process: no re-run in a child
+
+
+def snapshot(folder):
+    """{relative path: sha256} of every file under ``folder``."""
+    result = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                result[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
+    return result
+
+
+def user_files(folder):
+    """A folder as a user has it: a checkpoint, notes, a sub-folder, a hidden file."""
+    (folder / "iter_4").mkdir(parents=True)
+    (folder / "iter_4" / "model.pdparams").write_bytes(os.urandom(64))
+    (folder / "model.pdparams").write_bytes(os.urandom(64))
+    (folder / "notes.txt").write_text("what I tried")
+    (folder / ".hidden").write_text("mine")
+    return snapshot(folder)
+
+
+def assert_one_paragraph(proc, *needles):
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
+# ---- class 7: the writer (outputs.publish) ----------------------------------------------------
+
+def _staged(tmp_path, files, tag):
+    stage = outputs.staging(str(tmp_path / "out"))
+    for name in files:
+        with open(os.path.join(stage, name), "w") as f:
+            f.write(tag + name)
+    return stage
+
+
+NEW = ["deploy.yaml", "model.pdiparams", "model.pdmodel", "model_int8.onnx"]
+
+
+def test_publish_touches_only_its_own_files(tmp_path):
+    out = tmp_path / "out"
+    mine = user_files(out)
+    outputs.publish(_staged(tmp_path, ["deploy.yaml", "model.json", "model.pdiparams"], "a"),
+                    str(out))
+    outputs.record(str(out / "model.onnx"))  # as convert_onnx does after writing it
+    (out / "model.onnx").write_text("converted from a")
+    outputs.publish(_staged(tmp_path, NEW, "b"), str(out))
+    now = snapshot(out)
+    assert {k: now[k] for k in mine} == mine  # every user file as it was
+    for name in NEW:
+        assert (out / name).read_text() == "b" + name
+    # the first export's files it does not write again are gone (model.json, the stale ONNX)
+    assert set(now) - set(mine) == set(NEW) | {outputs.MANIFEST}
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(outputs.STAGING_PREFIX)]
+
+
+@pytest.mark.parametrize("step", range(12))
+def test_publish_killed_at_any_step_never_looks_complete(tmp_path, monkeypatch, step):
+    """A kill at the step-th file operation of publish (replace/remove): deploy.yaml exists only if
+    every new file is in place; user files are untouched; the next run under the lock removes the
+    staging folder and a new publish completes."""
+    out = tmp_path / "out"
+    mine = user_files(out)
+    outputs.publish(_staged(tmp_path, ["deploy.yaml", "model.json", "model.pdiparams"], "a"),
+                    str(out))
+    stage = _staged(tmp_path, NEW, "b")
+    calls = {"n": 0}
+
+    class Killed(BaseException):
+        pass
+
+    def counting(real):
+        def op(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] > step:
+                raise Killed()
+            return real(*args, **kwargs)
+        return op
+
+    monkeypatch.setattr(outputs.os, "replace", counting(os.replace))
+    monkeypatch.setattr(outputs.os, "remove", counting(os.remove))
+    try:
+        outputs.publish(stage, str(out))
+        finished = True
+    except Killed:
+        finished = False
+    monkeypatch.undo()
+    if (out / "deploy.yaml").exists():
+        text = (out / "deploy.yaml").read_text()
+        if text == "bdeploy.yaml":  # new marker: the whole new set is there
+            assert all((out / n).read_text() == "b" + n for n in NEW)
+        else:  # the old marker: nothing of the new set was moved in yet
+            assert text == "adeploy.yaml" and not (out / "model_int8.onnx").exists()
+            assert (out / "model.pdiparams").read_text() == "amodel.pdiparams"
+    now = snapshot(out)
+    assert {k: now[k] for k in mine} == mine
+    if finished:
+        return
+    with run_lock.run_folder(str(tmp_path)):  # the next run: the killed run's staging goes
+        assert not [n for n in os.listdir(tmp_path) if n.startswith(outputs.STAGING_PREFIX)]
+        outputs.publish(_staged(tmp_path, NEW, "c"), str(out))
+    assert all((out / n).read_text() == "c" + n for n in NEW)
+    assert not (out / "model.json").exists()  # recorded by the killed publish: still removed
+    now = snapshot(out)
+    assert {k: now[k] for k in mine} == mine
+
+
+# ---- class 7: the run lock covers its tree -----------------------------------------------------
+
+RELATIONS = {  # folder of the new run, relative to the locked run's folder "run"
+    "iter_N inside": ("run/iter_10", "lies inside"),
+    "deep inside": ("run/a/b/c", "lies inside"),
+    "parent": (".", "contains"),
+    "grandparent": ("..", "contains"),
+}
+
+
+@pytest.fixture(scope="module")
+def locked_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("tree") / "base"
+    run = base / "run"
+    (run / "iter_10").mkdir(parents=True)
+    (run / "iter_10" / "model.pdparams").write_bytes(b"the running training's checkpoint")
+    holder = hold(run)
+    yield base
+    holder.stdin.close()
+    holder.wait(timeout=30)
+
+
+@pytest.mark.parametrize("relation", sorted(RELATIONS))
+def test_a_run_inside_or_around_a_live_run_is_refused(locked_run, relation):
+    folder, words = RELATIONS[relation]
+    target = os.path.normpath(str(locked_run / folder))
+    with pytest.raises(run_lock.RunLockError) as e:
+        with run_lock.run_folder(target):
+            pass
+    assert words in str(e.value) and "A run owns its whole folder tree" in str(e.value)
+    assert str(locked_run / "run") in str(e.value)
+    assert not os.path.exists(os.path.join(target, run_lock.LOCK_NAME))
+    assert not (locked_run / "run" / "a").exists()  # the refused run left no folder behind
+
+
+@pytest.mark.parametrize("folder", ["sibling", "run_2"])
+def test_folders_beside_a_live_run_and_top_level_writers_are_not(locked_run, folder):
+    with run_lock.run_folder(str(locked_run / folder)):
+        pass
+    with run_lock.run_folder(str(locked_run), recursive=False):  # writes only at its top level
+        pass
+
+
+def test_a_stale_lock_in_the_tree_does_not_block(tmp_path):
+    (tmp_path / "dead").mkdir()
+    (tmp_path / "dead" / run_lock.LOCK_NAME).write_text(json.dumps(
+        {"pid": 2 ** 22 + 12345, "host": __import__("socket").gethostname()}))
+    with run_lock.run_folder(str(tmp_path / "dead" / "iter_1")):
+        pass
+    with run_lock.run_folder(str(tmp_path)):
+        pass
+
+
+def test_export_into_a_running_trainings_checkpoint_is_refused(locked_run, tiny_rtformer_config):
+    before = snapshot(locked_run / "run")
+    proc = run_module("paddle_rtseg.export", "--config", tiny_rtformer_config, "--save_dir",
+                      locked_run / "run" / "iter_10", env=LEGACY)
+    assert_one_paragraph(proc, "lies inside the folder", "iter_10")
+    assert snapshot(locked_run / "run") == before
+
+
+def test_quantize_takes_the_lock(locked_run, tiny_rtformer_config, tmp_path):
+    proc = run_module("paddle_rtseg.quantize", "--config", tiny_rtformer_config, "--model_path",
+                      tmp_path / "none.pdparams", "--save_dir", locked_run / "run", env=LEGACY)
+    assert_one_paragraph(proc, "is in use by another run")
+
+
+# ---- class 7: export keeps what the user had in --save_dir --------------------------------------
+
+def test_export_keeps_the_users_files(tmp_path, tiny_rtformer_config):
+    out = tmp_path / "out"
+    mine = user_files(out)
+    # (re-exports: test_publish_* above and test_export.py::test_reexport_replaces_the_whole_export)
+    proc = run_module("paddle_rtseg.export", "--config", tiny_rtformer_config, "--save_dir", out,
+                      "--input_shape", 1, 3, 64, 64, cwd=tmp_path, env=LEGACY)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    now = snapshot(out)
+    assert {k: now[k] for k in mine} == mine
+    assert {"deploy.yaml", "model.pdmodel", "model.pdiparams"} <= set(now)
+    assert not os.path.exists(out / run_lock.LOCK_NAME)
+
+
+# ---- classes 4 and 5: runs that cannot end, bad flags, divergence (in-process, through run_cli) ---
+
+@pytest.fixture
+def cli(monkeypatch, capsys, tiny_rtformer_config, tmp_path):
+    """Run ``paddle_rtseg.train`` in this process through the CLI wrapper; returns
+    (exit code, the one error line or None, --save_dir)."""
+    from paddle_rtseg import errors, train
+    monkeypatch.setattr(errors.malloc_tuning, "apply", lambda: None)
+    out = tmp_path / "out"
+
+    def run(*flags, config=tiny_rtformer_config):
+        capsys.readouterr()
+        argv = ["--config", config, "--save_dir", str(out), "--iters", "2"] + list(map(str, flags))
+        try:
+            errors.run_cli(lambda: train.main(argv))
+            code = 0
+        except SystemExit as e:
+            code = e.code
+        err = capsys.readouterr().err
+        lines = [l for l in err.splitlines() if l.startswith("error: ")]
+        assert "Traceback" not in err, err[-3000:]
+        assert len(lines) <= 1, lines
+        assert not (out / run_lock.LOCK_NAME).exists()  # the lock is released, whatever happened
+        return code, (lines[0] if lines else None), out
+    return run
+
+
+FLAG_CASES = {  # flags -> what the one paragraph must say
+    ("--num_workers", -1): "--num_workers must be at least 0",
+    ("--num_workers", -8): "--num_workers must be at least 0",
+    ("--save_interval", 0): "--save_interval must be at least 1",
+    ("--save_interval", -5): "--save_interval must be at least 1",
+    ("--log_iters", 0): "--log_iters must be at least 1",
+    ("--log_iters", -1): "--log_iters must be at least 1",
+    ("--keep_checkpoint_max", -1): "--keep_checkpoint_max must be at least 0",
+    ("--learning_rate", "inf"): "--learning_rate must be a finite number greater than 0",
+    ("--learning_rate", "nan"): "--learning_rate must be a finite number greater than 0",
+    ("--learning_rate", "1e400"): "--learning_rate must be a finite number greater than 0",
+}
+
+
+@pytest.mark.parametrize("flag", sorted(FLAG_CASES, key=str), ids=str)
+def test_flags_out_of_range_give_one_paragraph(cli, flag):
+    code, error, out = cli(*flag)
+    assert code == 2 and FLAG_CASES[flag] in error, error
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["LRScheduler", "math", "Tensor", "lr", "5", "[1, 2]"])
+def test_lr_scheduler_type_that_is_not_a_scheduler(cli, tmp_path, tiny_rtformer_config, kind):
+    config = tmp_path / "lr.yml"
+    config.write_text("_base_: tiny.yml\nlr_scheduler:\n  type: {}\n  learning_rate: 0.01\n"
+                      .format(kind))
+    code, error, out = cli(config=str(config))
+    assert code == 2 and "Unknown lr_scheduler type" in error and "PolynomialDecay" in error
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("batch_size", [65, 1000])
+def test_batch_larger_than_the_dataset_is_refused(cli, batch_size):
+    """PaddleSeg drops incomplete batches: 64 images and a batch of 65 would loop forever."""
+    code, error, out = cli("--batch_size", batch_size)
+    assert code == 2, error
+    assert "batch_size {} is larger than the train_dataset (64 image(s))".format(batch_size) \
+        in error and "--batch_size 64 or less" in error
+    assert not out.exists()
+
+
+def _with_label(tmp_path, synthetic_root, config, change):
+    import shutil
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    change(root)
+    path = tmp_path / "moved.yml"
+    path.write_text("_base_: {}\ntrain_dataset:\n  dataset_root: {}\n".format(config, root))
+    return str(path)
+
+
+@pytest.mark.parametrize("size", [(64, 64), (128, 127), (129, 128), (1, 1)])
+def test_label_of_another_size_is_refused_before_training(cli, tmp_path, synthetic_root,
+                                                          tiny_rtformer_config, size):
+    import cv2
+    import numpy as np
+
+    def change(root):
+        cv2.imwrite(str(root / "labels" / "train_00009.png"), np.zeros(size[::-1], np.uint8))
+    code, error, out = cli(config=_with_label(tmp_path, synthetic_root, tiny_rtformer_config,
+                                              change))
+    assert code == 2 and "labels/train_00009.png is {}x{} pixels".format(*size) in error, error
+    assert "images/train_00009" in error and "must have its image's size" in error
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("lr, where", [(1e30, "The loss (CrossEntropyLoss) became nan"),
+                                       (3e38, "hold NaN or infinite values")])
+def test_a_diverging_run_stops_and_keeps_only_finite_checkpoints(cli, lr, where):
+    """--learning_rate large enough to overflow: the loss or the weights become non-finite; the
+    run stops with one paragraph naming the last checkpoint, and no checkpoint holds NaN/inf."""
+    import paddle
+    code, error, out = cli("--iters", 6, "--batch_size", 2, "--save_interval", 1,
+                           "--learning_rate", lr, "--log_iters", 1)
+    assert code == 2 and where in error and "Lower --learning_rate" in error, error
+    checkpoints = sorted(d for d in os.listdir(out) if d.startswith("iter_"))
+    assert len(checkpoints) < 6
+    for d in checkpoints:
+        for name in ("model.pdparams", "model.pdopt"):
+            state = paddle.load(str(out / d / name))
+            for key, value in state.items():
+                if isinstance(value, paddle.Tensor) and value.dtype == paddle.float32:
+                    assert bool(paddle.isfinite(value).all()), (d, name, key)
+    if checkpoints:
+        assert "--resume_model {}".format(out / checkpoints[-1]) in error
+
+
+LOADER_THREAD = """
+import sys, threading
+import numpy as np, cv2
+from paddle_rtseg.datasets.checked_io import CheckedCompose
+from paddle_rtseg.deployment import run_lock
+from paddleseg.transforms import Normalize, RandomHorizontalFlip
+folder, case = sys.argv[1], sys.argv[2]
+cv2.imwrite(folder + "/img.png", np.zeros((64, 48, 3), np.uint8))
+cv2.imwrite(folder + "/label.png", np.zeros((64, 40) if case == "size" else (64, 48), np.uint8))
+transforms = [Normalize()] if case == "size" else [RandomHorizontalFlip(prob="x")]
+compose = CheckedCompose(transforms)
+with run_lock.run_folder(folder + "/run"):
+    t = threading.Thread(target=compose, args=({"img": folder + "/img.png",
+                                                "label": folder + "/label.png", "trans_info": [],
+                                                "gt_fields": ["label"]},))
+    t.start()
+    t.join()
+print("not reached")
+"""
+
+
+def test_a_loader_thread_error_ends_the_run_and_releases_the_lock(tmp_path):
+    """A label of another size (a DataError) and a transform failing (any error) in the loader's
+    thread: one paragraph, exit 2, the lock removed (the two cases run side by side)."""
+    import subprocess
+    import sys
+    cases = {"size": "is 40x64 pixels but its image",
+             "transform": "failed in the data loader (TypeError"}
+    procs = {}
+    for case in cases:
+        (tmp_path / case).mkdir()
+        procs[case] = subprocess.Popen([sys.executable, "-c", LOADER_THREAD, str(tmp_path / case),
+                                        case], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True)
+    for case, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=120)
+        proc.stdout, proc.stderr = stdout, stderr
+        assert_one_paragraph(proc, cases[case])
+        assert "not reached" not in stdout
+        assert not (tmp_path / case / "run" / run_lock.LOCK_NAME).exists()
