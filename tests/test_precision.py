@@ -201,20 +201,22 @@ def miou_of(hist):
     return float(iou[hist.sum(1) > 0].mean())
 
 
-def compare_paths(fp32, low, pairs, transforms, num_classes, rounds=2000, seed=0):
+def compare_paths(fp32, low, pairs, transforms, num_classes, ignore_index=255, rounds=2000,
+                  seed=0):
     """fp32 against a low-precision predictor on the same images: the mIoU change (points), its
     95 % bootstrap interval over images (paired: both predictors' confusion matrices of the same
-    resampled images), the share of pixels whose argmax agrees, and the largest logit change."""
+    resampled images), the share of pixels whose argmax agrees, and the largest logit change.
+    Predictions are mapped to the label's size as the runners do (nearest)."""
     from paddle_rtseg.datasets.checked_io import read_label
     hists, agree, moved = [], [], 0.0
     for image, label_path in pairs:
         x = du.preprocess(du.read_image(image), transforms)
         a, b = fp32(x), low(x)
         label = read_label(label_path)
-        assert a.shape[2:] == label.shape, (a.shape, label.shape)  # logits at label size
-        pa, pb = a.argmax(1)[0].astype(np.int64), b.argmax(1)[0].astype(np.int64)
-        hists.append((confusion(label, pa, num_classes), confusion(label, pb, num_classes)))
-        agree.append((pa == pb).mean())
+        pa, pb = (du.to_label_map(y, "none", label.shape).astype(np.int64) for y in (a, b))
+        hists.append((confusion(label, pa, num_classes, ignore_index),
+                      confusion(label, pb, num_classes, ignore_index)))
+        agree.append((a.argmax(1) == b.argmax(1)).mean())
         moved = max(moved, float(np.abs(a - b).max()))
     ha, hb = np.array([h[0] for h in hists]), np.array([h[1] for h in hists])
     delta = 100 * (miou_of(hb.sum(0)) - miou_of(ha.sum(0)))
@@ -226,6 +228,28 @@ def compare_paths(fp32, low, pairs, transforms, num_classes, rounds=2000, seed=0
     low_ci, high_ci = np.percentile(boot, [2.5, 97.5])
     return dict(base=miou_of(ha.sum(0)), delta=delta, ci=(float(low_ci), float(high_ci)),
                 agree=float(np.mean(agree)), moved=moved)
+
+
+def predictor_pair(q, engine, precision):
+    """``(fp32, low, transforms, reason)``: predictors of ``quantize``'s output folder ``q`` on
+    ``engine`` (fp32 and ``precision``, single-threaded, ``allow_slow``); skips the test, saying
+    why, where this CPU has no such kernels."""
+    ok, reason = cpu_features.kernels(precision, engine)
+    if not ok:
+        pytest.skip("{} {} cannot run on this CPU: {} ({})".format(
+            engine, precision, reason, cpu_features.summary()))
+    if engine == "openvino" and not du.openvino_available():
+        pytest.skip("this Paddle has no OpenVINO engine")
+    fp32_dir = os.path.join(q, "fp32")
+    model_dir = os.path.join(q, "ptq_int8") if precision == "int8" else fp32_dir
+    if engine == "onnxruntime":
+        make = lambda d, p: du.OnnxPredictor(du.default_onnx_file(d, p), 1, precision=p,  # noqa
+                                             allow_slow=True)
+    else:
+        make = lambda d, p: du.PaddleInferencePredictor(  # noqa: E731
+            d, threads=1, precision=p, use_openvino=engine == "openvino", allow_slow=True)
+    return (make(fp32_dir, "fp32"), make(model_dir, precision),
+            du.read_deploy_yaml(fp32_dir)["transforms"], reason)
 
 
 @pytest.mark.slow
@@ -240,27 +264,17 @@ def test_precision_path_runs_and_stays_close_to_fp32(trained_tiny, engine, preci
     -2.7 points, interval -3.8 .. -1.5, 95.6 % agreement), not against the product claim (<= 0.5
     points), which is measured on real data (docs/deployment.md 5b)."""
     q, pairs = trained_tiny
-    fp32_dir, int8_dir = os.path.join(q, "fp32"), os.path.join(q, "ptq_int8")
-    model_dir = int8_dir if precision == "int8" else fp32_dir
-    ok, reason = cpu_features.kernels(precision, engine)
-    if not ok:
-        pytest.skip("{} {} cannot run on this CPU: {} ({})".format(
-            engine, precision, reason, cpu_features.summary()))
-    if engine == "openvino" and not du.openvino_available():
-        pytest.skip("this Paddle has no OpenVINO engine")
-    if engine == "onnxruntime":
-        make = lambda d, p: du.OnnxPredictor(du.default_onnx_file(d, p), 1, precision=p,  # noqa
-                                             allow_slow=True)
-    else:
-        make = lambda d, p: du.PaddleInferencePredictor(  # noqa: E731
-            d, threads=1, precision=p, use_openvino=engine == "openvino", allow_slow=True)
-    fp32, low = make(fp32_dir, "fp32"), make(model_dir, precision)
-    transforms = du.read_deploy_yaml(fp32_dir)["transforms"]
+    fp32, low, transforms, reason = predictor_pair(q, engine, precision)
     r = compare_paths(fp32, low, pairs, transforms, 5)
+    assert r["base"] > 0.5, "the tiny model did not learn (mIoU {:.3f})".format(r["base"])
+    assert_close_to_fp32(r, engine, precision, reason)
+
+
+def assert_close_to_fp32(r, engine, precision, reason):
+    """Print a :func:`compare_paths` result and hold it to the criteria above."""
     print("{} {} ({}): mIoU {:+.2f} points vs fp32 (95% interval {:+.2f} .. {:+.2f}), argmax "
           "equal on {:.1%} of the pixels".format(engine, precision, reason, r["delta"],
                                                  r["ci"][0], r["ci"][1], r["agree"]))
-    assert r["base"] > 0.5, "the tiny model did not learn (mIoU {:.3f})".format(r["base"])
     assert r["moved"] > 0, "the {} path gave fp32's logits exactly: it did not run {}".format(
         engine, precision)
     assert r["agree"] >= MIN_AGREEMENT[precision], r
