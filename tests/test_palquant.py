@@ -282,3 +282,41 @@ def test_segmentor_trains_through_paddleseg(tmp_path, synthetic_root):
     state = paddle.load(str(tmp_path / "out" / "iter_6" / "model.pdparams"))
     assert float(state["backbone.layer3.0.conv2.uA"]) > 0
     assert int(state["backbone.layer3.0.conv2.init"][0]) == 0
+    opt_state = paddle.load(str(tmp_path / "out" / "iter_6" / "model.pdopt"))
+    assert any(k.startswith("quant/") and "moment1" in k for k in opt_state)  # Adam's, saved
+
+
+def test_palquant_optimizer_follows_the_schedule_and_round_trips():
+    """RTSeg_PalQuantOptimizer: Momentum on the weights at the trainer's schedule, Adam on the
+    quantizer parameters at quant_learning_rate x the same schedule shape; both in state_dict."""
+    from paddleseg.cvlibs import manager
+    model = PalQuantResNet(18, groups=2, num_classes=3, base_channels=2)
+    x = paddle.randn([2, 3, 32, 32])
+    init_quantizers(model, x)
+    cosine = paddle.optimizer.lr.CosineAnnealingDecay(0.1, T_max=10)
+    schedule = paddle.optimizer.lr.LinearWarmup(cosine, 2, 0.0, 0.1)
+    opt = manager.OPTIMIZERS["RTSeg_PalQuantOptimizer"](quant_learning_rate=1e-4)(model, schedule)
+    assert isinstance(opt, paddle.optimizer.Momentum)
+    quant = opt.quant_optimizer._parameter_list
+    assert len(quant) == 5 * len(model.quantized_convs())
+    assert not {id(p) for p in quant} & {id(p) for p in opt._parameter_list}
+    for _ in range(4):
+        start = [float(p) for p in quant]
+        model(x).mean().backward()
+        opt.step()
+        opt.clear_grad()
+        moved = sum(float(p) != s for p, s in zip(quant, start))
+        assert moved > 0 or opt.get_lr() == 0
+        schedule.step()
+        np.testing.assert_allclose(opt.quant_optimizer.get_lr(), opt.get_lr() * 1e-3, rtol=1e-6)
+    state = opt.state_dict()
+    assert any(k.startswith("quant/") for k in state) and any(not k.startswith("quant/")
+                                                              for k in state)
+    fresh = manager.OPTIMIZERS["RTSeg_PalQuantOptimizer"]()(model, 0.1)
+    fresh.set_state_dict(state)
+    # Paddle 2.6 keeps restored accumulators aside until the first step; 3.0 creates them
+    a = dict(getattr(fresh.quant_optimizer, "_accumulators_holder", None) or {})
+    a.update(fresh.quant_optimizer.state_dict())
+    b = opt.quant_optimizer.state_dict()
+    key = next(k for k in b if "moment1" in k)
+    np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())

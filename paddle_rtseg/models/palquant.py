@@ -257,3 +257,92 @@ class PalQuantSeg(nn.Layer):
             out = out + self._resize(lateral(feat), size)
         logit = self.cls(self.dropout(self.fuse(out)))
         return [self._resize(logit, spatial_size(x))]
+
+
+class _ScaledLR(paddle.optimizer.lr.LRScheduler):
+    """``scale`` x another schedule's current learning rate (stepped by whoever steps that one)."""
+
+    def __init__(self, base, scale):
+        self.base, self.scale = base, scale
+        super().__init__(learning_rate=self._value())
+
+    def _value(self):
+        base = self.base() if isinstance(self.base, paddle.optimizer.lr.LRScheduler) else self.base
+        return float(base) * self.scale
+
+    def get_lr(self):
+        return self._value()
+
+    def __call__(self):
+        return self._value()
+
+
+class PalQuantMomentum(paddle.optimizer.Momentum):
+    """The authors' two optimizers as one: Momentum SGD for the network's weights (this object,
+    stepped and scheduled by PaddleSeg's trainer) and Adam for every QConv's ``lW uW lA uA
+    output_scale`` (inside it, at ``quant_lr / lr`` times the same schedule: with the authors'
+    cosine-to-zero schedules both, equal to their separate schedulers). ``state_dict`` holds both
+    (the quantizer optimizer's keys under ``quant/``)."""
+
+    def __init__(self, learning_rate, parameters, quantizer_parameters, quant_lr_ratio,
+                 momentum=0.9, weight_decay=None, use_nesterov=False, grad_clip=None,
+                 beta1=0.9, beta2=0.999, epsilon=1e-8):
+        super().__init__(learning_rate=learning_rate, momentum=momentum, parameters=parameters,
+                         use_nesterov=use_nesterov, weight_decay=weight_decay, grad_clip=grad_clip)
+        self.quant_optimizer = paddle.optimizer.Adam(
+            learning_rate=_ScaledLR(learning_rate, quant_lr_ratio), beta1=beta1, beta2=beta2,
+            epsilon=epsilon, parameters=quantizer_parameters)
+
+    def step(self):
+        super().step()
+        self.quant_optimizer.step()
+
+    def clear_grad(self, set_to_zero=True):
+        super().clear_grad(set_to_zero)
+        self.quant_optimizer.clear_grad(set_to_zero)
+
+    def state_dict(self):
+        state = super().state_dict()
+        state.update({"quant/" + k: v for k, v in self.quant_optimizer.state_dict().items()})
+        return state
+
+    def set_state_dict(self, state_dict):
+        self.quant_optimizer.set_state_dict(
+            {k[len("quant/"):]: v for k, v in state_dict.items() if k.startswith("quant/")})
+        super().set_state_dict({k: v for k, v in state_dict.items()
+                                if not k.startswith("quant/")})
+
+
+@register(manager.OPTIMIZERS)
+class PalQuantOptimizer:
+    """PaddleSeg optimizer component (``type: RTSeg_PalQuantOptimizer``) for the authors' recipe:
+    SGD with momentum (``momentum``, ``weight_decay``) on the weights at the config's
+    ``lr_scheduler``, Adam on the quantizer parameters at ``quant_learning_rate`` following the
+    same schedule shape, with ``beta1 beta2 epsilon`` (the authors: lr 0.1 / 1e-4, momentum 0.9,
+    wd 1e-4, no decay on the quantizers, Adam's default betas, both cosine). Mixed precision is not supported (the loss scaler unscales one
+    optimizer's gradients only)."""
+
+    def __init__(self, quant_learning_rate=1e-4, momentum=0.9, weight_decay=1e-4,
+                 use_nesterov=False, beta1=0.9, beta2=0.999, epsilon=1e-8):
+        self.quant_learning_rate, self.momentum = quant_learning_rate, momentum
+        self.weight_decay, self.use_nesterov = weight_decay, use_nesterov
+        self.adam = dict(beta1=beta1, beta2=beta2, epsilon=epsilon)
+
+    def __call__(self, model, lr):
+        from ..layers.palquant_conv import split_quantizer_parameters
+        rest, quant = split_quantizer_parameters(model)
+        if not quant:
+            raise ValueError("RTSeg_PalQuantOptimizer needs a model with PalQuant QConv layers; "
+                             "{} has none (use another optimizer type)".format(type(model).__name__))
+        base = lr
+        if isinstance(base, paddle.optimizer.lr.LinearWarmup):  # PaddleSeg's warmup_iters
+            base = base.learning_rate
+        if isinstance(base, paddle.optimizer.lr.LRScheduler):
+            base = base.base_lr
+        if not float(base) > 0:
+            raise ValueError("RTSeg_PalQuantOptimizer needs a positive base learning rate, got "
+                             "{}".format(base))
+        return PalQuantMomentum(lr, [p for p in rest if not p.stop_gradient], quant,
+                                float(self.quant_learning_rate) / float(base),
+                                momentum=self.momentum, weight_decay=self.weight_decay,
+                                use_nesterov=self.use_nesterov, **self.adam)
