@@ -364,3 +364,77 @@ def test_a_loader_thread_error_ends_the_run_and_releases_the_lock(tmp_path):
         assert_one_paragraph(proc, cases[case])
         assert "not reached" not in stdout
         assert not (tmp_path / case / "run" / run_lock.LOCK_NAME).exists()
+
+
+# ---- class 6 remainder: random or truncated .pdmodel / .pdiparams / .nb -------------------------
+
+TINY_PROGRAM = """
+import sys, paddle
+paddle.seed(0)
+net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3, padding=1), paddle.nn.BatchNorm2D(4),
+                           paddle.nn.ReLU(), paddle.nn.Conv2D(4, 2, 1))
+net.eval()
+paddle.jit.save(net, sys.argv[1] + "/model",
+                input_spec=[paddle.static.InputSpec([None, 3, None, None], "float32", "x")])
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    """A legacy program of two convolutions (+ deploy.yaml) and its x86 .nb."""
+    import subprocess
+    import sys
+    from paddle_rtseg import deployment as du
+    folder = tmp_path_factory.mktemp("tiny_model")
+    subprocess.run([sys.executable, "-c", TINY_PROGRAM, str(folder)], check=True, timeout=300,
+                   env=dict(os.environ, **LEGACY), capture_output=True)
+    (folder / "deploy.yaml").write_text(
+        "Deploy:\n  model: model.pdmodel\n  params: model.pdiparams\n  output_op: none\n"
+        "  input_shape: [-1, 3, -1, -1]\n  transforms: [{type: Normalize}]\n")
+    du.convert_lite(str(folder), str(folder / "model_x86"), "x86")
+    return folder
+
+
+def _mutations(data, seed):
+    """Seeded corruptions of a file: truncations, random bytes, flipped header bytes, empty."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    cases = {"empty": b"", "random": rng.bytes(len(data)), "1 byte": data[:1]}
+    for fraction in (0.1, 0.5, 0.9, 0.999):
+        cases["cut at {}".format(fraction)] = data[:int(len(data) * fraction)]
+    for i in range(3):
+        flipped = bytearray(data)
+        for at in rng.integers(0, min(len(data), 64), 4):
+            flipped[at] ^= int(rng.integers(1, 256))
+        cases["header flip {}".format(i)] = bytes(flipped)
+    return cases
+
+
+@pytest.mark.parametrize("name", ["model.pdmodel", "model.pdiparams", "model_x86.nb"])
+def test_corrupt_model_files_are_refused_before_native_code(tiny_model_dir, tmp_path, name):
+    """Every mutation loads correctly or gives DeployError (one paragraph in the runners): never a
+    traceback of another type, never a signal (Lite's loader aborts the process on these)."""
+    import shutil
+    import numpy as np
+    from paddle_rtseg import deployment as du
+    x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype("float32")
+    make = (lambda d: du.LitePredictor(str(d / "model_x86.nb"))) if name.endswith(".nb") else \
+        (lambda d: du.PaddleInferencePredictor(str(d), use_mkldnn=False))
+    reference = make(tiny_model_dir)(x)
+    data = (tiny_model_dir / name).read_bytes()
+    outcomes = {}
+    for case, mutated in _mutations(data, seed=len(name)).items():
+        folder = tmp_path / case.replace(" ", "_")
+        shutil.copytree(tiny_model_dir, folder)
+        (folder / name).write_bytes(mutated)
+        try:
+            out = make(folder)(x)
+        except du.DeployError as e:
+            assert str(folder / name) in str(e) and len(str(e).splitlines()) == 1, str(e)
+            outcomes[case] = "refused"
+            continue
+        # a mutation that loads (e.g. bytes the loader ignores) must compute the same model
+        assert np.allclose(out, reference, atol=1e-5), case
+        outcomes[case] = "loaded"
+    for case in ("empty", "random", "1 byte", "cut at 0.5"):
+        assert outcomes[case] == "refused", outcomes

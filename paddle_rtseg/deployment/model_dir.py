@@ -155,3 +155,138 @@ def check_onnx_external_data(onnx_path):
         location = {e.key: e.value for e in tensor.external_data}.get("location", "")
         inside(folder, location, "ONNX model {} (external data of tensor {})".format(
             onnx_path, limits_repr(tensor.name)))
+
+
+# bytes per element of Paddle's VarType.Type values that a .pdiparams tensor can hold
+_DTYPE_BYTES = {0: 1, 1: 2, 2: 4, 3: 8, 4: 2, 5: 4, 6: 8, 19: 8, 20: 1, 21: 1, 22: 2, 23: 8, 24: 16,
+                32: 1, 33: 1}
+_REEXPORT = "Re-export the model (python -m paddle_rtseg.export) or download it again."
+
+
+def check_program_files(model_file, params_file):
+    """Cheap structural checks of a legacy ``.pdmodel`` / ``.pdiparams`` pair before Paddle's
+    native loader sees them (a random or truncated file must give one paragraph, not a traceback
+    or a crash): the program must parse as a ``ProgramDesc`` with ops, and the parameters file
+    must be a sequence of well-formed tensors (version 0, a ``TensorDesc``, exactly the bytes its
+    dims and dtype need) ending exactly at the end of the file. Needs Paddle (its protobufs).
+    Returns the number of tensors in ``params_file``."""
+    if not model_file.endswith(".pdmodel"):
+        return None  # PIR model.json: Paddle reads it as JSON itself
+    from paddle.base.proto import framework_pb2
+    program = framework_pb2.ProgramDesc()
+    try:
+        with open(model_file, "rb") as f:
+            program.ParseFromString(f.read())
+        ok = bool(program.blocks) and any(len(b.ops) for b in program.blocks)
+    except Exception:
+        ok = False
+    if not ok:
+        raise DeployError("{} is not a Paddle program (it does not parse as a ProgramDesc with "
+                          "ops: random, truncated or another kind of file). {}".format(
+                              model_file, _REEXPORT))
+    return _walk_params(params_file, framework_pb2)
+
+
+def _walk_params(path, framework_pb2):
+    import struct
+    size = os.path.getsize(path)
+    count, pos = 0, 0
+
+    def bad(why):
+        return DeployError("{} is not a Paddle parameters file: {} (tensor {}, byte {} of {}). "
+                           "{}".format(path, why, count, pos, size, _REEXPORT))
+
+    with open(path, "rb") as f:
+        def read(n):
+            data = f.read(n)
+            if len(data) != n:
+                raise bad("it ends inside a tensor header (truncated?)")
+            return data
+
+        while pos < size:
+            version, lod_levels = struct.unpack("<IQ", read(12))
+            if version != 0 or lod_levels > 16:
+                raise bad("unknown tensor version {} or {} LoD levels".format(version, lod_levels))
+            pos += 12
+            for _ in range(lod_levels):
+                (length,) = struct.unpack("<Q", read(8))
+                pos += 8 + length
+                if pos > size:
+                    raise bad("a LoD of {} bytes runs past the end".format(length))
+                f.seek(pos)
+            tensor_version, desc_size = struct.unpack("<Ii", read(8))
+            pos += 8
+            if tensor_version != 0 or not 0 <= desc_size <= min(size - pos, 1 << 16):
+                raise bad("unknown tensor version {} or a descriptor of {} bytes".format(
+                    tensor_version, desc_size))
+            desc = framework_pb2.VarType.TensorDesc()
+            try:
+                desc.ParseFromString(read(desc_size))
+            except Exception:
+                raise bad("its tensor descriptor does not parse") from None
+            pos += desc_size
+            numel = 1
+            for d in desc.dims:
+                if d < 0:
+                    raise bad("a negative dimension {}".format(d))
+                numel *= d
+            if desc.data_type not in _DTYPE_BYTES:
+                raise bad("unknown data type {}".format(desc.data_type))
+            nbytes = numel * _DTYPE_BYTES[desc.data_type]
+            if nbytes > size - pos:
+                raise bad("a tensor of {} bytes runs past the end (truncated?)".format(nbytes))
+            pos += nbytes
+            f.seek(pos)
+            count += 1
+    if count == 0:
+        raise bad("it holds no tensor")
+    return count
+
+
+_NB_PROBE = """
+import sys
+from paddlelite.lite import MobileConfig, create_paddle_predictor
+config = MobileConfig()
+config.set_model_from_file(sys.argv[1])
+create_paddle_predictor(config)
+"""
+_nb_checked = {}  # (path, size, mtime) of .nb files that loaded in a child process
+
+
+def check_nb(path):
+    """A Paddle Lite ``.nb`` must not be able to abort this process (Lite's loader ends the process
+    with SIGABRT on a random or truncated file): the header is checked (meta version, the
+    topology's size against the file's), then the file is loaded once in a child process; a child
+    that fails or dies by a signal gives :class:`DeployError` with Lite's own reason."""
+    import struct
+    import subprocess
+    import sys
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(26)
+    why = None
+    if len(head) < 26:
+        why = "it is {} bytes, shorter than a .nb header".format(size)
+    else:
+        meta, topo = struct.unpack_from("<H", head)[0], struct.unpack_from("<Q", head, 18)[0]
+        if meta == 2 and 26 + topo > size:
+            why = "its topology of {} bytes runs past the end of the file (truncated?)".format(topo)
+        elif meta > 2:
+            why = "unknown .nb format version {}".format(meta)
+    key = (os.path.abspath(path), size, os.path.getmtime(path))
+    if why is None and key not in _nb_checked:
+        proc = subprocess.run([sys.executable, "-c", _NB_PROBE, path], capture_output=True,
+                              text=True, errors="replace")
+        if proc.returncode != 0:
+            lines = [l for l in proc.stderr.splitlines() if l.strip()]
+            fatal = [l.split("] ", 1)[-1] for l in lines if l.startswith("[F ")]
+            reason = (fatal or lines or ["no message"])[-1].strip()[:300]
+            why = "Paddle Lite cannot load it ({}: {})".format(
+                "signal {}".format(-proc.returncode) if proc.returncode < 0
+                else "exit code {}".format(proc.returncode), reason)
+        else:
+            _nb_checked[key] = True
+    if why:
+        raise DeployError("{} is not a usable Paddle Lite model: {}. Convert it again with "
+                          "deploy/lite/convert.py (paddle_lite_opt), or download it again."
+                          .format(path, why))

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import cpu_features
 from .errors import DeployError
-from .model_dir import model_paths, read_deploy_yaml
+from .model_dir import check_program_files, model_paths, read_deploy_yaml
 from .predictor import Predictor
 from .program import onednn_resize_is_exact, read_program
 
@@ -159,6 +159,7 @@ class PaddleInferencePredictor(Predictor):
                                                 use_openvino, allow_slow)
         if use_openvino and precision == "int8":
             model_file, params_file = openvino_int8_paths(model_dir)
+        check_program_files(model_file, params_file)  # before Paddle's native loader sees them
         config = pi.Config(model_file, params_file)
         config.switch_ir_optim(ir_optim)
         cache = None
@@ -208,7 +209,10 @@ class PaddleInferencePredictor(Predictor):
             self.predictor = pi.create_predictor(config)
         except Exception as e:
             if not use_openvino:
-                raise
+                raise DeployError("Paddle Inference cannot load {} with {}: {} Re-export the model "
+                                  "or download it again.".format(
+                                      model_file, params_file,
+                                      " ".join(str(e).split("[Hint")[0].split())[:500])) from None
             raise DeployError(
                 "Paddle Inference's OpenVINO engine could not take {}: {} OpenVINO converts the "
                 "whole program or nothing; run it with oneDNN (drop --use_openvino) or ONNX Runtime."

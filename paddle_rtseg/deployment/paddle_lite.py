@@ -4,6 +4,7 @@ import os
 import numpy as np
 
 from .errors import DeployError
+from .model_dir import check_nb
 from .predictor import Predictor
 
 
@@ -28,6 +29,7 @@ class LitePredictor(Predictor):
         if not os.path.isfile(nb_path):
             raise DeployError("Paddle Lite model {} does not exist; convert with "
                               "deploy/lite/convert.py (paddle_lite_opt) first.".format(nb_path))
+        check_nb(nb_path)  # a random or truncated .nb aborts Lite's loader: refuse it first
         self.nb_path = nb_path
         self._config, self._create = MobileConfig, create_paddle_predictor
         self._predictors = {}
