@@ -127,9 +127,10 @@ def _last_good_checkpoint(save_dir):
 def _diverged(args, detail):
     last = _last_good_checkpoint(args.save_dir)
     return TrainingError(
-        "{} Training stopped{}. Lower --learning_rate (got {}), or check the data and loss; "
+        "{} Training stopped{}. Lower --learning_rate ({}), or check the data and loss; "
         "{}.".format(detail, " at the first non-finite loss" if "loss" in detail else "",
-                     args.learning_rate if args.learning_rate is not None else "the config's",
+                     "got {}".format(args.learning_rate) if args.learning_rate is not None
+                     else "the config's lr_scheduler.learning_rate was used",
                      "the last checkpoint saved (all weights finite) is {} (resume with "
                      "--resume_model {})".format(
                          last, last) if last else "no checkpoint was saved before it diverged"))
