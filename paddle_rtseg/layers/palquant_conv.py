@@ -64,14 +64,21 @@ def ste_round(v, levels):
     return v + (q - v).detach()
 
 
-def quantize_weight(weight, lower, upper, levels):
+def _to_levels(v, levels, differentiable):
+    if differentiable:
+        return ste_round(clamp01(v), levels)
+    # the same values with a few ops (eval / export): clip, and rounding without the STE terms
+    return round_half_even(paddle.clip(v, 0.0, 1.0) * (levels - 1)) / (levels - 1)
+
+
+def quantize_weight(weight, lower, upper, levels, differentiable=True):
     """Weights to ``levels`` values in [-1, 1] through the interval [lower, upper]."""
-    return (ste_round(clamp01((weight - lower) / (upper - lower)), levels) - 0.5) * 2
+    return (_to_levels((weight - lower) / (upper - lower), levels, differentiable) - 0.5) * 2
 
 
-def quantize_act(x, lower, upper, levels):
+def quantize_act(x, lower, upper, levels, differentiable=True):
     """Activations to ``levels`` values in [0, 1] through the interval [lower, upper]."""
-    return ste_round(clamp01((x - lower) / (upper - lower)), levels)
+    return _to_levels((x - lower) / (upper - lower), levels, differentiable)
 
 
 def _std(x):
@@ -120,12 +127,12 @@ class QConv(nn.Conv2D):
     def quantized_weight(self):
         if self.weight_levels is None:
             return self.weight
-        return quantize_weight(self.weight, self.lW, self.uW, self.weight_levels)
+        return quantize_weight(self.weight, self.lW, self.uW, self.weight_levels, self.training)
 
     def quantized_act(self, x):
         if self.act_levels is None:
             return x
-        return quantize_act(x, self.lA, self.uA, self.act_levels)
+        return quantize_act(x, self.lA, self.uA, self.act_levels, self.training)
 
     @paddle.no_grad()
     def initialize(self, x):
