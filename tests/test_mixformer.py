@@ -101,14 +101,14 @@ def test_windows_round_trip_and_padding():
     assert padded.shape == [2, 14, 21, 3]
     np.testing.assert_array_equal(crop(padded, [10, 15]).numpy(), x.numpy())
     assert float(padded[:, 10:].abs().sum()) == 0 and float(padded[:, :, 15:].abs().sum()) == 0
-    windows = window_partition(padded, 7)
-    assert windows.shape == [2, 2, 3, 49, 3]  # B, window rows, window columns, ws * ws, C
+    windows, grid = window_partition(padded, 7)
+    assert windows.shape == [2 * 2 * 3, 49, 3] and grid == [2, 2, 3]
     # window (b=1, row 1, col 2) holds rows 7..13, cols 14..20 in row-major order
-    np.testing.assert_array_equal(windows[1, 1, 2].numpy(),
+    np.testing.assert_array_equal(windows[1 * 6 + 1 * 3 + 2].numpy(),
                                   padded[1, 7:14, 14:21].reshape([49, 3]).numpy())
-    np.testing.assert_array_equal(window_reverse(windows, 7).numpy(), padded.numpy())
+    np.testing.assert_array_equal(window_reverse(windows, grid, 7).numpy(), padded.numpy())
     # another channel count on the way back (the attention output)
-    assert window_reverse(windows[..., :2], 7).shape == [2, 14, 21, 2]
+    assert window_reverse(windows[..., :2], grid, 7).shape == [2, 14, 21, 2]
 
 
 def test_mixing_attention_interactions_matter():

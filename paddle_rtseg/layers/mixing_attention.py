@@ -85,15 +85,15 @@ class MixingAttention(nn.Layer):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def relative_position_bias(self):
-        """``(heads, N, N)`` bias from the table (Swin Eq. 4), broadcast over the windows."""
+        """``(1, heads, N, N)`` bias from the table (Swin Eq. 4)."""
         n = self.window_size * self.window_size
         bias = paddle.index_select(self.relative_position_bias_table,
                                    self.relative_position_index.reshape([-1]))
-        return bias.reshape([n, n, self.num_heads]).transpose([2, 0, 1])
+        return bias.reshape([n, n, self.num_heads]).transpose([2, 0, 1]).unsqueeze(0)
 
     def _heads(self, windows):
-        """``(B, nh, nw, N, C/2)`` -> ``(B, nh, nw, heads, N, C/2/heads)``."""
-        return windows.reshape([0, 0, 0, 0, self.num_heads, -1]).transpose([0, 1, 2, 4, 3, 5])
+        """``(Bw, N, C/2)`` -> ``(Bw, heads, N, C/2/heads)``."""
+        return windows.reshape([0, 0, self.num_heads, -1]).transpose([0, 2, 1, 3])
 
     def forward(self, x):
         x_attn = self.proj_attn_norm(self.proj_attn(x))                          # B, Hp, Wp, C/2
@@ -107,14 +107,14 @@ class MixingAttention(nn.Layer):
         # window attention, values gated per channel
         q, k, v = paddle.split(self.qkv(x_attn), 3, axis=-1)
         v = v * channel_gate.transpose([0, 2, 3, 1])
-        # windows keep their grid as two axes: (B, nh, nw, heads, N, C/2/heads), see window_partition
-        q = self._heads(window_partition(q, self.window_size))
-        k = self._heads(window_partition(k, self.window_size))
-        v = self._heads(window_partition(v, self.window_size))
+        q, _ = window_partition(q, self.window_size)
+        k, _ = window_partition(k, self.window_size)
+        v, grid = window_partition(v, self.window_size)
+        q, k, v = self._heads(q), self._heads(k), self._heads(v)
         attn = paddle.matmul(q * self.scale, k, transpose_y=True) + self.relative_position_bias()
         attn = self.attn_drop(F.softmax(attn, axis=-1))
-        out = paddle.matmul(attn, v).transpose([0, 1, 2, 4, 3, 5]).flatten(4)    # B, nh, nw, N, C/2
-        x_attn = window_reverse(out, self.window_size)                           # B, Hp, Wp, C/2
+        out = paddle.matmul(attn, v).transpose([0, 2, 1, 3]).flatten(2)          # Bw, N, C/2
+        x_attn = window_reverse(out, grid, self.window_size)                     # B, Hp, Wp, C/2
 
         # spatial interaction, attention -> conv (Fig. 2, right)
         spatial_gate = F.sigmoid(self.spatial_interaction(x_attn.transpose([0, 3, 1, 2])))

@@ -4,9 +4,9 @@ by MixFormer's window attention), written so that an exported graph takes any H/
 ``pad_to_multiple`` pads bottom/right with zeros, as PaddleClas's Swin and MixFormer blocks do. With a
 known size the padding is exact; with a runtime size it pads a constant ``m - 1`` and slices to the
 next multiple of ``m`` (integer ``+``, ``//``, ``*`` on the shape: ops with integer kernels on Paddle
-Lite ARM). Partition and reverse use only reshapes with constant ``0``/``-1`` entries, transposes
-and flattens: the window grid stays two axes, so no shape tensor feeds a reshape (see
-:func:`window_partition` for the Paddle Lite defect that makes this matter).
+Lite ARM). Partition and reverse use only reshapes, transposes and flattens; the reverse reshape
+takes the window grid as a list of scalars (see :func:`window_partition` for the Paddle Lite
+defect that makes this matter).
 """
 import paddle
 import paddle.nn.functional as F
@@ -40,31 +40,41 @@ def crop(x, sizes, axes=(1, 2)):
     return paddle.slice(x, axes=list(axes), starts=[0] * len(axes), ends=list(sizes))
 
 
-def window_partition(x, window_size):
-    """``(B, H, W, C)`` with H, W multiples of ``window_size`` -> windows ``(B, H/ws, W/ws, ws * ws,
-    C)``: window ``(b, i, j)`` holds rows ``i*ws..``, columns ``j*ws..`` of image ``b``, row-major.
+@paddle.jit.not_to_static
+def _grid(x):
+    """``[B, nh, nw]`` of a ``(B, nh, nw, ws, ws, C)`` tensor: ints when known, else three 0-D int
+    tensors (a list: a reshape then takes them as a ``ShapeTensor`` list, not a ``Shape`` tensor)."""
+    return [dim(x, axis) for axis in range(3)]
 
-    The window grid stays two axes of the tensor, so :func:`window_reverse` needs no shape
-    (every reshape here has constant ``0``/``-1``/``ws``/``C`` entries). Why not flatten the windows
-    to ``(B * nh * nw, ws * ws, C)`` and reshape back with the recorded grid: Paddle Lite 2.13
-    caches a ``reshape2``'s output shape keyed by its ``X`` dims only and does not check a ``Shape``
-    tensor input's values (``lite/operators/reshape_op.cc``), so on one predictor a second input
-    with the same window count but another grid (1x3x96x128 then 1x3x160x96: 6 windows at 1/8,
-    2x3 then 3x2) got the first input's grid, and the next elementwise op aborted the process
-    (``elementwise_op_func.h:340 Wrong broadcast type``, tests/test_arm.py)."""
+
+def window_partition(x, window_size):
+    """``(B, H, W, C)`` with H, W multiples of ``window_size`` -> ``(windows, grid)``: windows
+    ``(B * H/ws * W/ws, ws * ws, C)`` in row-major window order (batch, window row, window column),
+    and ``grid``, ``[B, H/ws, W/ws]``, that :func:`window_reverse` needs.
+
+    Why ``grid`` is a list of scalars and not ``paddle.shape`` of the grid tensor: Paddle Lite 2.13
+    reuses a ``reshape2``'s output shape while its ``X`` dims equal the previous run's, and compares
+    the values of a ``ShapeTensor`` list but never those of a ``Shape`` tensor input
+    (``lite/operators/reshape_op.cc``). With a ``Shape`` tensor, a second input on one predictor
+    with the same window count but another grid (1x3x96x128 then 1x3x160x96: 6 windows at 1/8, 2x3
+    then 3x2) got the first input's grid, and the next elementwise op aborted the process
+    (``elementwise_op_func.h:340 Wrong broadcast type``, issue 30, tests/test_arm.py). Keeping the
+    grid as tensor axes instead (``(B, nh, nw, ws * ws, C)`` windows) needs no shape at all, but
+    the attention's matmuls then run on 6-D tensors, which Paddle Inference's oneDNN ran 7x slower
+    (MixFormer-B1 at 512x1024)."""
     ws = window_size
     c = x.shape[-1]
     x = x.reshape([0, 0, -1, ws, c])                   # B, H, nw, ws, C
     x = x.transpose([0, 2, 1, 3, 4])                   # B, nw, H, ws, C
     x = x.reshape([0, 0, -1, ws, ws, c])               # B, nw, nh, ws, ws, C
     x = x.transpose([0, 2, 1, 3, 4, 5])                # B, nh, nw, ws(row), ws(col), C
-    return x.reshape([0, 0, 0, ws * ws, c])
+    return x.reshape([-1, ws * ws, c]), _grid(x)
 
 
-def window_reverse(windows, window_size):
-    """Inverse of :func:`window_partition`: ``(B, nh, nw, ws * ws, C)`` -> ``(B, nh * ws, nw * ws,
-    C)``; any channel count ``C``."""
+def window_reverse(windows, grid, window_size):
+    """Inverse of :func:`window_partition`: ``(B * nh * nw, ws * ws, C)`` -> ``(B, nh * ws,
+    nw * ws, C)``, ``grid`` = ``[B, nh, nw]``; any channel count ``C``."""
     ws = window_size
-    x = windows.reshape([0, 0, 0, ws, ws, -1])                  # B, nh, nw, ws, ws, C
-    x = x.transpose([0, 1, 3, 2, 4, 5])                         # B, nh, ws, nw, ws, C
+    x = windows.reshape(list(grid) + [ws, ws, -1])     # B, nh, nw, ws, ws, C
+    x = x.transpose([0, 1, 3, 2, 4, 5])                # B, nh, ws, nw, ws, C
     return x.flatten(3, 4).flatten(1, 2)
