@@ -77,3 +77,35 @@ def test_safe_reader_matches_paddle_load(tmp_path):
                     assert np.array_equal(ref[k].numpy(), ours[k].numpy())
                 else:
                     assert ref[k] == ours[k]
+
+
+@pytest.mark.parametrize("output_op", ["argmax", "none"])
+def test_export_runs_in_paddle_inference(tmp_path, output_op):
+    """`python -m paddle_rtseg.export` on Paddle 2.6 (the GPU wheel's version): a tiny RTFormer with
+    dynamic batch and size, run by Paddle Inference, equal to dygraph."""
+    import os
+    import yaml
+
+    import paddle_rtseg
+    from paddle_rtseg import deployment as du
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    base = os.path.join(root, "configs", "rtformer", "rtformer_slim_synthetic_128x128_2k.yml")
+    config = tmp_path / "tiny.yml"
+    config.write_text(yaml.safe_dump({"_base_": base, "model": dict(
+        base_channels=8, head_channels=16, spp_channels=16, num_heads=4)}))
+    model = paddle_rtseg.build_model(str(config))
+    weights = str(tmp_path / "w.pdparams")
+    paddle.save(model.state_dict(), weights)
+    out = subprocess.run([sys.executable, "-m", "paddle_rtseg.export", "--config", str(config),
+                          "--model_path", weights, "--save_dir", str(tmp_path / "export"),
+                          "--output_op", output_op], capture_output=True, text=True, cwd=root)
+    assert out.returncode == 0, out.stderr[-3000:]
+    model.eval()
+    x = np.random.default_rng(0).normal(size=(2, 3, 64, 96)).astype("float32")
+    want = model(paddle.to_tensor(x))[0].numpy()
+    got = du.PaddleInferencePredictor(str(tmp_path / "export"), threads=1)(x)
+    if output_op == "argmax":
+        assert (got == want.argmax(1)).mean() > 0.999
+    else:
+        np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max(), rtol=0)

@@ -23,7 +23,7 @@ def conv_bias_as_channel_add(pdmodel_path):
     """Rewrite ``conv -> add(reshape2(bias), axis=-1)`` into ``conv -> add(bias, axis=1)`` in place,
     dropping the ``reshape2`` (only where the bias is a 1-D persistable variable and the reshaped
     copy feeds nothing else). Returns the number of adds rewritten."""
-    from .deployment import read_program
+    from .deployment.program import read_program, tensor_desc
     program = read_program(pdmodel_path)
     rewritten = 0
     for block in program.blocks:
@@ -52,9 +52,9 @@ def conv_bias_as_channel_add(pdmodel_path):
                 continue
             bias = _argument(reshape, "X").arguments[0]
             var = variables.get(bias)
-            out_channels = variables[x.arguments[0]].type.dense_tensor.tensor.dims
+            out_channels = tensor_desc(variables[x.arguments[0]]).dims
             if var is None or not var.persistable \
-                    or list(var.type.dense_tensor.tensor.dims) != [out_channels[1]]:
+                    or list(tensor_desc(var).dims) != [out_channels[1]]:
                 continue
             dropped.add(index[y.arguments[0]])
             y.arguments[0] = bias

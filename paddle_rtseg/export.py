@@ -99,15 +99,18 @@ class _WithOutputOp:
         import paddle.nn.functional as F
 
         class SavedSegmentationNet(paddle.nn.Layer):
+            # ``output_op`` is an attribute, not a closure variable: Paddle 2.6's dy2static
+            # recompiles ``forward`` without its closure (NameError: output_op)
             def __init__(self):
                 super().__init__()
                 self.model = model
+                self.output_op = output_op
 
             def forward(self, x):
                 logit = self.model(x)[0]
-                if output_op == "argmax":
+                if self.output_op == "argmax":
                     return paddle.argmax(logit, axis=1, dtype="int32")
-                if output_op == "softmax":  # on the last axis (Lite x86 overflows on axis 1)
+                if self.output_op == "softmax":  # on the last axis (Lite x86 overflows on axis 1)
                     return F.softmax(logit.transpose([0, 2, 3, 1]), axis=-1).transpose([0, 3, 1, 2])
                 return logit
 
@@ -164,7 +167,7 @@ def _patch_for_lite(pdmodel_path):
     Returns the number of ops changed.
     """
     from paddle.base.proto import framework_pb2
-    from .deployment import read_program
+    from .deployment.program import read_program, tensor_desc
     program = read_program(pdmodel_path)
     patched = 0
     for block in program.blocks:
@@ -179,7 +182,7 @@ def _patch_for_lite(pdmodel_path):
                 for attr in op.attrs:
                     if attr.name == "shape" and not attr.longs and not attr.ints:
                         attr.longs.append(1)
-                        out = variables[op.outputs[0].arguments[0]].type.dense_tensor.tensor
+                        out = tensor_desc(variables[op.outputs[0].arguments[0]])
                         if not out.dims:
                             out.dims.append(1)
                         patched += 1
@@ -194,9 +197,9 @@ def _patch_for_lite(pdmodel_path):
             var.name = name
             var.persistable = False
             var.type.type = variables[x].type.type
-            tensor = var.type.dense_tensor.tensor
-            tensor.data_type = variables[x].type.dense_tensor.tensor.data_type
-            tensor.dims.extend([0] + list(variables[x].type.dense_tensor.tensor.dims))
+            tensor = tensor_desc(var)
+            tensor.data_type = tensor_desc(variables[x]).data_type
+            tensor.dims.extend([0] + list(tensor_desc(variables[x]).dims))
             xshape = op.outputs.add()
             xshape.parameter = "XShape"
             xshape.arguments.append(name)

@@ -194,7 +194,10 @@ class PaddleInferencePredictor(Predictor):
             if use_mkldnn:
                 config.enable_mkldnn()
                 if onednn_resize_is_exact(model_file):
-                    config.pass_builder().append_pass("interpolate_onednn_pass")
+                    import paddle  # the pass's name before Paddle 3.0 renamed mkldnn to onednn
+                    config.pass_builder().append_pass(
+                        "interpolate_onednn_pass" if int(paddle.__version__.split(".")[0]) >= 3
+                        or paddle.__version__.startswith("0.0") else "interpolate_mkldnn_pass")
                 if precision == "bf16":
                     config.enable_mkldnn_bfloat16()
                     config.set_bfloat16_op(set(ONEDNN_BF16_OPS))

@@ -10,6 +10,14 @@ def read_program(pdmodel_path):
     return program
 
 
+def tensor_desc(var):
+    """The ``TensorDesc`` (``data_type``, ``dims``) of a program variable: ``VarType.dense_tensor``
+    in Paddle 3.0's protobuf, ``VarType.lod_tensor`` in Paddle 2.6's."""
+    vartype = var.type
+    field = "dense_tensor" if "dense_tensor" in vartype.DESCRIPTOR.fields_by_name else "lod_tensor"
+    return getattr(vartype, field).tensor
+
+
 def onednn_resize_is_exact(model_file):
     """Whether Paddle Inference may run this program's resizes with oneDNN resampling.
 
