@@ -163,7 +163,9 @@ def main(argv=None):
     existed = os.path.isdir(args.save_dir)
     writable_dir(args.save_dir)
     try:
-        with run_folder(args.save_dir, log=logger.warning):
+        # PaddleSeg's trainer writes iter_N/ and best_model/ (and files at the top): exports and
+        # predictions into other sub-folders of the same --save_dir may run beside it
+        with run_folder(args.save_dir, log=logger.warning, writes=("iter_*", "best_model")):
             return _train(args, cfg, resume)
     except BaseException:
         if not existed:  # a refused run leaves no empty --save_dir behind

@@ -26,8 +26,9 @@ if len(sys.argv) > 2:  # a race: wait at the start line, and take time to judge 
         time.sleep(0.01)
     why_stale = run_lock.why_stale
     run_lock.why_stale = lambda info: time.sleep(0.3) or why_stale(info)
-try:
-    with run_lock.run_folder(sys.argv[1]):
+try:  # HOLD_WRITES: the sub-folders the holder declares it writes (JSON list; default: all)
+    writes = __import__("json").loads(__import__("os").environ.get("HOLD_WRITES", "null"))
+    with run_lock.run_folder(sys.argv[1], writes=writes):
         print("locked", flush=True)
         sys.stdin.read()
 except run_lock.RunLockError as e:
@@ -35,9 +36,10 @@ except run_lock.RunLockError as e:
 """.format(path=os.path.join(ROOT, "paddle_rtseg", "deployment", "run_lock.py"))
 
 
-def hold(folder, *start_line):
+def hold(folder, *start_line, writes=None):
+    env = dict(os.environ, HOLD_WRITES=json.dumps(None if writes is None else list(writes)))
     proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder), *map(str, start_line)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     if not start_line:
         assert proc.stdout.readline().strip() == "locked"
     return proc

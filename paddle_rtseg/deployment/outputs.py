@@ -73,7 +73,8 @@ def publish(staging, dest, marker=MARKER):
     return names
 
 
-STAGING_PREFIX = ".staging-"  # run_lock removes the ones a killed run left in a folder it locks
+# run_lock removes the ones a killed run left in a folder it locks: a name no user folder has
+STAGING_PREFIX = ".paddle_rtseg-staging-"
 
 
 def staging(dest):

@@ -7,17 +7,20 @@ naming the owner; a lock whose process is gone (same host, and the pid is dead, 
 process, or from before a reboot) is stale and taken over with a warning. Check-and-create happens
 under ``flock`` on the parent folder, so two runs racing for one stale lock cannot both win.
 
-A run's lock covers its whole folder tree: a run whose folder lies inside a live run's folder (an
-export into a training's ``iter_N/``) or contains one is refused too, unless that run is this
-process or one of its parents (``quantize`` exporting into ``<save_dir>/fp32``).
+A run's lock covers the parts of its folder tree it writes (``run_folder(writes=...)``; all of it
+unless declared: ``train`` declares ``iter_*`` and ``best_model``): a run whose folder lies inside
+them (an export into a training's ``iter_N/``), or that would write into a live run's folder, is
+refused too, unless that run is this process or one of its parents (``quantize`` exporting into
+``<save_dir>/fp32``).
 
 Once the lock is ours, any temporary file of the atomic writers (``.tmp-*``, ``.write-test-*``) or
-staging folder (``.staging-*``) in the folder belongs to a dead run and is removed (sub-folders
+staging folder (``.paddle_rtseg-staging-*``) in the folder belongs to a dead run and is removed (sub-folders
 holding their own lock are left alone).
 The lock is re-entrant in one process (``demo`` -> ``train``, ``deploy_all`` -> ``export``) and is
 handed to a child process through :func:`child_env` (the exporter re-running itself).
 """
 import contextlib
+import fnmatch
 import datetime
 import json
 import os
@@ -27,7 +30,7 @@ import sys
 
 LOCK_NAME = ".paddle_rtseg.lock"
 TEMP_PREFIXES = (".tmp-", ".write-test-")
-STAGING_PREFIX = ".staging-"  # folders of outputs.staging()
+STAGING_PREFIX = ".paddle_rtseg-staging-"  # folders of outputs.staging(), same name there
 _INHERIT_ENV = "_RTSEG_INHERITED_LOCK"
 _held = {}  # realpath of a folder -> how many nested run_folder() blocks hold its lock
 _created = set()  # folders the lock created: removed again if the run leaves them empty
@@ -182,29 +185,41 @@ def _nested_locks(folder):
             yield os.path.join(root, LOCK_NAME)
 
 
-def _check_tree(save_dir, what, nested=True):
-    """Refuse ``save_dir`` when it lies inside, or (``nested``) contains, the folder of a live run
-    of another process tree: one run's files would replace the other's."""
+def _writes_into(writes, folder, inner):
+    """Whether a run of ``folder`` that writes the sub-folders ``writes`` (glob patterns of names
+    directly below ``folder``; None: anywhere below it) would write into ``inner``."""
+    if writes is None:
+        return True
+    first = os.path.relpath(inner, folder).split(os.sep)[0]
+    return any(fnmatch.fnmatchcase(first, pattern) for pattern in writes)
+
+
+def _check_tree(save_dir, what, nested=True, writes=None):
+    """Refuse ``save_dir`` when it lies inside a part of a live run's folder that run writes (the
+    whole tree unless it declared its sub-folders, as ``train`` does: ``iter_*``, ``best_model``),
+    or (``nested``) contains a live run's folder inside a part this run writes (``writes``): one
+    run's files would replace the other's. PaddleSeg's layout, an export or predict into
+    ``output/xxx`` while a training writes ``output/iter_N``, stays allowed."""
     real = os.path.realpath(save_dir)
     parent = real
     while os.path.dirname(parent) != parent:
         parent = os.path.dirname(parent)
         path = os.path.join(parent, LOCK_NAME)
         info = _live_foreign(path) if os.path.lexists(path) else None
-        if info:
+        if info and _writes_into(info.get("writes"), parent, real):
             raise RunLockError(_tree_message(save_dir, what, "lies inside", parent, path, info))
     for path in (_nested_locks(real) if nested and os.path.isdir(real) else ()):
         info = _live_foreign(path)
-        if info:
+        if info and _writes_into(writes, real, os.path.dirname(path)):
             raise RunLockError(_tree_message(save_dir, what, "contains", os.path.dirname(path),
                                              path, info))
 
 
 def _tree_message(save_dir, what, relation, other, path, info):
     return ("{} {} {} the folder {} of another run: pid {} on host {}, started {} ({}). A run owns "
-            "its whole folder tree (an export into a training's iter_N/ would replace that "
-            "checkpoint). Choose a {} outside that run's folder, or wait until it ends; if it is "
-            "no longer running, delete {}.".format(
+            "the parts of its folder tree it writes (an export into a training's iter_N/ would "
+            "replace that checkpoint). Choose a {} outside what that run writes, or wait until it "
+            "ends; if it is no longer running, delete {}.".format(
                 what, save_dir, relation, other, info.get("pid"), info.get("host"),
                 info.get("started", "?"), info.get("command", "?"), what, path))
 
@@ -220,7 +235,7 @@ def _in_use_message(save_dir, what, path, info):
                 path))
 
 
-def _acquire(save_dir, what, log, nested=True):
+def _acquire(save_dir, what, log, nested=True, writes=None):
     """Take the lock of ``save_dir``; returns False when this process (tree) already holds it.
     ``nested``: also refuse a folder that contains a live run's folder (see :func:`_check_tree`)."""
     top = os.path.abspath(save_dir)  # the topmost folder this call creates
@@ -241,7 +256,7 @@ def _acquire(save_dir, what, log, nested=True):
     path = os.path.join(save_dir, LOCK_NAME)
     try:
         with folder_guard(save_dir):
-            _check_tree(save_dir, what, nested)
+            _check_tree(save_dir, what, nested, writes)
             current = _read_lock(path) if os.path.lexists(path) else False
             inherited = os.environ.get(_INHERIT_ENV, "")
             if (current and inherited == "{}:{}".format(key, current.get("pid"))
@@ -256,7 +271,7 @@ def _acquire(save_dir, what, log, nested=True):
                     what, save_dir, reason, "" if not current else " (it was pid {}: {})".format(
                         current.get("pid"), current.get("command", "?"))))
                 os.remove(path)
-            _create(path, _owner())
+            _create(path, dict(_owner(), writes=None if writes is None else list(writes)))
     except OSError as e:
         if key in _created:  # refused: leave none of the (empty) folders it made behind
             _created.discard(key)
@@ -325,12 +340,13 @@ def remove_stale_temporaries(save_dir, recursive=True):
 
 
 @contextlib.contextmanager
-def run_folder(save_dir, what="--save_dir", log=_warn, recursive=True):
+def run_folder(save_dir, what="--save_dir", log=_warn, recursive=True, writes=None):
     """Hold the lock of ``save_dir`` for the block (creating the folder); on first entry remove the
     temporaries a killed run left there (``recursive=False``: only in ``save_dir`` itself, for runs
     that write nothing deeper, such as the runners, often pointed at folders holding other things),
-    and say so through ``log``."""
-    if _acquire(save_dir, what, log, nested=recursive):
+    and say so through ``log``. ``writes``: glob patterns of the sub-folders the run writes (None:
+    any), so that other runs may use the rest of its tree (:func:`_check_tree`)."""
+    if _acquire(save_dir, what, log, nested=recursive, writes=writes):
         removed = remove_stale_temporaries(save_dir, recursive)
         if removed:
             log("Removed {} temporary file(s) left in {} by a run killed while writing: {}".format(
