@@ -166,14 +166,15 @@ def _weights_to_7_bits(program, scope):
     """Halve the int8 weights of every weight ``dequantize_linear`` (rounded, within +-63) and
     double its scale: the same function with 7-bit integer weights. OpenVINO's and ONNX Runtime's
     uint8 x int8 kernels on CPUs without VNNI/AMX add pairs of 16-bit products with saturation,
-    which 8-bit weights overflow (2 * 255 * 63 < 32767 does not): on an AVX2-only EPYC OpenVINO
-    int8 of a tiny RTFormer agreed with fp32 on 95.3 % of the pixels with 8-bit weights and 98.2 %
-    with these (tests/test_precision.py)."""
+    which 8-bit weights can overflow and 7-bit ones cannot (2 * 255 * 63 < 32767);
+    docs/deployment.md 5 and tests/test_precision.py. A weight read by several ops is halved once."""
     import paddle
-    block = program.global_block()
+    block, done = program.global_block(), set()
     for op in block.ops:
-        if op.type != "dequantize_linear" or not block.var(op.input("X")[0]).persistable:
+        name = op.input("X")[0] if op.type == "dequantize_linear" else None
+        if name is None or not block.var(name).persistable or name in done:
             continue
+        done.add(name)
         weights = scope.find_var(op.input("X")[0]).get_tensor()
         scale = scope.find_var(op.input("Scale")[0]).get_tensor()
         w, s = np.array(weights), np.array(scale)

@@ -17,7 +17,7 @@ import paddle
 import pytest
 from PIL import Image
 
-from conftest import CONFIGS, camvid_opts, write_camvid_tiny_config
+from conftest import CONFIGS, camvid_opts, run_module, write_camvid_tiny_config
 import paddle_rtseg
 from paddle_rtseg.datasets import camvid, check_dataset
 
@@ -230,3 +230,39 @@ def test_camvid_table_runs_and_resumes(camvid_dir, tmp_path):
                          timeout=600)
     assert bad.returncode == 2 and bad.stderr.startswith("error: --camvid_dir"), bad.stderr
     assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["onednn", "openvino", "onnxruntime"])
+def test_int8_on_a_real_trained_model_stays_close_to_fp32(camvid_int8, engine):
+    """int8 on the tiny RTFormer trained on real CamVid images (calibrated on 8 CamVid train
+    images by ``python -m paddle_rtseg.quantize``), on every engine whose int8 kernels this CPU has,
+    on the val subset (labels at full size): the stated loss, <= 0.5 mIoU points, judged as in
+    tests/test_precision.py (the 95 % interval of the change over images must reach above -0.5),
+    the path really runs int8, and >= 95 % of the pixels keep fp32's argmax (a weakly trained
+    model has many near-ties: OpenVINO int8 kept 96.3 % on an AVX2-only EPYC with +0.17 points)."""
+    from test_precision import assert_close_to_fp32, compare_paths, predictor_pair
+    q, pairs = camvid_int8
+    fp32, low, transforms, reason = predictor_pair(q, engine, "int8")
+    r = compare_paths(fp32, low, pairs, transforms, 11, ignore_index=11)
+    assert_close_to_fp32(r, engine, "int8", reason, min_agreement=0.95, max_loss=0.5)
+
+
+@pytest.fixture(scope="module")
+def camvid_int8(camvid_trained_tiny, tmp_path_factory):
+    """``quantize``'s output folder for the CamVid-trained tiny model (7-bit ONNX Runtime and
+    OpenVINO weights where this CPU lacks VNNI/AMX), and the (image, label) pairs of its val
+    subset."""
+    from paddle_rtseg.deployment import cpu_features
+    config, weights = camvid_trained_tiny
+    q = tmp_path_factory.mktemp("camvid_int8") / "q"
+    proc = run_module("paddle_rtseg.quantize", "--config", config, "--model_path", weights,
+                      "--save_dir", q, "--calib_batches", 8, "--evaluate", "false",
+                      "--reduce_range", str(not cpu_features.support("int8")[0]).lower(),
+                      timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    cfg = paddle_rtseg.load_config(config)
+    root, val_path = cfg.val_dataset_cfg["dataset_root"], cfg.val_dataset_cfg["val_path"]
+    with open(val_path) as f:
+        pairs = [tuple(os.path.join(root, p) for p in line.split()) for line in f if line.strip()]
+    return str(q), pairs

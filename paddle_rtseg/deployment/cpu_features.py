@@ -19,14 +19,15 @@ Where each path's kernels exist at all, fast or not (:func:`kernels`; what the p
 every CPU, and what the predictors' ``allow_slow=True`` accepts), measured with
 ``tests/test_precision.py``:
 
-- oneDNN bf16 needs AVX-512 (``avx512f``; bf16 dot products emulated without AVX512-BF16): on an
-  AVX2-only CPU Paddle Inference silently runs fp32 (logits equal to fp32's).
+- oneDNN bf16 needs AVX-512 with BW (oneDNN's ``avx512_core``; bf16 dot products emulated without
+  AVX512-BF16): on an AVX2-only CPU Paddle Inference silently runs fp32 (logits equal to fp32's,
+  seen on an AVX2-only EPYC). The AVX-512-without-BF16 case is Paddle's documented rule, not
+  measured here.
 - OpenVINO bf16 needs AVX512-BF16 or AMX-BF16: it runs fp32 otherwise.
 - int8 runs on AVX2 in oneDNN, OpenVINO and ONNX Runtime. Without VNNI/AMX, OpenVINO's and ONNX
   Runtime's uint8 x int8 kernels saturate their 16-bit pair sums: their int8 models need 7-bit
-  weights there (``quantize --reduce_range true``; on an AVX2-only EPYC OpenVINO int8 of a tiny
-  RTFormer agreed with fp32 on 95.3 % of the pixels with 8-bit weights, 98.2 % with 7-bit ones).
-  oneDNN's int8 path kept 99.1 % with 8-bit weights there.
+  weights there (``quantize --reduce_range true``; docs/deployment.md 5). oneDNN's int8 path keeps
+  fp32's accuracy with 8-bit weights there (tests/test_precision.py).
 """
 import os
 
@@ -39,19 +40,20 @@ NEEDS = {
     "int8": ("amx_int8", "avx512_vnni", "avx_vnni"),
 }
 NAMES = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512-BF16", "amx_int8": "AMX-INT8",
-         "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI", "avx512f": "AVX512F", "avx2": "AVX2"}
+         "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI", "avx512f": "AVX512F", "avx2": "AVX2",
+         "avx512bw": "AVX512BW"}
 PRECISIONS = ("fp32", "bf16", "int8")
 ENGINES = ("onednn", "openvino", "onnxruntime")
 # (precision, engine) -> flags of which one must be present for the kernels to run at all
 KERNELS = {
-    ("bf16", "onednn"): ("avx512f",),
+    ("bf16", "onednn"): ("avx512bw",),  # oneDNN's avx512_core: F + BW (+ VL, DQ, which come with it)
     ("bf16", "openvino"): ("amx_bf16", "avx512_bf16"),
     ("int8", "onednn"): ("avx2", "avx512f"),
     ("int8", "openvino"): ("avx2", "avx512f"),
     ("int8", "onnxruntime"): ("avx2", "avx512f"),
 }
 NO_KERNELS = {
-    ("bf16", "onednn"): "oneDNN has no bf16 kernels without AVX-512 (Paddle Inference would "
+    ("bf16", "onednn"): "oneDNN has no bf16 kernels without AVX-512 BW (Paddle Inference would "
                         "silently run fp32)",
     ("bf16", "openvino"): "OpenVINO runs bf16 only with AVX512-BF16 or AMX-BF16 (it would "
                           "silently run fp32)",

@@ -253,6 +253,9 @@ create_paddle_predictor(config)
 _nb_checked = {}  # (path, size, mtime) of .nb files that loaded in a child process
 
 
+NB_PROBE_TIMEOUT = 300  # seconds a .nb may take to load in the probe child before it is refused
+
+
 def check_nb(path):
     """A Paddle Lite ``.nb`` must not be able to abort this process (Lite's loader ends the process
     with SIGABRT on a random or truncated file): the header is checked (meta version, the
@@ -275,8 +278,12 @@ def check_nb(path):
             why = "unknown .nb format version {}".format(meta)
     key = (os.path.abspath(path), size, os.path.getmtime(path))
     if why is None and key not in _nb_checked:
-        proc = subprocess.run([sys.executable, "-c", _NB_PROBE, path], capture_output=True,
-                              text=True, errors="replace")
+        try:
+            proc = subprocess.run([sys.executable, "-c", _NB_PROBE, path], capture_output=True,
+                                  text=True, errors="replace", timeout=NB_PROBE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc = subprocess.CompletedProcess([], 1, "", "loading it took over {} s".format(
+                NB_PROBE_TIMEOUT))
         if proc.returncode != 0:
             lines = [l for l in proc.stderr.splitlines() if l.strip()]
             fatal = [l.split("] ", 1)[-1] for l in lines if l.startswith("[F ")]
