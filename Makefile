@@ -7,9 +7,10 @@ VENV26 := .venv-paddle26
 STAMP26 := $(VENV26)/.installed
 PYTEST_ARGS ?=
 # test files run in this many processes (pytest-xdist, one file per process at a time: module
-# fixtures are built once); 1 runs them in this process
+# fixtures are built once; a worker that dies ends the run instead of being replaced, which can
+# hang xdist); 1 runs them in this process
 PYTEST_JOBS ?= 2
-XDIST = $(if $(filter-out 1,$(PYTEST_JOBS)),-n $(PYTEST_JOBS) --dist loadfile,)
+XDIST = $(if $(filter-out 1,$(PYTEST_JOBS)),-n $(PYTEST_JOBS) --dist loadfile --max-worker-restart 0,)
 
 .PHONY: venv test unit arm-setup smoke-paddle26 demo bench clean
 
