@@ -307,5 +307,5 @@ def test_configs_build(name):
     cfg = load_config(path)
     model = build_model(path)
     assert isinstance(model, S.SeaFormerSeg)
-    classes = {"ade20k": 150, "cityscapes": 19, "synthetic": 5}[name.split("_")[2]]
+    classes = {"ade20k": 150, "cityscapes": 19, "synthetic": 5, "camvid": 11}[name.split("_")[2]]
     assert model.head.classifier.weight.shape[0] == classes == cfg.dic["model"]["num_classes"]
