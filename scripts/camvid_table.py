@@ -183,8 +183,11 @@ def _train(config, save_dir, seed, args, opts):
     with open(os.path.join(save_dir + ".log"), "w") as log:
         proc = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     seconds = time.time() - start
-    if proc.returncode != 0:
-        sys.exit("error: training failed (exit {}); its log: {}.log".format(proc.returncode, save_dir))
+    if proc.returncode != 0:  # one paragraph, exit 2 (run_cli), like every other refusal here
+        from paddle_rtseg.config import ConfigError
+        raise ConfigError("training failed (exit {}); its log: {}.log. Fix what it names and run "
+                          "again.".format(proc.returncode,
+                                                                                  save_dir))
     return cfg, seconds, os.path.join(save_dir, "iter_{}".format(cfg.iters), "model.pdparams")
 
 
