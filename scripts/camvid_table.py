@@ -186,8 +186,7 @@ def _train(config, save_dir, seed, args, opts):
     if proc.returncode != 0:  # one paragraph, exit 2 (run_cli), like every other refusal here
         from paddle_rtseg.config import ConfigError
         raise ConfigError("training failed (exit {}); its log: {}.log. Fix what it names and run "
-                          "again.".format(proc.returncode,
-                                                                                  save_dir))
+                          "again.".format(proc.returncode, save_dir))
     return cfg, seconds, os.path.join(save_dir, "iter_{}".format(cfg.iters), "model.pdparams")
 
 
