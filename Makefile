@@ -14,17 +14,17 @@ XDIST = $(if $(filter-out 1,$(PYTEST_JOBS)),-n $(PYTEST_JOBS) --dist loadfile --
 
 .PHONY: venv test unit arm-setup smoke-paddle26 demo bench clean
 
-$(STAMP): requirements.txt setup.py scripts/find_python310.sh
+$(STAMP): requirements.txt setup.py runtime/setup.py scripts/find_python310.sh
 	@python310="$$(scripts/find_python310.sh)" && \
 	  echo "Creating $(VENV) with $$python310" && "$$python310" -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e runtime -e .
 	@touch $(STAMP)
 
-$(STAMP26): requirements-paddle26.txt setup.py scripts/find_python310.sh
+$(STAMP26): requirements-paddle26.txt setup.py runtime/setup.py scripts/find_python310.sh
 	@python310="$$(scripts/find_python310.sh)" && "$$python310" -m venv $(VENV26)
 	$(VENV26)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-paddle26.txt
-	$(VENV26)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(VENV26)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e runtime -e .
 	@touch $(STAMP26)
 
 venv: $(STAMP)
@@ -48,10 +48,10 @@ smoke-paddle26: $(STAMP26)
 
 ## make demo: synthetic data -> train RTFormer-Slim (a few minutes) -> evaluate -> predict PNGs.
 demo: $(STAMP)
-	$(PY) -m paddle_rtseg.demo --save_dir output/demo
+	$(PY) -m paddle_rtseg.cli.demo --save_dir output/demo
 
 bench: $(STAMP)
-	$(PY) -m paddle_rtseg.bench
+	$(PY) -m paddle_rtseg.benchmarks.bench
 
 clean:
 	rm -rf $(VENV) $(VENV26) output build *.egg-info

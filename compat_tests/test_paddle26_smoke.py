@@ -57,7 +57,7 @@ def test_safe_reader_matches_paddle_load(tmp_path):
     """Paddle 2.6's paddle.save files (AdamW + LR-scheduler state, protocols 2 and 4) read through
     paddle_rtseg's restricted unpickler exactly as paddle.load returns them."""
     from paddle_rtseg.models import RTFormer
-    from paddle_rtseg.safe_pickle import load_paddle
+    from paddle_rtseg.weights.safe_pickle import load_paddle
 
     model = RTFormer(3, base_channels=8, head_channels=16, num_heads=4, cross_size=4)
     lr = paddle.optimizer.lr.PolynomialDecay(0.01, 100)
@@ -87,7 +87,7 @@ def test_export_runs_in_paddle_inference(tmp_path, output_op):
     import yaml
 
     import paddle_rtseg
-    from paddle_rtseg import deployment as du
+    import paddle_rtseg_runtime as du
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     base = os.path.join(root, "configs", "rtformer", "rtformer_slim_synthetic_128x128_2k.yml")

@@ -2,31 +2,23 @@
 out, PaddleSeg's pre/post-processing from ``deploy.yaml``. Each runner only says how to build its
 predictor.
 
-``paddle_rtseg/deployment/`` is loaded from its folder, not through ``paddle_rtseg``, so that the ONNX
-and Lite runners do not import Paddle (the package's ``__init__`` does).
+Everything here comes from the runtime package ``paddle_rtseg_runtime`` (``runtime/``), which does
+not import Paddle: on a device, ``pip install ./runtime[onnx]`` (or ``[lite]``) is all the ONNX and
+Lite runners need.
 """
 import argparse
-import importlib.util
 import os
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+try:
+    import paddle_rtseg_runtime as du
+except ImportError:
+    sys.stderr.write("error: the runners need the package paddle_rtseg_runtime: install it with "
+                     "`pip install ./runtime[onnx]` (or [lite], [paddle]) from the repository root "
+                     "(`make venv` installs it for development).\n")
+    sys.exit(2)
 
-
-def load_deployment():
-    """``paddle_rtseg.deployment`` as a stand-alone package (it imports nothing else of ours)."""
-    folder = os.path.join(ROOT, "paddle_rtseg", "deployment")
-    name = "paddle_rtseg_deployment"
-    spec = importlib.util.spec_from_file_location(name, os.path.join(folder, "__init__.py"),
-                                                  submodule_search_locations=[folder])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # its submodules import each other relatively
-    spec.loader.exec_module(module)
-    return module
-
-
-du = load_deployment()
 MKL_DISPATCH = du.mkl_dispatch.apply()  # before a backend loads MKL (Paddle, Paddle Lite x86)
 
 
@@ -44,7 +36,7 @@ def base_parser(description):
 
 
 def run(args, make_predictor, program_files=True):
-    """Segment every image of ``args.image_path`` (or the video, see ``deployment/video.py``) with
+    """Segment every image of ``args.image_path`` (or the video, see ``paddle_rtseg_runtime/video.py``) with
     ``make_predictor(info)``; 0 on success. ``program_files=False``: the runner's model is not the
     Paddle program named in deploy.yaml (ONNX, Lite), so ``--model_dir`` needs only deploy.yaml
     besides it."""

@@ -16,8 +16,8 @@ import paddle
 from paddleseg.cvlibs import Config, SegBuilder, manager
 from paddleseg.cvlibs.config import merge_config_dicts
 
-from .deployment import limits
-from .safe_pickle import short_repr
+from paddle_rtseg_runtime import limits
+from paddle_rtseg.weights.safe_pickle import short_repr
 
 TOP_LEVEL_KEYS = {
     "batch_size", "iters", "train_dataset", "val_dataset", "test_dataset", "model", "loss",
@@ -105,7 +105,7 @@ def check_component(cfg, where):
 
 def _read_yaml(path, named_by=None, chain=()):
     """PaddleSeg's ``parse_from_yaml`` (``_base_`` files merged under the file's own keys) through
-    the one safe, bounded YAML reader (:func:`paddle_rtseg.deployment.limits.read_yaml`: no Python
+    the one safe, bounded YAML reader (:func:`paddle_rtseg_runtime.limits.read_yaml`: no Python
     tags, size, nesting and alias expansion bounded); syntax errors, missing base files and
     ``_base_`` cycles are reported as :class:`ConfigError`. ``chain``: the files naming this one."""
     if not os.path.isfile(path):

@@ -4,10 +4,10 @@
         [--families rtformer,seaformer,segformer_pp] [--iters 300] [--save_dir output/arm_int8]
 
 Per family (the tiny variants of tests/test_deploy.py's FAMILIES, the list every backend test uses):
-trains on the synthetic set (``paddle_rtseg.train``), runs ``python -m paddle_rtseg.quantize`` (fp32
+trains on the synthetic set (``paddle_rtseg.cli.train``), runs ``python -m paddle_rtseg.quantize`` (fp32
 export, Paddle static PTQ, Lite weight-only int8, ARM ``.nb`` of each), then runs the fp32, PTQ
 int8 and weight-only int8 ARM ``.nb`` over the validation set on the ARM kernels (the C++ runner
-under qemu, paddle_rtseg/deployment/lite_arm.py) and prints their mIoU next to fp32 dygraph's.
+under qemu, runtime/paddle_rtseg_runtime/lite_arm.py) and prints their mIoU next to fp32 dygraph's.
 """
 import argparse
 import os
@@ -54,10 +54,10 @@ def main(argv=None):
     import paddle_rtseg  # noqa: F401
     from paddleseg.cvlibs import SegBuilder
     from paddle_rtseg import build_model, load_checkpoint
-    from paddle_rtseg import deployment as du
+    import paddle_rtseg_runtime as du
     from paddle_rtseg.config import load_config
-    from paddle_rtseg.deployment import lite_arm
-    from paddle_rtseg.quantize import miou
+    from paddle_rtseg_runtime import lite_arm
+    from paddle_rtseg.quantization.ptq import miou
     from test_deploy import FAMILIES
 
     reason = lite_arm.unavailable_reason()
@@ -81,7 +81,7 @@ def main(argv=None):
             report = _module("paddle_rtseg.quantize", "--config", config, "--model_path", weights,
                              "--save_dir", quant, "--calib_batches", args.calib_batches,
                              *(["--opts", *opts] if opts else []))
-            print("== {} (paddle_rtseg.quantize)\n{}".format(family, report), flush=True)
+            print("== {} (python -m paddle_rtseg.quantize)\n{}".format(family, report), flush=True)
 
         cfg = load_config(config, opts=opts)
         val = SegBuilder(cfg).val_dataset

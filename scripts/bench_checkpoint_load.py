@@ -11,8 +11,8 @@ import time
 import numpy as np
 import paddle
 
-from paddle_rtseg.checkpoints import read_checkpoint
-from paddle_rtseg.safe_pickle import load_paddle
+from paddle_rtseg.weights.checkpoints import read_checkpoint
+from paddle_rtseg.weights.safe_pickle import load_paddle
 
 
 def main():

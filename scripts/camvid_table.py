@@ -102,7 +102,7 @@ def val_list(args, save_dir):
     with open(os.path.join(args.camvid_dir, "val.txt")) as f:
         lines = [line for line in f if line.strip()][::args.val_every]
     path = os.path.join(save_dir, "val_every{}.txt".format(args.val_every))
-    from paddle_rtseg.deployment.files import write_bytes_atomic
+    from paddle_rtseg_runtime.files import write_bytes_atomic
     write_bytes_atomic(path, "".join(lines).encode())
     return path, [os.path.join(args.camvid_dir, line.split()[1]) for line in lines]
 
@@ -160,7 +160,7 @@ def _name(model):
 
 def write_table(save_dir, table):
     """Write ``camvid_table.json`` and ``.md`` into ``save_dir``, each atomically."""
-    from paddle_rtseg.deployment.files import write_bytes_atomic
+    from paddle_rtseg_runtime.files import write_bytes_atomic
     table = dict(table, summary=_summary(table["runs"]))
     write_bytes_atomic(os.path.join(save_dir, TABLE + ".json"),
                        (json.dumps(table, indent=1) + "\n").encode())
@@ -193,8 +193,8 @@ def _train(config, save_dir, seed, args, opts):
 def main(argv=None):
     args = parse_args(argv)
     check_args(args)
-    from paddle_rtseg.errors import writable_dir
-    import paddle_rtseg.val
+    from paddle_rtseg.cli.errors import writable_dir
+    import paddle_rtseg.cli.val
     from paddle_rtseg.datasets.camvid import constant_prediction_scores
 
     save_dir = writable_dir(args.save_dir)
@@ -227,7 +227,7 @@ def main(argv=None):
         print("{}: training {} iterations x batch {} ...".format(key, cfg.iters, cfg.batch_size),
               flush=True)
         cfg, seconds, weights = _train(config, run_dir, seed, args, opts)
-        result = paddle_rtseg.val.main(["--config", config, "--model_path", weights, "--device",
+        result = paddle_rtseg.cli.val.main(["--config", config, "--model_path", weights, "--device",
                                         "cpu", "--opts"] + opts)
         run = dict(key=key, model=model, name=_name(model), seed=seed, config=os.path.relpath(
             config, ROOT), iters=cfg.iters, batch_size=cfg.batch_size, opts=opts,
@@ -243,5 +243,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from paddle_rtseg.errors import run_cli
+    from paddle_rtseg.cli.errors import run_cli
     run_cli(main)

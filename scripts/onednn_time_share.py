@@ -20,7 +20,7 @@ CHILD = """
 import sys, time
 import numpy as np
 sys.path.insert(0, {root!r})
-from paddle_rtseg.deployment import PaddleInferencePredictor
+from paddle_rtseg_runtime import PaddleInferencePredictor
 predictor = PaddleInferencePredictor({model_dir!r}, threads={threads})
 x = np.random.RandomState(0).rand(*{shape!r}).astype("float32")
 for _ in range(3):
@@ -52,7 +52,7 @@ def parse(lines):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model_dir", required=True, help="a paddle_rtseg.export directory")
+    parser.add_argument("--model_dir", required=True, help="a `python -m paddle_rtseg.export` directory")
     parser.add_argument("--shape", nargs=4, type=int, default=[1, 3, 512, 512])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)

@@ -3,7 +3,7 @@
     python scripts/onnx_opset_speed.py --model_dir EXPORT --shape 1 3 512 512 \
         [--opsets 13 17] [--repeats 11] [--threads 2]
 
-Converts ``EXPORT`` (a ``paddle_rtseg.export`` folder) with ``paddle2onnx`` at each opset into a
+Converts ``EXPORT`` (a ``python -m paddle_rtseg.export`` folder) with ``paddle2onnx`` at each opset into a
 scratch folder, checks the outputs agree, then times the sessions in turn (``timing.round_robin``:
 alternating calls with a pause before each) on one random input and prints each median and its
 ratio to the first opset, with the ops ONNX Runtime does not fuse (the ReduceMean count of its
@@ -18,14 +18,14 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddle_rtseg import deployment as du  # noqa: E402
-from paddle_rtseg.errors import run_cli  # noqa: E402
-from paddle_rtseg.timing import medians, round_robin  # noqa: E402
+import paddle_rtseg_runtime as du  # noqa: E402
+from paddle_rtseg.cli.errors import run_cli  # noqa: E402
+from paddle_rtseg.benchmarks.timing import medians, round_robin  # noqa: E402
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model_dir", required=True, help="a paddle_rtseg.export folder")
+    parser.add_argument("--model_dir", required=True, help="a `python -m paddle_rtseg.export` folder")
     parser.add_argument("--shape", type=int, nargs=4, default=[1, 3, 512, 512],
                         metavar=("N", "C", "H", "W"))
     parser.add_argument("--opsets", type=int, nargs="+", default=[13, du.DEFAULT_OPSET])

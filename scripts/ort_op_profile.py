@@ -21,8 +21,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddle_rtseg.deployment.onnx_runtime import session_options  # noqa: E402
-from paddle_rtseg.errors import run_cli  # noqa: E402
+from paddle_rtseg_runtime.onnx_runtime import session_options  # noqa: E402
+from paddle_rtseg.cli.errors import run_cli  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -1,6 +1,6 @@
 """What a per-process setting changes, in child processes on the same machine: MKL's AVX2 path on
-AMD (``paddle_rtseg.deployment.mkl_dispatch``) or the command-line tools' malloc settings
-(``paddle_rtseg.malloc_tuning``), for dygraph inference and a training step per family, and
+AMD (``paddle_rtseg_runtime.mkl_dispatch``) or the command-line tools' malloc settings
+(``paddle_rtseg.cli.malloc_tuning``), for dygraph inference and a training step per family, and
 ``paddle.matmul`` sgemm.
 
     python scripts/process_setting_speedup.py [--setting mkl|malloc]
@@ -8,7 +8,7 @@ AMD (``paddle_rtseg.deployment.mkl_dispatch``) or the command-line tools' malloc
 
 ``--setting mkl`` compares MKL's own choice (``MKL_DEBUG_CPU_TYPE=``) with ``MKL_DEBUG_CPU_TYPE=5``,
 both with glibc's default malloc; ``--setting malloc`` compares glibc's default malloc
-(``PADDLE_RTSEG_MALLOC=system``) with :func:`paddle_rtseg.malloc_tuning.apply`, both with the MKL
+(``PADDLE_RTSEG_MALLOC=system``) with :func:`paddle_rtseg.cli.malloc_tuning.apply`, both with the MKL
 path that importing ``paddle_rtseg`` picks. Both settings are read once per process, so each runs
 in its own child process; the children alternate (A, B, A, B, ...) and each reports its medians;
 the table gives the median over the rounds and the ratio B / A. Inference runs at the shapes of
@@ -41,11 +41,11 @@ import json, resource, sys, time
 import numpy as np
 sys.path.insert(0, {root!r})
 import paddle_rtseg
-from paddle_rtseg import malloc_tuning
+from paddle_rtseg.cli import malloc_tuning
 malloc_state = malloc_tuning.apply()
 import paddle
 import paddle.nn.functional as F
-from paddle_rtseg import bench_deploy as bd
+from paddle_rtseg.benchmarks import bench_deploy as bd
 from paddle_rtseg import load_checkpoint
 paddle.set_device("cpu")
 paddle.set_num_threads({threads}) if hasattr(paddle, "set_num_threads") else None
@@ -136,9 +136,9 @@ def main(argv=None):
     p.add_argument("--threads", type=positive, default=2)
     args = p.parse_args(argv)
     sys.path.insert(0, ROOT)
-    from paddle_rtseg import bench_deploy
-    from paddle_rtseg import malloc_tuning
-    from paddle_rtseg.deployment import mkl_dispatch
+    from paddle_rtseg.benchmarks import bench_deploy
+    from paddle_rtseg.cli import malloc_tuning
+    from paddle_rtseg_runtime import mkl_dispatch
     unknown = [m for m in args.models if m not in bench_deploy.MODELS]
     if unknown:
         fail("unknown model(s) {}; choose from {}".format(", ".join(unknown),

@@ -1,6 +1,6 @@
 """Run ``python -m <module> args...`` on a disk that is full, without filling one.
 
-    python tests/full_disk.py paddle_rtseg.train --config ... --save_dir out
+    python tests/full_disk.py paddle_rtseg.cli.train --config ... --save_dir out
 
 Every output of the CLIs goes through a temporary file or folder (``tempfile.mkstemp`` /
 ``mkdtemp``) before it is renamed into place. Here those temporary files, and the files written into

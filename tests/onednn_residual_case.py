@@ -58,8 +58,8 @@ def build(fp32_dir):
 
 
 def main(work):
-    from paddle_rtseg import deployment as du
-    from paddle_rtseg.quantize import post_training_quantize
+    import paddle_rtseg_runtime as du
+    from paddle_rtseg.quantization.ptq import post_training_quantize
     fp32_dir, int8_dir = os.path.join(work, "fp32"), os.path.join(work, "ptq_int8")
     os.makedirs(fp32_dir, exist_ok=True)
     images, negative = build(fp32_dir)

@@ -1,5 +1,5 @@
 """Every model family on the real Paddle Lite ARM kernels (armv8 light-API library under qemu
-user-mode emulation, paddle_rtseg/deployment/lite_arm.py), against dygraph; the C++ demo built and
+user-mode emulation, runtime/paddle_rtseg_runtime/lite_arm.py), against dygraph; the C++ demo built and
 run on a synthetic image (and its gray, RGBA and 16-bit versions), its mask equal to the Python
 runners'; bad image files refused with one line; the x86 Lite runtime's Python
 predictor with two models and several sizes in one process.
@@ -23,8 +23,8 @@ import pytest
 
 from conftest import ROOT, randomize_state
 from paddle_rtseg import build_model
-from paddle_rtseg import deployment as du
-from paddle_rtseg.deployment import lite_arm
+import paddle_rtseg_runtime as du
+from paddle_rtseg_runtime import lite_arm
 from test_deploy import FAMILIES, relative_error
 
 ARM_REASON = lite_arm.unavailable_reason()
@@ -105,7 +105,7 @@ def _export_all(root, image):
         for op in _output_ops(family):
             jobs.append((config, str(root / family / op), weights, op,
                          ["model.{}={}".format(k, v) for k, v in overrides.items()]))
-    code = ("import sys, ast\nfrom paddle_rtseg.export import export\n"
+    code = ("import sys, ast\nfrom paddle_rtseg.exporting.static_graph import export\n"
             "for c, d, w, op, opts in ast.literal_eval(sys.argv[1]):\n"
             "    export(c, d, w, output_op=op, fmt='legacy', opts=opts or None)\n")
     proc = subprocess.run([sys.executable, "-c", code, repr(jobs)], capture_output=True, text=True,
@@ -192,7 +192,7 @@ def test_no_reshape_takes_its_shape_from_a_shape_tensor(exported):
     list is compared element by element, a constant `shape` attribute cannot go stale). MixFormer's
     window reverse had such a reshape: on one predictor, 1x3x96x128 then 1x3x160x96 aborted
     (issue 30). No export may have one; without emulation, so this runs everywhere."""
-    from paddle_rtseg.deployment.program import read_program
+    from paddle_rtseg_runtime.program import read_program
     models, exports = exported
     for (family, op), (model_dir, _) in exports.items():
         program = read_program(os.path.join(model_dir, "model.pdmodel"))
@@ -241,7 +241,7 @@ def test_cpp_demo_mask_equals_python_runners(exported, arm_tools, synthetic_root
 
 
 def _image_variants(folder):
-    """Files that the one image rule (deployment/images.py) converts, random 40x50 pixels: gray
+    """Files that the one image rule (paddle_rtseg_runtime/images.py) converts, random 40x50 pixels: gray
     PNG (8- and 1-bit) and JPEG (replicated), alpha from an alpha channel or a tRNS chunk (RGB,
     gray, palette: dropped), palettes, 16-bit gray, RGB and RGBA PNGs (scaled by their maximum,
     alpha included, which is not 65535 here). Returns the file names."""

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from conftest import CONFIGS, ROOT, run_module, write_config
 
-from paddle_rtseg import deployment as du
+import paddle_rtseg_runtime as du
 from paddle_rtseg.config import ConfigError, load_config
 from paddle_rtseg.models import RTFormer
 
@@ -320,7 +320,7 @@ def test_disk_full(tmp_path, config, checkpoint, command):
 def test_disk_full_maps_in_the_shared_writers(tmp_path):
     """The one mapping, in-process: the atomic writers turn ENOSPC into DiskFullError naming the
     folder, and leave no temporary file."""
-    from paddle_rtseg import atomic
+    from paddle_rtseg.weights import atomic
 
     def full(obj, path, **kwargs):
         with open(path, "wb") as f:
@@ -336,7 +336,7 @@ def test_disk_full_maps_in_the_shared_writers(tmp_path):
     assert os.listdir(tmp_path / "it") == []
 
 
-# --- input images: one rule (paddle_rtseg/deployment/images.py) for the CLIs and the runners ---
+# --- input images: one rule (runtime/paddle_rtseg_runtime/images.py) for the CLIs and the runners ---
 
 def _truncated_jpeg(path, size=64):
     ok, data = cv2.imencode(".jpg", np.random.RandomState(0).randint(0, 255, (size, size, 3))
@@ -444,7 +444,7 @@ def test_inputs_writing_the_same_outputs_refused_by_predict_and_runner(tmp_path,
 
 
 def test_runner_refuses_a_save_dir_in_use(tmp_path, exported, synthetic_root):
-    """The runners hold --save_dir's run lock like train/predict/export (paddle_rtseg.deployment.
+    """The runners hold --save_dir's run lock like train/predict/export (paddle_rtseg_runtime.
     run_lock): a second run into a folder in use is refused, naming the owner."""
     from test_run_lock import hold
     out = tmp_path / "run"

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from conftest import CONFIGS, run_module, write_config
-from paddle_rtseg import deployment as du
+import paddle_rtseg_runtime as du
 
 STRATEGIES = ["none", "hq", "fast", "2x2", "downsample"]
 
@@ -44,7 +44,7 @@ def test_bench_segformer_pp_reports_every_strategy_in_every_engine(tmp_path, syn
 
 
 def test_calls_below_one_is_refused(capsys):
-    from paddle_rtseg.bench_segformer_pp import parse_args
+    from paddle_rtseg.benchmarks.bench_segformer_pp import parse_args
     with pytest.raises(SystemExit) as e:
         parse_args(["--calls", "0"])
     assert e.value.code == 2 and "--calls must be at least 1" in capsys.readouterr().err

@@ -156,10 +156,10 @@ def test_short_training_beats_all_road(camvid_trained_tiny):
     """A tiny RTFormer trained 80 iterations from scratch (python -m paddle_rtseg.train), evaluated
     with python -m paddle_rtseg.val on every 5th val image, beats predicting Road everywhere (the
     largest class) by a clear margin in both mIoU and pixel accuracy."""
-    import paddle_rtseg.val
+    import paddle_rtseg.cli.val
 
     config, weights = camvid_trained_tiny
-    result = paddle_rtseg.val.main(["--config", config, "--model_path", weights,
+    result = paddle_rtseg.cli.val.main(["--config", config, "--model_path", weights,
                                     "--device", "cpu"])
     cfg = paddle_rtseg.load_config(config)
     root, val_path = cfg.val_dataset_cfg["dataset_root"], cfg.val_dataset_cfg["val_path"]
@@ -253,7 +253,7 @@ def camvid_int8(camvid_trained_tiny, tmp_path_factory):
     """``quantize``'s output folder for the CamVid-trained tiny model (7-bit ONNX Runtime and
     OpenVINO weights where this CPU lacks VNNI/AMX), and the (image, label) pairs of its val
     subset."""
-    from paddle_rtseg.deployment import cpu_features
+    from paddle_rtseg_runtime import cpu_features
     config, weights = camvid_trained_tiny
     q = tmp_path_factory.mktemp("camvid_int8") / "q"
     proc = run_module("paddle_rtseg.quantize", "--config", config, "--model_path", weights,

@@ -10,7 +10,7 @@ from torchfile import save_malicious, save_torch_state_dict
 
 from paddle_rtseg import CheckpointMismatchError, load_checkpoint
 from paddle_rtseg.models import RTFormer
-from paddle_rtseg.torch_reader import UnsafeCheckpointError, load_torch_state_dict
+from paddle_rtseg.weights.torch_reader import UnsafeCheckpointError, load_torch_state_dict
 
 TINY = dict(base_channels=8, head_channels=16, num_heads=4, cross_size=4)
 

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import ROOT, randomize_state, run_module
 from paddle_rtseg import build_model
-from paddle_rtseg import deployment as du
+import paddle_rtseg_runtime as du
 
 CONFIG = os.path.join(ROOT, "configs", "rtformer", "rtformer_slim_synthetic_128x128_2k.yml")
 # tiny width; cross_size 12 (RTFormer's default) so the pooled 1/32 map is never a multiple of it

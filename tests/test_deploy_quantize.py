@@ -7,7 +7,7 @@ import pytest
 
 from conftest import CONFIGS, run_module, write_config
 from paddle_rtseg import build_model
-from paddle_rtseg import deployment as du
+import paddle_rtseg_runtime as du
 
 
 @pytest.mark.slow

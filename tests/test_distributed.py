@@ -2,7 +2,7 @@
 import os
 import re
 
-import paddle_rtseg.train as train_module
+import paddle_rtseg.cli.train as train_module
 from conftest import CONFIGS, run_module, write_config
 
 

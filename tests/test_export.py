@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from conftest import ROOT, run_module
-from paddle_rtseg import deployment as du
-from paddle_rtseg.export import ExportError, export
+import paddle_rtseg_runtime as du
+from paddle_rtseg.exporting.static_graph import ExportError, export
 
 CONFIG = os.path.join(ROOT, "configs", "rtformer", "rtformer_slim_synthetic_128x128_2k.yml")
 TINY = ["model.base_channels=8", "model.head_channels=16", "model.spp_channels=16",
@@ -40,7 +40,7 @@ def test_conv_biases_are_channel_adds_that_onednn_fuses(argmax_export):
     """Every conv bias is a 1-D parameter added on axis 1 (not Paddle 3's reshape2 + axis=-1 add,
     which oneDNN's conv_bias_onednn_fuse_pass rejects), and Paddle Inference fuses all of them."""
     import paddle.inference as pi
-    from paddle_rtseg.deployment.program import read_program
+    from paddle_rtseg_runtime.program import read_program
     ops = read_program(os.path.join(argmax_export, "model.pdmodel")).blocks[0].ops
     made_by = {a: op.type for op in ops for o in op.outputs for a in o.arguments}
     conv_adds = [op for op in ops if op.type == "elementwise_add" and made_by.get(
@@ -70,7 +70,7 @@ def test_conv_biases_are_channel_adds_that_onednn_fuses(argmax_export):
 def test_dappm_pools_are_depthwise_convs_without_pad_ops(argmax_export):
     """DAPPM's zero-padded average pools are exported as depth-wise convs with a constant 1/k^2
     filter (no unsqueeze2 + pad3d + squeeze2, which Paddle Inference runs outside oneDNN)."""
-    from paddle_rtseg.deployment.program import read_program
+    from paddle_rtseg_runtime.program import read_program
     block = read_program(os.path.join(argmax_export, "model.pdmodel")).blocks[0]
     types = [op.type for op in block.ops]
     assert "pad3d" not in types and "pad" not in types
@@ -146,7 +146,7 @@ def test_reexport_replaces_the_whole_export(argmax_export):
     """Re-exporting into an existing directory replaces the old export as a whole: no model file,
     params file or converted artefact (model.onnx, .nb, recorded by the converters) of the old
     export survives beside it; files the project did not write stay (issue 25, class 7)."""
-    from paddle_rtseg.deployment.outputs import record
+    from paddle_rtseg_runtime.outputs import record
     stale = os.path.join(argmax_export, "model.onnx")
     with open(stale, "w") as f:
         f.write("converted from the previous export")

@@ -5,7 +5,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 import pytest
 
-from paddle_rtseg import flops
+from paddle_rtseg.benchmarks import flops
 from paddle_rtseg.layers.efficient_attention import EfficientSelfAttention
 
 

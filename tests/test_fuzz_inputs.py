@@ -24,11 +24,11 @@ import yaml
 from conftest import ROOT
 from torchfile import save_torch_legacy, save_torch_state_dict
 
-from paddle_rtseg import errors
-from paddle_rtseg.checkpoints import read_file
-from paddle_rtseg.safe_pickle import load_paddle
-from paddle_rtseg.torch_reader import load_torch_state_dict
-from paddle_rtseg.deployment.model_dir import read_deploy_yaml
+from paddle_rtseg.cli import errors
+from paddle_rtseg.weights.checkpoints import read_file
+from paddle_rtseg.weights.safe_pickle import load_paddle
+from paddle_rtseg.weights.torch_reader import load_torch_state_dict
+from paddle_rtseg_runtime.model_dir import read_deploy_yaml
 
 INTERESTING = [b"\x00", b"\xff", b"\x7f", b"\x80", b"\xff\xff\xff\x7f", b"\x00\x00\x00\x80",
                b"\xff" * 8, struct.pack("<q", 1 << 62), struct.pack("<i", -1), b"\x01\x00"]

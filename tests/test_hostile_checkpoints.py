@@ -18,10 +18,10 @@ from conftest import run_module
 from torchfile import LEGACY_MAGIC, _REBUILD, _LegacyPickler, _pickle_with_fake_torch, _Storage
 from torchfile import save_torch_legacy, save_torch_state_dict
 
-from paddle_rtseg.checkpoints import read_checkpoint, read_file
-from paddle_rtseg.deployment.limits import LimitError
-from paddle_rtseg.safe_pickle import UnsafeCheckpointError, load_paddle
-from paddle_rtseg.torch_reader import load_torch_file
+from paddle_rtseg.weights.checkpoints import read_checkpoint, read_file
+from paddle_rtseg_runtime.limits import LimitError
+from paddle_rtseg.weights.safe_pickle import UnsafeCheckpointError, load_paddle
+from paddle_rtseg.weights.torch_reader import load_torch_file
 
 
 class Call:

@@ -13,9 +13,9 @@ import pytest
 from conftest import run_module
 
 from paddle_rtseg.datasets.checked_io import DataError, check_dataset, read_image, read_label
-from paddle_rtseg.deployment import DeployError
-from paddle_rtseg.deployment import read_image as deployment_read_image
-from paddle_rtseg.deployment.images import image_size
+from paddle_rtseg_runtime import DeployError
+from paddle_rtseg_runtime import read_image as deployment_read_image
+from paddle_rtseg_runtime.images import image_size
 from paddle_rtseg.models import RTFormer
 
 

@@ -4,12 +4,12 @@ characters keeping its start and its end (where the fix is), and the runners' De
 import numpy as np
 import pytest
 
-from paddle_rtseg import errors
-from paddle_rtseg.checkpoints import CheckpointMismatchError
+from paddle_rtseg.cli import errors
+from paddle_rtseg.weights.checkpoints import CheckpointMismatchError
 from paddle_rtseg.config import ConfigError
-from paddle_rtseg.deployment import DeployError
-from paddle_rtseg.deployment.errors import MAX_MESSAGE_CHARS, bounded
-from paddle_rtseg.safe_pickle import UnsafeCheckpointError, short_repr
+from paddle_rtseg_runtime import DeployError
+from paddle_rtseg_runtime.errors import MAX_MESSAGE_CHARS, bounded
+from paddle_rtseg.weights.safe_pickle import UnsafeCheckpointError, short_repr
 
 
 def _message(rng, length):

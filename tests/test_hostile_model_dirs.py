@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import yaml
 
-from paddle_rtseg.deployment import DeployError, OnnxPredictor
-from paddle_rtseg.deployment.model_dir import model_paths, read_deploy_yaml
+from paddle_rtseg_runtime import DeployError, OnnxPredictor
+from paddle_rtseg_runtime.model_dir import model_paths, read_deploy_yaml
 
 VALID = {"model": "model.pdmodel", "params": "model.pdiparams",
          "transforms": [{"type": "Resize", "target_size": [64, 32]},

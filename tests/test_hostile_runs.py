@@ -10,7 +10,7 @@ import os
 import pytest
 
 from conftest import run_module
-from paddle_rtseg.deployment import outputs, run_lock
+from paddle_rtseg_runtime import outputs, run_lock
 from test_run_lock import hold
 
 LEGACY = {"FLAGS_enable_pir_api": "0"}  # the exporter's format in this process: no re-run in a child
@@ -243,9 +243,9 @@ def test_export_keeps_the_users_files(tmp_path, tiny_rtformer_config):
 
 @pytest.fixture
 def cli(monkeypatch, capsys, tiny_rtformer_config, tmp_path):
-    """Run ``paddle_rtseg.train`` in this process through the CLI wrapper; returns
+    """Run ``paddle_rtseg.cli.train`` in this process through the CLI wrapper; returns
     (exit code, the one error line or None, --save_dir)."""
-    from paddle_rtseg import errors, train
+    from paddle_rtseg.cli import errors, train
     monkeypatch.setattr(errors.malloc_tuning, "apply", lambda: None)
     out = tmp_path / "out"
 
@@ -357,7 +357,7 @@ LOADER_THREAD = """
 import sys, threading
 import numpy as np, cv2
 from paddle_rtseg.datasets.checked_io import CheckedCompose
-from paddle_rtseg.deployment import run_lock
+from paddle_rtseg_runtime import run_lock
 from paddleseg.transforms import Normalize, RandomHorizontalFlip
 folder, case = sys.argv[1], sys.argv[2]
 cv2.imwrite(folder + "/img.png", np.zeros((64, 48, 3), np.uint8))
@@ -413,7 +413,7 @@ def tiny_model_dir(tmp_path_factory):
     """A legacy program of two convolutions (+ deploy.yaml) and its x86 .nb."""
     import subprocess
     import sys
-    from paddle_rtseg import deployment as du
+    import paddle_rtseg_runtime as du
     folder = tmp_path_factory.mktemp("tiny_model")
     subprocess.run([sys.executable, "-c", TINY_PROGRAM, str(folder)], check=True, timeout=300,
                    env=dict(os.environ, **LEGACY), capture_output=True)
@@ -445,7 +445,7 @@ import numpy as np
 from pathlib import Path
 sys.path.insert(0, sys.argv[4])
 from test_hostile_runs import _mutations
-from paddle_rtseg import deployment as du
+import paddle_rtseg_runtime as du
 model_dir, name, scratch = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
 only = sys.argv[5].split(",") if len(sys.argv) > 5 else None  # the cases to run (default: all)
 x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype("float32")

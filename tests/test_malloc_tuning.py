@@ -1,4 +1,4 @@
-"""The command-line tools' malloc settings (paddle_rtseg.malloc_tuning): when they apply, that they
+"""The command-line tools' malloc settings (paddle_rtseg.cli.malloc_tuning): when they apply, that they
 stop the page faults of freeing and re-allocating large tensors, and that run_cli applies them.
 
 What they change in speed is measured by scripts/process_setting_speedup.py --setting malloc."""
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from paddle_rtseg import errors, malloc_tuning
+from paddle_rtseg.cli import errors, malloc_tuning
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -91,7 +91,7 @@ def test_run_cli_applies_it_before_main(monkeypatch):
 CHURN = r"""
 import resource, sys
 import paddle
-from paddle_rtseg import malloc_tuning
+from paddle_rtseg.cli import malloc_tuning
 if sys.argv[1] == "tuned":
     assert malloc_tuning.apply().startswith("glibc malloc keeps"), malloc_tuning.decide()
 def churn():

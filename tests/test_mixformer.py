@@ -184,6 +184,6 @@ def test_registered_names():
     pytest.param("B6", 12.51, marks=pytest.mark.slow)])
 def test_backbone_macs_at_224_as_in_readme(variant, gmacs):
     """README's MixFormer table: GMACs at 224x224 from the one MAC counter (paper: 0.4..12.7 G)."""
-    from paddle_rtseg.flops import count_macs
+    from paddle_rtseg.benchmarks.flops import count_macs
     model = getattr(M, "MixFormer_" + variant)()
     assert round(count_macs(model, [1, 3, 224, 224]) / 1e9, 2) == gmacs

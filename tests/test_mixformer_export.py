@@ -1,5 +1,5 @@
 """MixFormer, with UperNet and with the All-MLP decoder of the real-time configs, exports
-(``paddle_rtseg.export``) to a legacy static graph with dynamic batch and H/W that Paddle
+(``paddle_rtseg.exporting.static_graph``) to a legacy static graph with dynamic batch and H/W that Paddle
 Inference (oneDNN, and its OpenVINO engine where Paddle has it), ONNX Runtime (paddle2onnx, opset
 17) and Paddle Lite (x86 runtime here;
 ``opt --valid_targets=arm`` supports every op) run within 1e-4 of dygraph, including sizes that
@@ -14,8 +14,8 @@ from conftest import randomize_state, write_config
 from test_segformer_pp_export import lite_x86
 
 import paddle_rtseg
-from paddle_rtseg import deployment as du
-from paddle_rtseg.export import export
+import paddle_rtseg_runtime as du
+from paddle_rtseg.exporting.static_graph import export
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs", "mixformer")

@@ -1,4 +1,4 @@
-"""MKL's AVX2 path on AMD CPUs (paddle_rtseg.deployment.mkl_dispatch): when it is chosen (faked cpuinfo), that
+"""MKL's AVX2 path on AMD CPUs (paddle_rtseg_runtime.mkl_dispatch): when it is chosen (faked cpuinfo), that
 a user's own setting wins, and that importing paddle_rtseg sets it before Paddle (and so MKL) loads.
 What it changes in speed is measured by scripts/process_setting_speedup.py, not asserted here."""
 import json
@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from conftest import ROOT
-from paddle_rtseg.deployment import cpu_features, mkl_dispatch
+from paddle_rtseg_runtime import cpu_features, mkl_dispatch
 
 ZEN = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx avx2 fma avx512f\n"
 HYGON = "processor\t: 0\nvendor_id\t: HygonGenuine\nflags\t\t: fpu sse2 avx avx2 fma\n"

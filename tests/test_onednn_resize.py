@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from paddle_rtseg import deployment as du
+import paddle_rtseg_runtime as du
 
 CASES = {"bilinear": ("bilinear", False, None), "bilinear_corners": ("bilinear", True, None),
          "nearest": ("nearest", False, None), "bilinear_scale": ("bilinear", False, 1.5)}

@@ -1,4 +1,4 @@
-"""What ``paddle_rtseg.onnx_int8`` quantizes for ONNX Runtime: convolutions, element-wise ops, weight
+"""What ``paddle_rtseg.quantization.onnx_int8`` quantizes for ONNX Runtime: convolutions, element-wise ops, weight
 matmuls and ``attn v`` in int8; the attention scores' softmax and resizes in fp32."""
 import numpy as np
 import onnx
@@ -6,8 +6,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from paddle_rtseg.deployment import cpu_features
-from paddle_rtseg.onnx_int8 import quantize_onnx_int8, score_matmuls
+from paddle_rtseg_runtime import cpu_features
+from paddle_rtseg.quantization.onnx_int8 import quantize_onnx_int8, score_matmuls
 
 # Without VNNI, ONNX Runtime's uint8 x int8 kernels saturate their 16-bit pair sums with 8-bit
 # weights (largest errors 32-47 % of the largest output on these blocks, on an AVX2-only EPYC):
@@ -52,7 +52,7 @@ def attention_block(path=None, bias=False):
 
 
 def test_attention_scores_are_found():
-    from paddle_rtseg.onnx_int8 import score_paths
+    from paddle_rtseg.quantization.onnx_int8 import score_paths
     assert score_matmuls(attention_block()) == ["scores"]
     assert score_paths(attention_block()) == []
     assert score_matmuls(attention_block(bias=True)) == ["scores"]
@@ -116,7 +116,7 @@ def test_gelu_fused_for_ort_int8(tmp_path):
     """The exact GELU becomes one com.microsoft.Gelu (the same function) before quantizing: ORT's
     int8 graph then runs one Gelu kernel between the int8 convolutions instead of Div, Erf and two
     quantized Muls. A look-alike with another constant is left alone."""
-    from paddle_rtseg.onnx_int8 import fuse_gelu
+    from paddle_rtseg.quantization.onnx_int8 import fuse_gelu
     assert fuse_gelu(gelu_block(sqrt2=2.0)) == 0
     model = gelu_block()
     assert fuse_gelu(model) == 1
@@ -171,7 +171,7 @@ def resize_by_shape_block(path=None):
 def test_shape_arithmetic_stays_fp32_so_other_sizes_work(tmp_path):
     """Calibrated at 8x8, run at 32x48: the float arithmetic on shapes is not quantized (its
     calibrated range would clip 64 and 96 to the 16 seen in calibration)."""
-    from paddle_rtseg.onnx_int8 import shape_arithmetic
+    from paddle_rtseg.quantization.onnx_int8 import shape_arithmetic
     assert shape_arithmetic(resize_by_shape_block()) == ["shape", "to_float", "double", "to_int"]
     fp32 = str(tmp_path / "fp32.onnx")
     resize_by_shape_block(fp32)

@@ -19,8 +19,8 @@ from paddle_rtseg.layers import (ChannelShuffle, CyclicShuffle, QConv, channel_s
                                  cyclic_permute, init_quantizers, split_quantizer_parameters)
 from paddle_rtseg.layers.palquant_conv import clamp01, round_half_even, ste_round
 from paddle_rtseg.models import PalQuantResNet
-from paddle_rtseg.safe_pickle import UnsafeCheckpointError
-from paddle_rtseg.torch_reader import load_torch_file
+from paddle_rtseg.weights.safe_pickle import UnsafeCheckpointError
+from paddle_rtseg.weights.torch_reader import load_torch_file
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 QUANTIZER = ("uW", "lW", "uA", "lA", "output_scale")
@@ -324,7 +324,7 @@ def test_palquant_optimizer_follows_the_schedule_and_round_trips():
 
 @pytest.mark.slow  # ~30 s: the export subprocess builds the legacy program
 def test_fake_quant_segmentor_exports_and_paddle_inference_matches_dygraph(tmp_path):
-    """The trained (initialised) fake-quant model through ``paddle_rtseg.export`` (legacy
+    """The trained (initialised) fake-quant model through ``paddle_rtseg.exporting.static_graph`` (legacy
     program, dynamic shape) and Paddle Inference: the dygraph logits within float rounding."""
     import paddle.inference as pi
     opts = ["model.head_channels=16", "model.backbone.base_channels=4"]

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from conftest import CONFIGS, ROOT, run_module, write_config
-from paddle_rtseg import deployment as du
-from paddle_rtseg.deployment import cpu_features
+import paddle_rtseg_runtime as du
+from paddle_rtseg_runtime import cpu_features
 
 # what a working low-precision path keeps on the trained tiny model, over 64 val images: argmax
 # agreement with fp32, and an mIoU loss (points) whose 95 % interval must reach below this bound.
@@ -108,7 +108,7 @@ def test_onnx_runtime_bf16_is_refused_with_the_reason(tmp_path, fake_model_dir):
 
 
 def test_precision_errors_name_the_fix(fake_model_dir, monkeypatch):
-    from paddle_rtseg.deployment import paddle_inference
+    from paddle_rtseg_runtime import paddle_inference
     monkeypatch.setattr(paddle_inference, "openvino_available", lambda: True)  # also on Paddle 2.6
     with pytest.raises(du.DeployError, match="fp16 with --use_trt"):
         du.PaddleInferencePredictor(fake_model_dir, device="gpu", precision="int8")
@@ -125,7 +125,7 @@ def test_precision_errors_name_the_fix(fake_model_dir, monkeypatch):
 
 
 def test_openvino_refusals_name_the_fix(fake_model_dir, monkeypatch):
-    from paddle_rtseg.deployment import paddle_inference
+    from paddle_rtseg_runtime import paddle_inference
     monkeypatch.setattr(paddle_inference, "openvino_available", lambda: False)  # Paddle 2.6
     with pytest.raises(du.DeployError, match="drop --use_openvino to run oneDNN"):
         du.PaddleInferencePredictor(fake_model_dir, use_openvino=True)
@@ -309,7 +309,7 @@ def test_allow_slow_runs_where_kernels_exist_and_refuses_8bit_weights_that_satur
     # an ONNX Runtime int8 model with 8-bit weights on a CPU without VNNI: refused, saying why
     import onnx
     from onnx import TensorProto, helper
-    from paddle_rtseg.deployment.onnx_runtime import PRECISION_KEY
+    from paddle_rtseg_runtime.onnx_runtime import PRECISION_KEY
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])

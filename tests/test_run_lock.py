@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import ROOT, run_module
-from paddle_rtseg.deployment import run_lock
+from paddle_rtseg_runtime import run_lock
 
 # a process holding the lock of argv[1] until its stdin closes (run_lock is loaded from its file:
 # stdlib only, so the holder starts in milliseconds, without Paddle)

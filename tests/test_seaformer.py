@@ -44,7 +44,7 @@ from paddle_rtseg.layers import SeaAttention, SqueezeAxialAttention
 from paddle_rtseg.layers.axial_position import SqueezeAxialPositionalEmbedding
 from paddle_rtseg.layers.hard_sigmoid import hard_sigmoid
 from paddle_rtseg.models import seaformer as S
-from paddle_rtseg.torch_reader import UnsafeCheckpointError
+from paddle_rtseg.weights.torch_reader import UnsafeCheckpointError
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "seaformer")
 VARIANTS = ["tiny", "small", "base", "large"]

@@ -115,7 +115,7 @@ def spatial_broadcasts(pdmodel):
     """``(op, X dims, Y dims)`` of every element-wise op of a legacy program whose operands differ
     in H or W (one of them broadcast over a spatial axis)."""
     sys.path.insert(0, ROOT)
-    from paddle_rtseg.deployment.program import read_program
+    from paddle_rtseg_runtime.program import read_program
     found = []
     for block in read_program(pdmodel).blocks:
         dims = {v.name: list(getattr(v.type, field).tensor.dims) for v in block.vars

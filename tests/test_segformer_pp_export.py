@@ -1,4 +1,4 @@
-"""Every SegFormer++ strategy exports (``paddle_rtseg.export`` with ``token_merging`` chosen at export
+"""Every SegFormer++ strategy exports (``paddle_rtseg.exporting.static_graph`` with ``token_merging`` chosen at export
 time on unmodified weights) to a legacy static graph that Paddle Inference (oneDNN and its OpenVINO
 engine), ONNX Runtime (paddle2onnx, opset 17) and Paddle Lite (x86 runtime here; every op has an ARM kernel) run with the
 dygraph outputs. bsm strategies need a fixed H/W; n2d ('2x2') and 'downsample' take any size."""
@@ -12,8 +12,8 @@ import pytest
 from conftest import write_config
 
 import paddle_rtseg
-from paddle_rtseg import deployment as du
-from paddle_rtseg.export import export
+import paddle_rtseg_runtime as du
+from paddle_rtseg.exporting.static_graph import export
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = os.path.join(ROOT, "configs", "segformer_pp", "segformer_pp_b0_synthetic_128x128_2k.yml")
@@ -109,7 +109,7 @@ def test_size_free_strategies_export_with_dynamic_size(tiny, strategy):
 
 
 def test_bsm_with_dynamic_size_says_to_fix_the_input_shape(tiny):
-    from paddle_rtseg.export import ExportError
+    from paddle_rtseg.exporting.static_graph import ExportError
     config, path, tmp = tiny
     with pytest.raises(ExportError, match="fixed input height and width|--input_shape"):
         export(config, str(tmp / "dynamic_hq"), model_path=path, output_op="none",

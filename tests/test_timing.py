@@ -1,8 +1,8 @@
 """The side-by-side timer: candidates alternate in an order shuffled per repeat, and each timed call
-waits out the previous one's spinning worker threads (paddle_rtseg/timing.py)."""
+waits out the previous one's spinning worker threads (paddle_rtseg/benchmarks/timing.py)."""
 import time
 
-from paddle_rtseg.timing import medians, round_robin
+from paddle_rtseg.benchmarks.timing import medians, round_robin
 
 
 def test_round_robin_alternates_and_pauses_before_each_call():

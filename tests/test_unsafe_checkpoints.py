@@ -19,10 +19,10 @@ from torchfile import LEGACY_MAGIC, save_torch_legacy, save_torch_state_dict
 
 import paddle_rtseg
 from paddle_rtseg import CheckpointMismatchError, ConfigError, load_checkpoint, safe_paddleseg
-from paddle_rtseg.checkpoints import load_pretrained, read_checkpoint
+from paddle_rtseg.weights.checkpoints import load_pretrained, read_checkpoint
 from paddle_rtseg.models import RTFormer
-from paddle_rtseg.safe_pickle import UnsafeCheckpointError, load_paddle
-from paddle_rtseg.torch_reader import load_torch_file
+from paddle_rtseg.weights.safe_pickle import UnsafeCheckpointError, load_paddle
+from paddle_rtseg.weights.torch_reader import load_torch_file
 
 TINY = dict(base_channels=8, head_channels=16, num_heads=4, cross_size=4)
 SLIM_SYNTHETIC = os.path.join(CONFIGS, "rtformer", "rtformer_slim_synthetic_128x128_2k.yml")

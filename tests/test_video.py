@@ -16,7 +16,7 @@ import pytest
 
 from conftest import CONFIGS, ROOT, randomize_state, run_module, write_config
 from paddle_rtseg import build_model
-from paddle_rtseg import deployment as du
+import paddle_rtseg_runtime as du
 
 CONFIG = os.path.join(CONFIGS, "rtformer", "rtformer_slim_synthetic_128x128_2k.yml")
 TINY = dict(base_channels=8, head_channels=16, spp_channels=16, num_heads=4)

@@ -5,7 +5,7 @@ with ``torch._utils._rebuild_tensor_v2`` from persistent storages ``archive/data
 ``archive/version``. Legacy (``_use_new_zipfile_serialization=False``): the pickles magic number,
 protocol 1001, system info, the object, the storage keys, then per storage an int64 element count
 and its bytes. The state dict is an ``OrderedDict`` carrying ``_metadata`` as ``state_dict()``'s
-does. Used to test :mod:`paddle_rtseg.torch_reader` and the checkpoint converters.
+does. Used to test :mod:`paddle_rtseg.weights.torch_reader` and the checkpoint converters.
 """
 import collections
 import io

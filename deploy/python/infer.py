@@ -32,7 +32,7 @@ def main(argv=None):
     parser.add_argument("--use_trt", action="store_true", help="TensorRT subgraphs (GPU only)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8", "fp16"],
                         help="CPU: fp32, bf16, int8 (oneDNN or --use_openvino; int8 reads "
-                             "the ptq_int8/ of paddle_rtseg.quantize); GPU: fp32, fp16 with "
+                             "the ptq_int8/ of paddle_rtseg.quantization.ptq); GPU: fp32, fp16 with "
                              "--use_trt")
     for name in ("min", "opt", "max"):
         parser.add_argument("--{}_shape".format(name), nargs=4, type=int, default=None,

@@ -18,9 +18,9 @@ from paddleseg.transforms import Compose
 from paddleseg.utils import logger
 from PIL import Image
 
-from ..deployment.errors import DeployError, bounded
-from ..deployment.images import check_image_size, check_pixels, image_size
-from ..deployment.images import read_image as deployment_read_image
+from paddle_rtseg_runtime.errors import DeployError, bounded
+from paddle_rtseg_runtime.images import check_image_size, check_pixels, image_size
+from paddle_rtseg_runtime.images import read_image as deployment_read_image
 
 
 class DataError(ValueError):
@@ -29,7 +29,7 @@ class DataError(ValueError):
 
 def read_image(path, channels=3):
     """Read ``path`` as float32 HxWxC (BGR for 3 channels, as ``cv2.imread``), by the one rule of
-    :func:`paddle_rtseg.deployment.images.read_image` (grayscale and RGBA converted with a warning;
+    :func:`paddle_rtseg_runtime.images.read_image` (grayscale and RGBA converted with a warning;
     truncated, tiny, missing and undecodable files refused) with :class:`DataError`."""
     if not os.path.isfile(path):
         raise DataError("Image {} does not exist. Check the path (and the dataset_root / file "
@@ -78,7 +78,7 @@ class CheckedCompose(Compose):
     Paddle's ``DataLoader`` reads batches in a background thread and, when that thread raises,
     waits forever. Any error raised off the main thread (a :class:`DataError`, or a transform
     failing on a file) therefore prints one paragraph naming the file, releases the run's lock
-    (:func:`paddle_rtseg.deployment.run_lock.release_all`) and ends the process with status 2
+    (:func:`paddle_rtseg_runtime.run_lock.release_all`) and ends the process with status 2
     instead of hanging it.
     """
 
@@ -102,7 +102,7 @@ class CheckedCompose(Compose):
                 "and the dataset's transforms.".format(image or "an image", type(e).__name__, e))
             sys.stderr.write("error: {}\n".format(bounded(" ".join(message.split()))))
             sys.stderr.flush()
-            from ..deployment import run_lock
+            from paddle_rtseg_runtime import run_lock
             run_lock.release_all()
             os._exit(2)
 

@@ -20,7 +20,7 @@ from paddleseg.cvlibs import manager
 from paddleseg.datasets import Dataset
 from paddleseg.utils import logger
 
-from ..deployment.files import default_mode
+from paddle_rtseg_runtime.files import default_mode
 from ..registry import register
 
 CLASS_NAMES = ("background", "disc", "box", "triangle", "ring")

@@ -4,7 +4,7 @@ Some layers compute a weight from their parameters in dygraph (SegFormer++'s per
 filters, Mix-FFN's Linear weights used as 1x1 conv filters). Traced as is, the exported graph would
 compute the filter at run time, and ``paddle_lite_opt --valid_targets=arm`` crashes (signal 11) on
 a ``conv2d`` whose filter is not a persistable variable. Such layers define ``prepare_export()``
-(called by :func:`paddle_rtseg.export.prepare_export` on the loaded model just before tracing),
+(called by :func:`paddle_rtseg.exporting.static_graph.prepare_export` on the loaded model just before tracing),
 which stores the computed values here as parameters of their own. Checkpoint keys are untouched: the
 new parameters exist only on the model being exported.
 """

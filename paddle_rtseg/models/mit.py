@@ -15,7 +15,7 @@ import paddle.nn.functional as F
 from paddleseg.cvlibs import manager
 from paddleseg.models.backbones.transformer_utils import DropPath, Identity, ones_, trunc_normal_, zeros_
 
-from ..checkpoints import load_pretrained
+from ..weights.checkpoints import load_pretrained
 from ..layers.efficient_attention import EfficientSelfAttention
 from ..layers.materialize import exporting, materialize
 from ..layers.shape import dim

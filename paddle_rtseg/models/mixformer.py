@@ -155,7 +155,7 @@ class MixFormer(nn.Layer):
         self.apply(_init_weights)
         self.pretrained = pretrained
         if pretrained is not None:
-            from ..checkpoints import load_checkpoint
+            from ..weights.checkpoints import load_checkpoint
             load_checkpoint(self, pretrained)
 
     def forward(self, x):

@@ -122,7 +122,7 @@ class PalQuantResNet(nn.Layer):
             self.fc = nn.Linear(widths[3], num_classes)
         self._init_weights()
         if pretrained is not None:
-            from ..checkpoints import load_pretrained
+            from ..weights.checkpoints import load_pretrained
             load_pretrained(self, pretrained)
 
     def _init_weights(self):
@@ -231,7 +231,7 @@ class PalQuantSeg(nn.Layer):
         self._init_checked = not self._qconvs
         self.pretrained = pretrained
         if pretrained is not None:
-            from ..checkpoints import load_pretrained
+            from ..weights.checkpoints import load_pretrained
             load_pretrained(self, pretrained)
 
     @paddle.jit.not_to_static

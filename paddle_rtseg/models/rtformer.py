@@ -16,7 +16,7 @@ import paddle.nn.functional as F
 from paddleseg.cvlibs import manager
 from paddleseg.models.backbones.transformer_utils import DropPath, Identity
 
-from ..checkpoints import load_pretrained
+from ..weights.checkpoints import load_pretrained
 from ..layers import (DAPPM, ConvFFN, CrossResolutionAttention, GPUFriendlyAttention, SegHead,
                       cross_kv_projection, make_stage)
 from ..layers.init import init_kaiming, init_trunc_normal

@@ -175,7 +175,7 @@ class SeaFormer(nn.Layer):
         self.feat_channels = [widths[1]] + widths[self.first_transformer_stage:]
         self.apply(_init_conv)
         if pretrained is not None:
-            from ..checkpoints import load_pretrained
+            from ..weights.checkpoints import load_pretrained
             load_pretrained(self, pretrained)
 
     def forward(self, x):
@@ -293,7 +293,7 @@ class SeaFormerSeg(nn.Layer):
                               is_dw, dropout_ratio)
         self.pretrained = pretrained
         if pretrained is not None:
-            from ..checkpoints import load_pretrained
+            from ..weights.checkpoints import load_pretrained
             load_pretrained(self, pretrained)
 
     def forward(self, x):

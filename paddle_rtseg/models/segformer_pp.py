@@ -21,7 +21,7 @@ import paddle.nn.functional as F
 from paddleseg.cvlibs import manager
 from paddleseg.models import layers
 
-from ..checkpoints import load_pretrained
+from ..weights.checkpoints import load_pretrained
 from ..layers.materialize import exporting, materialize
 from ..layers.shape import dim, spatial_size
 from ..registry import register
@@ -122,7 +122,7 @@ class SegFormerPP(nn.Layer):
                               align_corners=self.align_corners)]
 
     def prepare_export(self):
-        """Called by :func:`paddle_rtseg.export.export` on the loaded, eval-mode model before
+        """Called by :func:`paddle_rtseg.exporting.static_graph.export` on the loaded, eval-mode model before
         tracing: the per-stage decoder (:meth:`_fused_per_stage`) with its filters materialized as
         parameters (:mod:`paddle_rtseg.layers.materialize`) and the fusion BN folded into them."""
         if self.training:

@@ -194,7 +194,7 @@ Image ReadPng(const std::string& path, FILE* f) {
   const size_t count = pixels * channels;
   if (wide) {
     // cv2.convertScaleAbs(image, alpha=255 / max(image.max(), 1)): float scale, rounded to nearest
-    // even, over every channel (alpha included), as deployment/images.py's to_uint8 does
+    // even, over every channel (alpha included), as paddle_rtseg_runtime/images.py's to_uint8 does
     const uint16_t* values = reinterpret_cast<const uint16_t*>(raw.data());  // rows are packed
     uint16_t peak = 0;
     for (size_t i = 0; i < count; ++i) peak = values[i] > peak ? values[i] : peak;

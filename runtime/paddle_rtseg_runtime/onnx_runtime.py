@@ -1,4 +1,4 @@
-"""ONNX Runtime predictor (CPU: fp32, and int8 on a QDQ model written by ``paddle_rtseg.quantize``)."""
+"""ONNX Runtime predictor (CPU: fp32, and int8 on a QDQ model written by ``paddle_rtseg.quantization.ptq``)."""
 import os
 
 import numpy as np
@@ -8,7 +8,7 @@ from .errors import DeployError
 from .model_dir import check_onnx_external_data
 from .predictor import Predictor
 
-# metadata key that ``paddle_rtseg.quantize`` writes into the int8 model it makes
+# metadata key that ``paddle_rtseg.quantization.ptq`` writes into the int8 model it makes
 PRECISION_KEY = "paddle_rtseg_precision"
 WEIGHT_BITS_KEY = "paddle_rtseg_weight_bits"  # "7" for quantize --reduce_range true; absent = 8
 INT8_FILE = "model_int8.onnx"
@@ -40,7 +40,7 @@ def session_options(threads=2):
 
 class OnnxPredictor(Predictor):
     """ONNX Runtime (CPU by default) on a ``.onnx`` written by :func:`convert_onnx` (fp32) or by
-    ``paddle_rtseg.quantize`` (int8: per-channel QDQ, activations calibrated on training images)."""
+    ``paddle_rtseg.quantization.ptq`` (int8: per-channel QDQ, activations calibrated on training images)."""
     name = "onnxruntime"
 
     def __init__(self, onnx_path, threads=2, providers=None, precision="fp32", allow_slow=False):

@@ -7,8 +7,8 @@ import tempfile
 
 import paddle
 
-from .deployment.errors import DiskFullError, reporting_full_disk
-from .deployment.files import default_mode
+from paddle_rtseg_runtime.errors import DiskFullError, reporting_full_disk
+from paddle_rtseg_runtime.files import default_mode
 
 
 def atomic_save(obj, path, **kwargs):

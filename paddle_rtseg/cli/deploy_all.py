@@ -16,7 +16,7 @@ Paddle has the engine) and ONNX Runtime int8 (int8
 models from ``python -m paddle_rtseg.quantize``, calibrated on the config's training images, written
 to ``<save_dir>/quantize``); those rows report the latency ratio to fp32 on the same backend and
 the share of pixels whose argmax equals dygraph's instead of the 1e-4 check. A precision the CPU
-lacks the instructions for is an error naming them (``deployment/cpu_features.py``).
+lacks the instructions for is an error naming them (``paddle_rtseg_runtime/cpu_features.py``).
 """
 import argparse
 import os
@@ -25,8 +25,8 @@ import time
 
 import numpy as np
 
-from . import deployment as du
-from .timing import medians, round_robin
+import paddle_rtseg_runtime as du
+from paddle_rtseg.benchmarks.timing import medians, round_robin
 
 
 def dygraph_predictor(model):
@@ -109,7 +109,7 @@ def parse_args(argv=None):
 def low_precision_predictors(args, model, threads=2, log=print):
     """``{name: predictor}`` for ``args.precision``'s bf16/int8 (quantize runs for int8)."""
     import subprocess
-    from .atomic import atomic_save
+    from paddle_rtseg.weights.atomic import atomic_save
     out = {}
     if "bf16" in args.precision:
         out["paddle-inference oneDNN bf16"] = du.PaddleInferencePredictor(
@@ -180,11 +180,11 @@ def compared_shapes(input_shape, shapes):
 def prepare(args):
     """Build and export the model, convert it for every backend; returns (shapes, predictors)."""
     import paddle
-    from . import load_checkpoint
-    from .atomic import atomic_save
-    from .config import load_config
-    from .errors import writable_dir
-    from .export import drop_pretrained, export
+    from paddle_rtseg import load_checkpoint
+    from paddle_rtseg.weights.atomic import atomic_save
+    from paddle_rtseg.config import load_config
+    from paddle_rtseg.cli.errors import writable_dir
+    from paddle_rtseg.exporting.static_graph import drop_pretrained, export
     from paddleseg.cvlibs import SegBuilder
 
     shapes = compared_shapes(args.input_shape, args.shapes)
@@ -241,10 +241,10 @@ def compare(shapes, predictors, repeats, input_shape):
 
 def main(argv=None):
     args = parse_args(argv)
-    from .errors import run_cli
+    from paddle_rtseg.cli.errors import run_cli
 
     def run():
-        from .deployment.run_lock import run_folder
+        from paddle_rtseg_runtime.run_lock import run_folder
         with run_folder(args.save_dir):  # the export inside takes it over, re-entrantly
             shapes, predictors = prepare(args)
             input_shape = du.read_deploy_yaml(args.save_dir)["input_shape"]

@@ -7,8 +7,8 @@ import argparse
 
 import paddle_rtseg
 from paddle_rtseg.datasets import check_dataset
-from paddle_rtseg.errors import run_cli
-from paddle_rtseg.train import add_common_args, resolve_device
+from paddle_rtseg.cli.errors import run_cli
+from paddle_rtseg.cli.train import add_common_args, resolve_device
 
 
 def add_inference_args(parser):

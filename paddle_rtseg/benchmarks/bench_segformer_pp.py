@@ -13,15 +13,15 @@ and how far its predictions move from the unmerged model's.
 3. Speed: dygraph inference (backbone + head, batch 1, no grad) at ``--size`` x ``--size`` for each
    variant; the strategies run alternately, round after round, on the same weights, and the
    speed-up is the ratio of medians. ``--calls N``: each turn is N back-to-back calls timed after
-   the first (:func:`paddle_rtseg.timing.round_robin`), the latency of a loop over frames rather
+   the first (:func:`paddle_rtseg.benchmarks.timing.round_robin`), the latency of a loop over frames rather
    than of a call that follows another strategy's; dygraph and Paddle Inference alike. B0 uses the
    trained weights; other variants random weights (speed does not depend on the values except
    through bsm's matching, which has a fixed cost).
    With ``--paddle_inference`` the trained B0 is also exported once per strategy (fixed size) and
    timed the same way in Paddle Inference (CPU: oneDNN, and the OpenVINO engine where Paddle has
    it; columns ``B0-PI``, ``B0-PI-OpenVINO``), and whether each export keeps oneDNN's bilinear
-   resize pass on (:func:`paddle_rtseg.deployment.onednn_resize_is_exact`).
-4. MACs of B0 per strategy (:func:`paddle_rtseg.flops.count_macs`) and the achieved GFLOP/s of
+   resize pass on (:func:`paddle_rtseg_runtime.onednn_resize_is_exact`).
+4. MACs of B0 per strategy (:func:`paddle_rtseg.benchmarks.flops.count_macs`) and the achieved GFLOP/s of
    each timing, next to ``paddle.matmul`` sgemm GFLOP/s measured in the same run.
 Prints a table, writes ``results.json`` and ``segformer_pp_bench.png`` in ``--save_dir``.
 """
@@ -32,8 +32,9 @@ import time
 
 import numpy as np
 
-from . import MKL_DISPATCH, malloc_tuning
-from .timing import medians, round_robin
+from paddle_rtseg import MKL_DISPATCH
+from paddle_rtseg.cli import malloc_tuning
+from paddle_rtseg.benchmarks.timing import medians, round_robin
 
 STRATEGIES = ("none", "hq", "fast", "2x2", "downsample")
 PAPER_GPU_SPEEDUP = {"hq": 1.61, "fast": 1.94, "2x2": 1.90, "downsample": 6.51}  # B5, Cityscapes
@@ -146,13 +147,13 @@ def time_strategies(model, size, rounds, calls=1):
 
 
 def time_paddle_inference(config, weights, size, rounds, threads, save_dir, calls=1):
-    """Like :func:`time_strategies` on per-strategy exports (``paddle_rtseg.export``), in Paddle
+    """Like :func:`time_strategies` on per-strategy exports (``paddle_rtseg.exporting.static_graph``), in Paddle
     Inference with oneDNN and, where this Paddle has it, with its OpenVINO engine; every predictor
     of both engines alternates in one round robin. ``{engine: {strategy: seconds}}``, nan for a
     strategy the engine could not take (a program with an op it cannot convert)."""
-    from . import deployment
-    from .deployment import DeployError, PaddleInferencePredictor, openvino_available
-    from .export import export
+    import paddle_rtseg_runtime as deployment
+    from paddle_rtseg_runtime import DeployError, PaddleInferencePredictor, openvino_available
+    from paddle_rtseg.exporting.static_graph import export
     engines = {"B0-PI": dict(use_mkldnn=True)}
     if openvino_available():
         engines["B0-PI-OpenVINO"] = dict(use_openvino=True)
@@ -251,7 +252,7 @@ def main(argv=None):
         results["speed"].update(time_paddle_inference(
             args.config, weights, args.size, args.rounds, args.threads, args.save_dir, args.calls))
 
-    from .flops import achieved_gflops, count_macs, sgemm_gflops
+    from paddle_rtseg.benchmarks.flops import achieved_gflops, count_macs, sgemm_gflops
     macs = {}
     for s in STRATEGIES:
         model.set_token_merging(s)
@@ -259,7 +260,7 @@ def main(argv=None):
     model.set_token_merging(None)
     sgemm = sgemm_gflops()
     results.update(b0_macs=macs, sgemm_gflops=sgemm)
-    print("MiT-B0 at {0}x{0}: GMACs per strategy (paddle_rtseg.flops.count_macs); achieved "
+    print("MiT-B0 at {0}x{0}: GMACs per strategy (paddle_rtseg.benchmarks.flops.count_macs); achieved "
           "GFLOP/s; paddle.matmul sgemm in this run: {1:.1f} GFLOP/s (MKL: {2}; malloc: {3})".format(
               args.size, sgemm, MKL_DISPATCH, malloc_tuning.current()))
     for s in STRATEGIES:
@@ -293,5 +294,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from paddle_rtseg.errors import run_cli
+    from paddle_rtseg.cli.errors import run_cli
     raise SystemExit(run_cli(main))

@@ -1,7 +1,7 @@
 """Read PyTorch checkpoints (``torch.save``) without PyTorch and without running their code.
 
 Both layouts ``torch.save`` has written are read, their pickles through
-:class:`paddle_rtseg.safe_pickle.SafeUnpickler` (anything but tensor/storage rebuilding is refused with
+:class:`paddle_rtseg.weights.safe_pickle.SafeUnpickler` (anything but tensor/storage rebuilding is refused with
 :class:`UnsafeCheckpointError` before it runs):
 
 * zip (PyTorch >= 1.6): ``<archive>/data.pkl`` rebuilds tensors from persistent ids
@@ -19,9 +19,9 @@ import zipfile
 
 import numpy as np
 
-from . import safe_pickle
-from .deployment import limits
-from .safe_pickle import TorchStorageType, TorchTensor, UnsafeCheckpointError  # noqa: F401
+from paddle_rtseg.weights import safe_pickle
+from paddle_rtseg_runtime import limits
+from paddle_rtseg.weights.safe_pickle import TorchStorageType, TorchTensor, UnsafeCheckpointError  # noqa: F401
 
 
 class _Storage:

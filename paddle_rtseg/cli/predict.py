@@ -5,8 +5,8 @@ writes: ``pseudo_color_prediction/<name>.png`` (palette PNG: pixel values are th
 palette is PaddleSeg's colours, so it is both a picture and the label map) and
 ``added_prediction/<name>.<ext>`` (the image blended 0.6/0.4 with the colour mask); with
 ``--save_label`` also ``label/<name>.png`` (grayscale class ids). The files are made by the same code
-as the deploy runners' (``paddle_rtseg.deployment.visualize``) and written atomically; the run owns
-``--save_dir`` (:mod:`paddle_rtseg.deployment.run_lock`).
+as the deploy runners' (``paddle_rtseg_runtime.visualize``) and written atomically; the run owns
+``--save_dir`` (:mod:`paddle_rtseg_runtime.run_lock`).
 """
 import argparse
 import os
@@ -15,14 +15,14 @@ import numpy as np
 import paddle
 
 import paddle_rtseg
-from paddle_rtseg.deployment import (IMAGE_EXTENSIONS, FrameSource, add_video_args, color_map,
+from paddle_rtseg_runtime import (IMAGE_EXTENSIONS, FrameSource, add_video_args, color_map,
                                      encode, output_names, overlay, pseudo_color_png,
                                      segment_video, video_input, write_bytes_atomic)
 from paddle_rtseg.datasets.checked_io import DataError, read_image
-from paddle_rtseg.errors import run_cli, writable_dir
-from paddle_rtseg.deployment.run_lock import run_folder
-from paddle_rtseg.train import add_common_args, resolve_device
-from paddle_rtseg.val import add_inference_args, check_slide
+from paddle_rtseg.cli.errors import run_cli, writable_dir
+from paddle_rtseg_runtime.run_lock import run_folder
+from paddle_rtseg.cli.train import add_common_args, resolve_device
+from paddle_rtseg.cli.val import add_inference_args, check_slide
 
 LIST_SUFFIXES = (".txt", ".lst")
 
@@ -72,7 +72,7 @@ def infer_one(model, transforms, image, aug=False, scales=1.0, flip_horizontal=F
 
 def predict_video(model, transforms, path, save_dir, palette, fps=None, **infer_kwargs):
     """Segment a video file, or a folder of frames, into ``<save_dir>/<name>.mp4``
-    (``deployment/video.py``); returns its path."""
+    (``paddle_rtseg_runtime/video.py``); returns its path."""
     import time
 
     images = list_images(path)[0] if os.path.isdir(path) else None
@@ -93,7 +93,7 @@ def predict(model, transforms, images, root, save_dir, palette, save_label=False
             scales=1.0, flip_horizontal=False, flip_vertical=False, is_slide=False, stride=None,
             crop_size=None):
     """Run ``model`` on ``images`` and write the masks and overlays (``palette``: ``N x 3`` RGB, see
-    :func:`paddle_rtseg.deployment.color_map`); returns the list of written mask paths."""
+    :func:`paddle_rtseg_runtime.color_map`); returns the list of written mask paths."""
     from paddleseg.utils import progbar
 
     model.eval()

@@ -1,9 +1,9 @@
 """``python -m paddle_rtseg.train``: PaddleSeg's training front-end (same flags as tools/train.py).
 
 Also runs data-parallel under ``python -m paddle.distributed.launch --nproc_per_node N
-paddle_rtseg/train.py ...`` (the launcher takes a script path; GPUs, or CPU processes over gloo). Checkpoints are written
+paddle_rtseg/cli/train.py ...`` (the launcher takes a script path; GPUs, or CPU processes over gloo). Checkpoints are written
 atomically; a killed run resumes with ``--resume_model <save_dir>/iter_N``. The run owns ``--save_dir``
-(:mod:`paddle_rtseg.deployment.run_lock`): a second run into it is refused, a killed run's lock and temporaries
+(:mod:`paddle_rtseg_runtime.run_lock`): a second run into it is refused, a killed run's lock and temporaries
 are cleaned up by the next one.
 """
 import argparse
@@ -14,11 +14,11 @@ import os
 import paddle
 
 import paddle_rtseg
-from paddle_rtseg.atomic import NonFiniteError, atomic_paddle_save
-from paddle_rtseg.checkpoints import check_resume_fits
+from paddle_rtseg.weights.atomic import NonFiniteError, atomic_paddle_save
+from paddle_rtseg.weights.checkpoints import check_resume_fits
 from paddle_rtseg.datasets import check_dataset
-from paddle_rtseg.errors import TrainingError, run_cli, writable_dir
-from paddle_rtseg.deployment.run_lock import run_folder
+from paddle_rtseg.cli.errors import TrainingError, run_cli, writable_dir
+from paddle_rtseg_runtime.run_lock import run_folder
 
 
 def add_common_args(parser):

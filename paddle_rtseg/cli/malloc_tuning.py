@@ -12,7 +12,7 @@ Inference reuses its own buffers and does not fault.
 :func:`apply` sets ``M_MMAP_MAX=0`` (every block from the heap) and ``M_TRIM_THRESHOLD`` to its
 maximum (freed memory stays in the process), with ``mallopt``. The cost is that the process
 keeps its peak heap until it exits, which is why the command-line tools apply it
-(:func:`paddle_rtseg.errors.run_cli`, so also a tool's ``main()`` called from Python) and
+(:func:`paddle_rtseg.cli.errors.run_cli`, so also a tool's ``main()`` called from Python) and
 importing the package does not: a program that imports paddle_rtseg calls :func:`apply` itself if
 it wants it. Nothing is changed where the C library is not glibc, where another allocator is
 preloaded (jemalloc, tcmalloc, mimalloc), where the user set the same settings

@@ -23,7 +23,7 @@ def conv_bias_as_channel_add(pdmodel_path):
     """Rewrite ``conv -> add(reshape2(bias), axis=-1)`` into ``conv -> add(bias, axis=1)`` in place,
     dropping the ``reshape2`` (only where the bias is a 1-D persistable variable and the reshaped
     copy feeds nothing else). Returns the number of adds rewritten."""
-    from .deployment.program import read_program, tensor_desc
+    from paddle_rtseg_runtime.program import read_program, tensor_desc
     program = read_program(pdmodel_path)
     rewritten = 0
     for block in program.blocks:

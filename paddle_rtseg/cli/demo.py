@@ -12,11 +12,11 @@ import time
 import cv2
 import numpy as np
 
-from paddle_rtseg import predict as predict_cli
-from paddle_rtseg import train as train_cli
-from paddle_rtseg import val as val_cli
-from paddle_rtseg.errors import run_cli, writable_dir
-from paddle_rtseg.deployment.run_lock import run_folder
+from paddle_rtseg.cli import predict as predict_cli
+from paddle_rtseg.cli import train as train_cli
+from paddle_rtseg.cli import val as val_cli
+from paddle_rtseg.cli.errors import run_cli, writable_dir
+from paddle_rtseg_runtime.run_lock import run_folder
 
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
                       "rtformer", "rtformer_slim_synthetic_128x128_2k.yml")

@@ -20,7 +20,7 @@ weights. A precision the CPU or backend cannot run is a row saying why.
 
 Every predictor of a model (dygraph and each backend; for RTFormer also PaddleSeg's export) is called
 in turn within each repeat (round robin), so ratios compare latencies measured under the same machine
-load; the table reports medians. Every backend runs with the settings of ``paddle_rtseg.deployment`` (the
+load; the table reports medians. Every backend runs with the settings of ``paddle_rtseg_runtime`` (the
 runners' too): oneDNN resizes where exact, ONNX Runtime flushing denormals. With random weights
 (no trained ones found) the latency depends on them through denormals, which Paddle Inference and
 ONNX Runtime flush and Paddle Lite cannot (docs/deployment.md, section 5). Accuracy in the plot is the published mIoU of
@@ -37,11 +37,12 @@ import sys
 
 import numpy as np
 
-from . import MKL_DISPATCH, malloc_tuning
-from . import deployment as du
-from .errors import ConfigError, run_cli
-from .deploy_all import backend_predictors, dygraph_predictor, format_table
-from .timing import SETTLE_S, round_robin
+from paddle_rtseg import MKL_DISPATCH
+from paddle_rtseg.cli import malloc_tuning
+import paddle_rtseg_runtime as du
+from paddle_rtseg.cli.errors import ConfigError, run_cli
+from paddle_rtseg.cli.deploy_all import backend_predictors, dygraph_predictor, format_table
+from paddle_rtseg.benchmarks.timing import SETTLE_S, round_robin
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # name: (config, input shape (batch 1), published mIoU, dataset of that mIoU)
@@ -101,15 +102,15 @@ def trained(name, model_paths=None):
 
 def _build(config, opts=None):
     from paddleseg.cvlibs import SegBuilder
-    from .config import load_config
-    from .export import drop_pretrained
+    from paddle_rtseg.config import load_config
+    from paddle_rtseg.exporting.static_graph import drop_pretrained
     model = SegBuilder(drop_pretrained(load_config(config, opts=opts))).model
     model.eval()
     return model
 
 
 def _gmacs(model, shape):
-    from .flops import count_macs
+    from paddle_rtseg.benchmarks.flops import count_macs
     return count_macs(model, shape) / 1e9
 
 
@@ -119,8 +120,8 @@ def _params(model):
 
 def bench_model(name, save_dir, repeats, threads, log=print, model_paths=None, settle_s=SETTLE_S):
     import paddle
-    from . import load_checkpoint
-    from .export import export
+    from paddle_rtseg import load_checkpoint
+    from paddle_rtseg.exporting.static_graph import export
 
     config, shape, miou, dataset = MODELS[name]
     config = os.path.join(ROOT, config)
@@ -209,7 +210,7 @@ def bench_model(name, save_dir, repeats, threads, log=print, model_paths=None, s
 
 def _synthetic_val(root):
     """``(image, label)`` paths of the synthetic validation set (generated like the demo's)."""
-    from .datasets import generate_synthetic
+    from paddle_rtseg.datasets import generate_synthetic
     root = generate_synthetic(root)
     with open(os.path.join(root, "val.txt")) as f:
         return [tuple(os.path.join(root, p) for p in line.split()) for line in f if line.strip()]
@@ -222,7 +223,7 @@ def bench_precision(name, save_dir, repeats, threads, precisions, log=print, mod
     import subprocess
 
     import cv2
-    from .quantize import DEFAULT_ALGO, miou
+    from paddle_rtseg.quantization.ptq import DEFAULT_ALGO, miou
 
     config, weights = trained(name, model_paths)
     if not weights:
@@ -233,7 +234,7 @@ def bench_precision(name, save_dir, repeats, threads, precisions, log=print, mod
     data = os.path.join(save_dir, "data", "synthetic")
     pairs = _synthetic_val(data)
     opts = ["train_dataset.dataset_root=" + data, "val_dataset.dataset_root=" + data]
-    log("{}: int8 models (paddle_rtseg.quantize, {} calibration images) from {}".format(
+    log("{}: int8 models (paddle_rtseg.quantization.ptq, {} calibration images) from {}".format(
         name, calib_images, os.path.relpath(weights, ROOT)))
     proc = subprocess.run([sys.executable, "-m", "paddle_rtseg.quantize", "--config", config,
                            "--model_path", weights, "--save_dir", work, "--evaluate", "false",
@@ -433,7 +434,7 @@ def main(argv=None):
             results[name] = bench_model(name, args.save_dir, args.repeats, args.threads,
                                         model_paths=model_paths, settle_s=args.settle_s)
             if sgemm is None:  # the roofline, measured once in this process
-                from .flops import sgemm_gflops
+                from paddle_rtseg.benchmarks.flops import sgemm_gflops
                 sgemm = sgemm_gflops()
             results[name]["sgemm_gflops"] = sgemm
         except Exception as e:  # one family failing must not hide the others

@@ -46,7 +46,7 @@ TRT_PRECISIONS = ("fp32", "fp16")
 # dominates (SeaFormer's many small ops): docs/deployment.md, section 5. fp32 and bf16 are its
 # ``inference_precision`` hint on the fp32 export. Its Paddle front-end cannot read the fake-quant
 # ops of the PTQ program oneDNN and Lite run, so int8 reads the same calibration written as
-# ``quantize_linear``/``dequantize_linear`` pairs (``paddle_rtseg.quantize`` saves it next to the PTQ
+# ``quantize_linear``/``dequantize_linear`` pairs (``paddle_rtseg.quantization.ptq`` saves it next to the PTQ
 # program as ``model_qdq.*``): the front-end turns each pair into a FakeQuantize, which the CPU
 # plugin's low-precision transformations run in int8 (OpenVINO's documented behaviour; Paddle does
 # not expose the compiled graph), the rest in fp32 (hint f32).
@@ -101,13 +101,13 @@ def check_precision(model_dir, device, precision, use_mkldnn=True, use_trt=False
             if not all(os.path.isfile(f) for f in openvino_int8_paths(model_dir)):
                 raise DeployError(
                     "--precision int8 with --use_openvino reads the QDQ program that `python -m "
-                    "paddle_rtseg.quantize` writes next to its PTQ program ({}.pdmodel and "
+                    "paddle_rtseg.quantization.ptq` writes next to its PTQ program ({}.pdmodel and "
                     ".pdiparams), and {} has none. Quantize with this version (`python -m "
-                    "paddle_rtseg.quantize --config CFG --model_path W.pdparams --save_dir Q`) and "
+                    "paddle_rtseg.quantization.ptq --config CFG --model_path W.pdparams --save_dir Q`) and "
                     "pass --model_dir Q/ptq_int8.".format(OPENVINO_INT8_PREFIX, model_dir))
         elif is_quantized(model_paths(model_dir)[0]):
             raise DeployError(
-                "{} is an int8 model (fake-quant ops from paddle_rtseg.quantize): run it with "
+                "{} is an int8 model (fake-quant ops from paddle_rtseg.quantization.ptq): run it with "
                 "--precision int8 (with --use_openvino it reads the {}.* program beside it), or "
                 "pass the fp32 export.".format(model_dir, OPENVINO_INT8_PREFIX))
         reason = cpu_features.require(precision, "Paddle Inference (OpenVINO)", engine="openvino",

@@ -1,6 +1,6 @@
 """Load PaddleSeg ``.pdparams`` and authors' PyTorch ``.pth`` checkpoints into our models.
 
-Every file is read by :mod:`paddle_rtseg.safe_pickle` (never ``pickle.load``/``paddle.load``), so a
+Every file is read by :mod:`paddle_rtseg.weights.safe_pickle` (never ``pickle.load``/``paddle.load``), so a
 checkpoint cannot run code. The format is detected from the file's content (PyTorch zip archive or
 legacy magic number; anything else is a ``paddle.save`` pickle). PyTorch state dicts
 are translated by the model's own ``convert_torch_state_dict`` (one key-mapping filter per model
@@ -13,9 +13,9 @@ import zipfile
 
 import numpy as np
 
-from .deployment.limits import LimitError
-from .safe_pickle import UnsafeCheckpointError, load_paddle
-from .torch_reader import is_torch_file, load_torch_state_dict
+from paddle_rtseg_runtime.limits import LimitError
+from paddle_rtseg.weights.safe_pickle import UnsafeCheckpointError, load_paddle
+from paddle_rtseg.weights.torch_reader import is_torch_file, load_torch_state_dict
 
 
 class CheckpointMismatchError(ValueError):
@@ -42,7 +42,7 @@ def _reason(error):
 def read_file(path, read, *args):
     """``read(path, *args)``; a corrupt or foreign file raises ``ValueError`` saying so and why
     (not where reading failed); :class:`UnsafeCheckpointError`, the named limits
-    (:class:`~paddle_rtseg.deployment.limits.LimitError`) and ``FileNotFoundError`` pass unchanged."""
+    (:class:`~paddle_rtseg_runtime.limits.LimitError`) and ``FileNotFoundError`` pass unchanged."""
     try:
         return read(path, *args)
     except (UnsafeCheckpointError, LimitError, FileNotFoundError):

@@ -1,7 +1,6 @@
-"""Export a model to a static graph plus PaddleSeg's ``deploy.yaml``.
+"""Export a model to a static graph plus PaddleSeg's ``deploy.yaml`` (the command is
+:mod:`paddle_rtseg.cli.export`).
 
-    python -m paddle_rtseg.export --config CFG --model_path model.pdparams --save_dir output/export \
-        [--input_shape N 3 H W] [--output_op argmax|softmax|none] [--format legacy|pir]
 
 By default batch, height and width are dynamic (``[-1, 3, -1, -1]``): one export serves every batch size
 and image size. ``--format legacy`` (default) writes ``model.pdmodel`` / ``model.pdiparams``, which every
@@ -10,14 +9,13 @@ backend reads (Paddle Inference, paddle2onnx, Paddle Lite's ``opt``); ``--format
 running process has the other one the export re-runs itself in a subprocess with the flag set.
 
 The export is atomic: files are written to a temporary directory next to ``--save_dir`` and moved in
-only once everything succeeded, ``deploy.yaml`` last (:func:`paddle_rtseg.deployment.outputs.publish`).
+only once everything succeeded, ``deploy.yaml`` last (:func:`paddle_rtseg_runtime.outputs.publish`).
 Nothing else in ``--save_dir`` is touched: only the files a previous export or conversion wrote there
 (``.paddle_rtseg_files``) are replaced or removed. The export owns ``--save_dir`` while it runs
-(:mod:`paddle_rtseg.deployment.run_lock`): a second export or training into it, or into a folder
+(:mod:`paddle_rtseg_runtime.run_lock`): a second export or training into it, or into a folder
 inside a running training's folder, is refused, and temporary directories a killed export of it
 left next to it are removed.
 """
-import argparse
 import os
 import re
 import shutil
@@ -25,8 +23,8 @@ import subprocess
 import sys
 import tempfile
 
-from .deployment import run_lock
-from .conv_bias_add import conv_bias_as_channel_add
+from paddle_rtseg_runtime import run_lock
+from paddle_rtseg.exporting.conv_bias_add import conv_bias_as_channel_add
 
 OUTPUT_OPS = ("argmax", "softmax", "none")
 FORMATS = ("legacy", "pir")
@@ -167,7 +165,7 @@ def _patch_for_lite(pdmodel_path):
     Returns the number of ops changed.
     """
     from paddle.base.proto import framework_pb2
-    from .deployment.program import read_program, tensor_desc
+    from paddle_rtseg_runtime.program import read_program, tensor_desc
     program = read_program(pdmodel_path)
     patched = 0
     for block in program.blocks:
@@ -310,8 +308,8 @@ def _export(config, save_dir, model_path, input_shape, output_op, fmt, opts, mod
         return os.path.join(save_dir, "deploy.yaml")
 
     import paddle
-    from . import load_checkpoint, load_config
-    from .deployment.errors import reporting_full_disk
+    from paddle_rtseg import load_checkpoint, load_config
+    from paddle_rtseg_runtime.errors import reporting_full_disk
     from paddleseg.cvlibs import SegBuilder
 
     cfg = load_config(config, opts=opts)
@@ -355,8 +353,8 @@ def _export(config, save_dir, model_path, input_shape, output_op, fmt, opts, mod
                 conv_bias_as_channel_add(os.path.join(tmp, model_file))
             _write_deploy_yaml(os.path.join(tmp, "deploy.yaml"), model_file, params_file,
                                _transforms(cfg), shape, output_op)
-        from .deployment.files import default_mode
-        from .deployment.outputs import publish
+        from paddle_rtseg_runtime.files import default_mode
+        from paddle_rtseg_runtime.outputs import publish
         for name in os.listdir(tmp):
             default_mode(os.path.join(tmp, name))
         publish(tmp, save_dir)  # only the export's own files change; deploy.yaml last
@@ -368,7 +366,7 @@ def _export(config, save_dir, model_path, input_shape, output_op, fmt, opts, mod
 def _save_traced(static, prefix, save_dir):
     """``paddle.jit.save`` of the traced model; a failure here is about writing, not the shape."""
     import paddle
-    from .deployment.errors import DISK_FULL, DiskFullError, disk_full_message
+    from paddle_rtseg_runtime.errors import DISK_FULL, DiskFullError, disk_full_message
     try:
         paddle.jit.save(static, prefix)
     except Exception as e:
@@ -379,32 +377,3 @@ def _save_traced(static, prefix, save_dir):
         raise ExportError("Writing the exported model next to --save_dir {} failed ({}: {}). Check "
                           "that the folder is writable and has space.".format(
                               save_dir, type(e).__name__, text[-300:])) from None
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="PaddleSeg YAML config of the model")
-    parser.add_argument("--model_path", default=None, help=".pdparams (or authors' .pth) weights")
-    parser.add_argument("--save_dir", default="output/inference_model")
-    parser.add_argument("--input_shape", nargs=4, type=int, default=None, metavar=("N", "C", "H", "W"),
-                        help="fixed input shape; -1 = dynamic (default: -1 3 -1 -1)")
-    parser.add_argument("--output_op", default="argmax",
-                        help="argmax (default), softmax or none (logits)")
-    parser.add_argument("--format", default="legacy", dest="fmt",
-                        help="legacy (model.pdmodel; Paddle Lite needs it) or pir (model.json)")
-    parser.add_argument("--opts", nargs="+", default=None, help="config overrides key=value")
-    return parser.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    from .errors import run_cli
-
-    path = run_cli(lambda: export(args.config, args.save_dir, args.model_path, args.input_shape,
-                                  args.output_op, args.fmt, args.opts))
-    print("Exported to {} (deploy.yaml: {})".format(args.save_dir, path))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

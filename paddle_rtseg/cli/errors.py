@@ -3,15 +3,15 @@ import os
 import sys
 import tempfile
 
-from .checkpoints import CheckpointMismatchError
-from .config import ConfigError
-from .datasets.checked_io import DataError
-from .deployment import DeployError
-from .deployment.errors import DISK_FULL, DiskFullError, bounded, disk_full_message
-from .export import ExportError
-from . import malloc_tuning
-from .deployment.run_lock import RunLockError
-from .torch_reader import UnsafeCheckpointError
+from paddle_rtseg.weights.checkpoints import CheckpointMismatchError
+from paddle_rtseg.config import ConfigError
+from paddle_rtseg.datasets.checked_io import DataError
+from paddle_rtseg_runtime import DeployError
+from paddle_rtseg_runtime.errors import DISK_FULL, DiskFullError, bounded, disk_full_message
+from paddle_rtseg.exporting.static_graph import ExportError
+from paddle_rtseg.cli import malloc_tuning
+from paddle_rtseg_runtime.run_lock import RunLockError
+from paddle_rtseg.weights.torch_reader import UnsafeCheckpointError
 
 
 class OutputError(OSError):
@@ -45,19 +45,17 @@ def _raised_here(error, package=None):
     tb = error.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
-    if package is None:
-        package_dir = os.path.dirname(os.path.abspath(__file__))
-    else:
-        package_dir = os.path.dirname(os.path.abspath(__import__(package).__file__))
-    return tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(package_dir)
+    packages = [package] if package else ["paddle_rtseg", "paddle_rtseg_runtime"]
+    dirs = tuple(os.path.dirname(os.path.abspath(__import__(p).__file__)) + os.sep for p in packages)
+    return tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(dirs)
 
 
 def run_cli(main):
     """Run ``main()``; a user error prints ``error: <message>`` on stderr and exits with status 2
-    (one line of at most :data:`~paddle_rtseg.deployment.errors.MAX_MESSAGE_CHARS` characters).
+    (one line of at most :data:`~paddle_rtseg_runtime.errors.MAX_MESSAGE_CHARS` characters).
 
     Before ``main()`` it applies the command-line tools' malloc settings
-    (:func:`paddle_rtseg.malloc_tuning.apply`: freed tensors stay in the process for the next call).
+    (:func:`paddle_rtseg.cli.malloc_tuning.apply`: freed tensors stay in the process for the next call).
     """
     malloc_tuning.apply()
     try:

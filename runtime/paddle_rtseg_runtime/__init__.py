@@ -1,10 +1,11 @@
-"""What every deployment runner shares: reading an exported model directory (``deploy.yaml``),
-PaddleSeg's pre/post-processing, one predictor per backend, and the converters.
+"""paddle_rtseg_runtime: what every deployment runner shares -- reading an exported model directory
+(``deploy.yaml``), PaddleSeg's pre/post-processing, one predictor per backend, and the converters.
 
-Nothing here imports Paddle at module level (only numpy, OpenCV and PyYAML) and nothing imports the
-rest of ``paddle_rtseg`` (relative imports inside this package only), so the runners in ``deploy/``
-load this package from its folder and run where only their own runtime (ONNX Runtime, Paddle Lite)
-is installed. Backends are imported when a predictor is created.
+A package of its own (``pip install ./runtime``, extras ``[onnx]``, ``[lite]``,
+``[paddle]``): nothing here imports Paddle at module level (only numpy, OpenCV and PyYAML) and
+nothing imports ``paddle_rtseg``, so it installs and runs on a device that has only its backend
+(ONNX Runtime, Paddle Lite). Backends are imported when a predictor is created. ``paddle_rtseg``
+(training, export) depends on it; the runners in ``deploy/`` import it.
 """
 from . import cpu_features, mkl_dispatch, run_lock
 from .converters import DEFAULT_OPSET, convert_lite, convert_onnx, lite_model_ops

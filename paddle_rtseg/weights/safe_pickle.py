@@ -156,7 +156,7 @@ class TorchStorageType:
 
 class TorchTensor:
     """What ``torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...)`` asked for;
-    :mod:`paddle_rtseg.torch_reader` turns it into an array once the storages are read."""
+    :mod:`paddle_rtseg.weights.torch_reader` turns it into an array once the storages are read."""
 
     def __init__(self, storage, offset, size, stride):
         if not isinstance(offset, int) or type(size) not in (tuple, list) or \

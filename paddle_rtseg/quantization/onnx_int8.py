@@ -12,8 +12,8 @@ The written model carries ``paddle_rtseg_precision: int8`` in its metadata, whic
 import os
 import tempfile
 
-from .deployment.files import default_mode
-from .deployment.onnx_runtime import PRECISION_KEY, WEIGHT_BITS_KEY
+from paddle_rtseg_runtime.files import default_mode
+from paddle_rtseg_runtime.onnx_runtime import PRECISION_KEY, WEIGHT_BITS_KEY
 
 # Quantized ops. The element-wise ops, concats and pools too, so that tensors stay int8 between
 # quantized convolutions instead of passing DQ -> fp32 op -> Q (SeaFormer-Tiny 512x512, demo
@@ -187,7 +187,7 @@ def quantize_onnx_int8(fp32_onnx, out_path, calibration, input_name="x", reduce_
     ``reduce_range=True`` quantizes the weights to 7 bits: ONNX Runtime's uint8 x int8 kernels on
     x86 CPUs without VNNI add pairs of 16-bit products with saturation, which 8-bit weights can
     overflow (its quantization docs); 7-bit weights cannot. The runners refuse ``--precision int8``
-    on such CPUs (:mod:`paddle_rtseg.deployment.cpu_features`), so the default keeps 8 bits. The
+    on such CPUs (:mod:`paddle_rtseg_runtime.cpu_features`), so the default keeps 8 bits. The
     model records its weights' bits (``WEIGHT_BITS_KEY``): ``OnnxPredictor(..., allow_slow=True)``
     on such a CPU runs only a 7-bit model.
     """

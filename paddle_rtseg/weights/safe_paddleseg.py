@@ -1,4 +1,4 @@
-"""PaddleSeg's own weight readers, routed through :mod:`paddle_rtseg.safe_pickle`.
+"""PaddleSeg's own weight readers, routed through :mod:`paddle_rtseg.weights.safe_pickle`.
 
 paddleseg 2.8 reads user files with ``paddle.load`` (``pickle.load``) in two places our models and
 CLIs reach: ``utils.load_pretrained_model`` (every model's and backbone's ``pretrained``, also via
@@ -7,7 +7,7 @@ CLIs reach: ``utils.load_pretrained_model`` (every model's and backbone's ``pret
 ``paddleseg.utils`` and the copy ``paddleseg.core.train`` imported -- with versions that read the
 file safely (and PaddleSeg's config reader ``cvlibs.config.parse_from_yaml``, a ``yaml.FullLoader``,
 with :func:`paddle_rtseg.config._read_yaml`); where PaddleSeg warned and went on with random weights, a ``pretrained`` that does not
-load is an error (:func:`paddle_rtseg.checkpoints.load_pretrained`). The replaced functions are kept
+load is an error (:func:`paddle_rtseg.weights.checkpoints.load_pretrained`). The replaced functions are kept
 in :data:`ORIGINALS`. Not covered: the ViT and CAE backbones, which call ``paddle.load`` themselves.
 """
 import importlib
@@ -21,7 +21,7 @@ def load_pretrained_model(model, pretrained_model):
     """paddleseg's ``utils.load_pretrained_model``, reading through ``safe_pickle``, strict."""
     from paddleseg.utils import logger, utils
 
-    from .checkpoints import load_pretrained
+    from paddle_rtseg.weights.checkpoints import load_pretrained
 
     if pretrained_model is None:
         logger.info("No pretrained model to load, {} will be trained from scratch.".format(
@@ -38,8 +38,8 @@ def resume(model, optimizer, resume_model):
     ``paddle.load`` returns) before either is applied; returns the iteration."""
     from paddleseg.utils import logger
 
-    from .checkpoints import read_file
-    from .safe_pickle import load_paddle
+    from paddle_rtseg.weights.checkpoints import read_file
+    from paddle_rtseg.weights.safe_pickle import load_paddle
 
     if resume_model is None:
         logger.info("No model needed to resume.")
@@ -59,7 +59,7 @@ def resume(model, optimizer, resume_model):
 def parse_from_yaml(path):
     """paddleseg's ``cvlibs.config.parse_from_yaml`` through our one safe YAML reader (it read the
     file with ``yaml.FullLoader``, which resolves ``!!python/name:`` tags)."""
-    from .config import _read_yaml
+    from paddle_rtseg.config import _read_yaml
     return _read_yaml(path)
 
 

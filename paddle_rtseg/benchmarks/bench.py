@@ -3,7 +3,7 @@
 RTFormer-Slim at 512x1024 and SegFormer-B0 at 1024x1024, batch 1: ours and PaddleSeg's
 (``paddleseg.models.RTFormer`` / ``SegFormer``) with the same weights, called alternately (medians of
 ``--repeats`` rounds). SeaFormer T/S/B/L at 512x512 (ratios to Tiny). MixFormer-B0/B1 with the heads
-considered for the real-time configs. MACs from :func:`paddle_rtseg.flops.count_macs` (matmuls and
+considered for the real-time configs. MACs from :func:`paddle_rtseg.benchmarks.flops.count_macs` (matmuls and
 functional convs included). Prints the table and writes a bar chart PNG. Deployed-model latency is
 ``python -m paddle_rtseg.bench_deploy``; SegFormer++ token merging is
 ``python -m paddle_rtseg.bench_segformer_pp``. Numbers are for this machine only.
@@ -16,10 +16,10 @@ import numpy as np
 from paddle_rtseg import MKL_DISPATCH  # first: sets MKL's code path before Paddle loads
 import paddle  # noqa: E402
 
-from paddle_rtseg import malloc_tuning
-from paddle_rtseg.errors import run_cli, writable_dir
-from paddle_rtseg.flops import count_macs
-from paddle_rtseg.timing import medians, round_robin
+from paddle_rtseg.cli import malloc_tuning
+from paddle_rtseg.cli.errors import run_cli, writable_dir
+from paddle_rtseg.benchmarks.flops import count_macs
+from paddle_rtseg.benchmarks.timing import medians, round_robin
 
 
 def _infer(model):
