@@ -175,14 +175,9 @@ def test_fuzz_deploy_yaml(tmp_path, capsys, monkeypatch):
 
 
 _PNG_CHILD = r"""
-import importlib.util, json, os, resource, sys, traceback
+import json, os, resource, sys, traceback
 resource.setrlimit(resource.RLIMIT_AS, (__CAP__, __CAP__))
-folder = os.path.join(sys.argv[1], "paddle_rtseg", "deployment")
-spec = importlib.util.spec_from_file_location("du", os.path.join(folder, "__init__.py"),
-                                              submodule_search_locations=[folder])
-du = importlib.util.module_from_spec(spec)
-sys.modules["du"] = du
-spec.loader.exec_module(du)
+import paddle_rtseg_runtime as du  # no Paddle: the runtime package
 for path in sys.argv[2:]:
     print(json.dumps({"start": path}), flush=True)
     try:

@@ -100,7 +100,7 @@ def test_importing_the_package_sets_it_before_paddle_loads(tmp_path):
 
 
 def test_the_runners_set_it_too(tmp_path):
-    """deploy/common.py loads paddle_rtseg/deployment stand-alone (no Paddle) and applies it."""
+    """deploy/common.py imports the runtime package (no Paddle) and applies it."""
     code = ("import os, sys; sys.path.insert(0, {!r}); import common; "
             "print(os.environ.get('MKL_DEBUG_CPU_TYPE'), 'paddle' in sys.modules)").format(
                 os.path.join(ROOT, "deploy"))

@@ -11,16 +11,14 @@ import time
 
 import pytest
 
-from conftest import ROOT, run_module
+from conftest import run_module
 from paddle_rtseg_runtime import run_lock
 
 # a process holding the lock of argv[1] until its stdin closes (run_lock is loaded from its file:
 # stdlib only, so the holder starts in milliseconds, without Paddle)
 HOLDER = """
-import importlib.util, sys, time
-spec = importlib.util.spec_from_file_location("run_lock", {path!r})
-run_lock = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(run_lock)
+import sys, time
+from paddle_rtseg_runtime import run_lock  # no Paddle: the runtime package
 if len(sys.argv) > 2:  # a race: wait at the start line, and take time to judge a lock stale
     while not __import__("os").path.exists(sys.argv[2]):
         time.sleep(0.01)
@@ -33,7 +31,7 @@ try:  # HOLD_WRITES: the sub-folders the holder declares it writes (JSON list; d
         sys.stdin.read()
 except run_lock.RunLockError as e:
     print("refused", flush=True)
-""".format(path=os.path.join(ROOT, "paddle_rtseg", "deployment", "run_lock.py"))
+"""
 
 
 def hold(folder, *start_line, writes=None):

@@ -13,7 +13,7 @@ struct Image {
 };
 
 // Reads a JPEG or PNG (by content, not by name) as 8-bit RGB with the Python runners' rule
-// (paddle_rtseg/deployment/images.py): gray replicated and alpha dropped (with a `warning:` line on
+// (runtime/paddle_rtseg_runtime/images.py): gray replicated and alpha dropped (with a `warning:` line on
 // stderr), 16-bit scaled by the image's maximum. Throws std::runtime_error naming the problem
 // (unreadable, truncated JPEG, CMYK JPEG, smaller than 32x32) so that main prints one `error:` line.
 Image ReadImage(const std::string& path);
