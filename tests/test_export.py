@@ -112,6 +112,9 @@ def test_pir_format(tmp_path):
         info = yaml.safe_load(f)["Deploy"]
     assert info["model"] == "model.json" and info["input_shape"] == [1, 3, 64, 64]
     assert os.path.isfile(os.path.join(save_dir, "model.json"))
+    # the structural check the predictors run before Paddle's loader accepts a real PIR export
+    assert du.model_dir.check_program_files(os.path.join(save_dir, "model.json"),
+                                            os.path.join(save_dir, "model.pdiparams")) > 10
     with pytest.raises(du.DeployError, match="--format legacy"):
         du.convert_lite(save_dir, str(tmp_path / "m"), "arm")
 

@@ -2,6 +2,7 @@
 symbolic links), ONNX external data outside the folder, and deploy.yaml fields of the wrong type or
 range (generated corruptions of a valid file) are refused in one paragraph before any runtime
 opens a file."""
+import json
 import os
 
 import numpy as np
@@ -136,3 +137,26 @@ def test_onnx_external_data_outside_the_folder_is_refused(tmp_path):
     (tmp_path / "bad" / "model.onnx").write_bytes(b"\x08\x07garbage" * 10)
     with pytest.raises(DeployError, match="cannot be read"):
         OnnxPredictor(str(tmp_path / "bad" / "model.onnx"))
+
+
+def test_a_broken_pir_program_is_one_paragraph(tmp_path):
+    """``--format pir`` folders (``model.json``): random bytes, truncated JSON and JSON that is not a
+    program are refused before Paddle's loader sees them (the legacy ``.pdmodel`` has the same check)."""
+    from paddle_rtseg_runtime.model_dir import check_program_files
+    program = {"base_code": {"magic": "pir", "version": 1},
+               "program": {"regions": [{"#": "region_0", "blocks": [{"#": "block_0", "args": [],
+                                                                    "ops": [{"#": "p"}]}]}]}}
+    text = json.dumps(program)
+    params = tmp_path / "model.pdiparams"
+    params.write_bytes(b"")
+    cases = {"random": os.urandom(4096), "truncated": text[:len(text) // 2].encode(),
+             "not a program": b'{"base_code": {}, "program": {"regions": []}}', "a list": b"[1, 2]",
+             "no ops": text.replace('[{"#": "p"}]', "[]").encode(), "deep": b"[" * 100000}
+    for name, data in cases.items():
+        (tmp_path / "model.json").write_bytes(data)
+        with pytest.raises(DeployError, match="is not a Paddle 3 \\(PIR\\) program") as e:
+            check_program_files(str(tmp_path / "model.json"), str(params))
+        assert "\n" not in str(e.value) and len(str(e.value)) < 400, name
+    (tmp_path / "model.json").write_text(text)  # the structure passes; the empty params do not
+    with pytest.raises(DeployError, match="not a Paddle parameters file: it holds no tensor"):
+        check_program_files(str(tmp_path / "model.json"), str(params))

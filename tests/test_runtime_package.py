@@ -2,6 +2,7 @@
 clean virtual environment without Paddle, and its ONNX runner there segments images exactly like
 the development environment does (issue 26: a runtime a device can ``pip install``)."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -28,9 +29,14 @@ def runtime_venv(tmp_path_factory):
     base = getattr(sys, "_base_executable", sys.executable)
     _run([base, "-m", "venv", venv])
     python = venv / "bin" / "python"
-    # not editable: a normal install, as on a device; pip's cache serves the pinned wheels
+    # not editable: a normal install, as on a device; pip's cache serves the pinned wheels. From a
+    # copy (the package and the pins it reads), so the build writes nothing into the repository.
+    source = venv.parent / "source"
+    shutil.copytree(os.path.join(ROOT, "runtime"), str(source / "runtime"),
+                    ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    shutil.copy(os.path.join(ROOT, "requirements.txt"), str(source))
     _run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-          "--no-build-isolation", os.path.join(ROOT, "runtime") + "[onnx]"], cwd=str(venv))
+          "--no-build-isolation", str(source / "runtime") + "[onnx]"], cwd=str(venv))
     return python
 
 

@@ -169,10 +169,13 @@ def check_program_files(model_file, params_file):
     or a crash): the program must parse as a ``ProgramDesc`` with ops, and the parameters file
     must be a sequence of well-formed tensors (version 0, a ``TensorDesc``, exactly the bytes its
     dims and dtype need) ending exactly at the end of the file. Needs Paddle (its protobufs).
+    A PIR ``model.json`` must parse as JSON with a program of ops (Paddle 3's layout:
+    ``program.regions[0].blocks[0].ops``); its parameters file has the same format.
     Returns the number of tensors in ``params_file``."""
-    if not model_file.endswith(".pdmodel"):
-        return None  # PIR model.json: Paddle reads it as JSON itself
     from paddle.base.proto import framework_pb2
+    if model_file.endswith(".json"):
+        _check_pir_json(model_file)
+        return _walk_params(params_file, framework_pb2)
     program = framework_pb2.ProgramDesc()
     try:
         with open(model_file, "rb") as f:
@@ -185,6 +188,21 @@ def check_program_files(model_file, params_file):
                           "ops: random, truncated or another kind of file). {}".format(
                               model_file, _REEXPORT))
     return _walk_params(params_file, framework_pb2)
+
+
+def _check_pir_json(path):
+    import json
+    try:
+        with open(path, "rb") as f:
+            program = json.loads(f.read().decode("utf-8"))
+        ops = program["program"]["regions"][0]["blocks"][0]["ops"]
+        ok = isinstance(program.get("base_code"), dict) and isinstance(ops, list) and len(ops) > 0
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError):
+        ok = False
+    if not ok:
+        raise DeployError("{} is not a Paddle 3 (PIR) program (it does not parse as JSON with a "
+                          "program of ops: random, truncated or another kind of file). {}".format(
+                              path, _REEXPORT))
 
 
 def _walk_params(path, framework_pb2):
