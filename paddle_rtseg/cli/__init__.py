@@ -20,9 +20,11 @@ COMMANDS = {
     "quantize": "cli.quantize",
     "deploy_all": "cli.deploy_all",
     "demo": "cli.demo",
+    "fit_budget": "cli.fit_budget",
     "bench": "benchmarks.bench",
     "bench_deploy": "benchmarks.bench_deploy",
     "bench_segformer_pp": "benchmarks.bench_segformer_pp",
+    "bench_train": "benchmarks.bench_train",
 }
 
 
