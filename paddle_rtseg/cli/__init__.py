@@ -24,7 +24,6 @@ COMMANDS = {
     "bench": "benchmarks.bench",
     "bench_deploy": "benchmarks.bench_deploy",
     "bench_segformer_pp": "benchmarks.bench_segformer_pp",
-    "bench_train": "benchmarks.bench_train",
 }
 
 
