@@ -209,3 +209,25 @@ def test_arm_two_steps_time_on_device_program_and_accuracy_on_arm_kernels(tiny, 
     assert os.path.isfile(os.path.join(out, "model_arm.nb"))
     import paddle_rtseg_runtime as du
     assert du.read_deploy_yaml(out, program_files=False)["input_shape"] == [1, 3, 64, 64]
+
+
+def test_combine_plots_frontiers_and_names_each_budgets_winner(tmp_path, capsys):
+    def record(title, points):
+        pts = [dict(name="{}_{}".format(s, m), scale=s, merging=m, precision="fp32",
+                    input_size=[8, 8], latency_ms=l, miou=q) for s, m, l, q in points]
+        front = {p["name"] for p in fb.pareto(pts)}
+        for p in pts:
+            p["pareto"] = p["name"] in front
+        path = tmp_path / (title + ".json")
+        path.write_text(json.dumps(dict(title=title, config=title, points=pts)))
+        return str(path)
+    a = record("A", [(1.0, "none", 90, 0.50), (0.5, "none", 30, 0.40)])
+    b = record("B", [(1.0, "none", 150, 0.60), (0.5, "hq", 45, 0.45)])
+    png = str(tmp_path / "families.png")
+    args = fb.parse_args(["--combine", a, b, "--plot", png, "--budgets", "20", "40", "60", "200"])
+    assert fb.combine(args) == 0
+    rows = [l for l in capsys.readouterr().out.splitlines() if l.startswith("| ")][1:]
+    assert "nothing fits" in rows[0]
+    assert "A: 0.5x, none" in rows[1] and "B: 0.5x, hq" in rows[2] and "B: 1x, none" in rows[3]
+    assert "A 90.0 ms 50.00 (over)" in rows[1] and "A 90.0 ms 50.00;" in rows[3]
+    assert os.path.getsize(png) > 1000

@@ -692,11 +692,11 @@ def _remove(path):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", required=True, help="PaddleSeg YAML config of the trained model")
-    p.add_argument("--model_path", required=True, help="trained .pdparams (or the authors' .pth)")
+    p.add_argument("--config", help="PaddleSeg YAML config of the trained model")
+    p.add_argument("--model_path", help="trained .pdparams (or the authors' .pth)")
     p.add_argument("--budget_ms", type=float, default=None,
                    help="latency budget per image, ms (batch 1, preprocessing excluded)")
-    p.add_argument("--backend", required=True, choices=BACKENDS)
+    p.add_argument("--backend", choices=BACKENDS)
     p.add_argument("--save_dir", default="output/fit_budget")
     p.add_argument("--precision", nargs="+", default=list(PRECISIONS), choices=PRECISIONS,
                    help="precisions to sweep (default: every one whose kernels this CPU has for "
@@ -722,9 +722,56 @@ def parse_args(argv=None):
                    help="lite_arm: folder of the swept .nb files (default <save_dir>/arm_sweep)")
     p.add_argument("--title", default=None, help="plot title (default: the config's name)")
     p.add_argument("--opts", nargs="+", default=None, help="config overrides key=value")
+    p.add_argument("--combine", nargs="+", default=None, metavar="JSON",
+                   help="instead of a sweep: the frontiers of these fit_budget.json in one plot "
+                        "(--plot) and, per --budgets, the best of them and each one's default")
+    p.add_argument("--plot", default="fit_budget_families.png", help="with --combine: the PNG")
+    p.add_argument("--budgets", nargs="+", type=float, default=[20, 50, 100, 200],
+                   help="with --combine: budgets (ms) of the table")
     args = p.parse_args(argv)
+    if args.combine is None:
+        missing = [f for f in ("config", "model_path", "backend") if getattr(args, f) is None]
+        if missing:
+            p.error("the following arguments are required: " + ", ".join(
+                "--" + f for f in missing))
     args.arm_models = args.arm_models or os.path.join(args.save_dir, "arm_sweep")
     return args
+
+
+def combine(args):
+    """``--combine``: several sweeps' frontiers in one plot, and which point wins each budget."""
+    records = []
+    for path in args.combine:
+        try:
+            with open(path) as f:
+                records.append(json.load(f))
+        except (OSError, ValueError) as e:
+            raise BudgetError("--combine {}: not a readable fit_budget.json ({}).".format(
+                path, e)) from None
+    plot_families(records, args.plot, args.budgets)
+    label = lambda r: r.get("title") or os.path.basename(r["config"])  # noqa: E731
+    rows = []
+    for budget in args.budgets:
+        best = [(p, label(r)) for r in records for p in [choose(r["points"], budget)] if p]
+        win = max(best, key=lambda b: b[0]["miou"]) if best else None
+        defaults = []
+        for r in records:
+            d = [p for p in r["points"] if _measured(p) and p["scale"] == 1.0 and
+                 p["merging"] == "none" and p["precision"] == "fp32"]
+            if d:
+                defaults.append("{} {:.1f} ms {:.2f}{}".format(
+                    label(r).split(",")[0], d[0]["latency_ms"], 100 * d[0]["miou"],
+                    "" if d[0]["latency_ms"] <= budget else " (over)"))
+        rows.append("| {:g} | {} | {} |".format(
+            budget, "{}: {:g}x, {}, {} ({:.1f} ms, mIoU {:.2f})".format(
+                win[1].split(",")[0], win[0]["scale"], win[0]["merging"], win[0]["precision"],
+                win[0]["latency_ms"], 100 * win[0]["miou"]) if win else "nothing fits",
+            "; ".join(defaults)))
+    print("| budget ms | best point within it | defaults (1.0x, no merging, fp32) |")
+    print("|---|---|---|")
+    print("\n".join(rows))
+    print("plot: " + args.plot)
+    return 0
 
 
 def check_args(args):
@@ -777,6 +824,9 @@ def run(args, argv):
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if args.combine:
+        from paddle_rtseg.cli.errors import run_cli
+        return run_cli(lambda: combine(args))
     from paddle_rtseg.exporting.static_graph import pir_active
     if pir_active():  # PTQ and Paddle Lite need the legacy program: re-run with it (as quantize)
         env = dict(os.environ, FLAGS_enable_pir_api="0")
