@@ -395,6 +395,59 @@ def test_a_loader_thread_error_ends_the_run_and_releases_the_lock(tmp_path):
         assert not (tmp_path / case / "run" / run_lock.LOCK_NAME).exists()
 
 
+LOADER_WORKER = """
+import sys
+import numpy as np, cv2, paddle
+from paddle_rtseg.cli.errors import run_cli
+from paddle_rtseg.datasets.checked_io import CheckedCompose
+from paddle_rtseg_runtime import run_lock
+from paddleseg.transforms import Normalize, RandomHorizontalFlip
+folder, case = sys.argv[1], sys.argv[2]
+cv2.imwrite(folder + "/img.png", np.zeros((64, 48, 3), np.uint8))
+cv2.imwrite(folder + "/label.png", np.zeros((64, 40) if case == "size" else (64, 48), np.uint8))
+transforms = [Normalize()] if case == "size" else [RandomHorizontalFlip(prob="x")]
+compose = CheckedCompose(transforms)
+class Data(paddle.io.Dataset):
+    def __len__(self):
+        return 4
+    def __getitem__(self, i):
+        if i < 2:
+            return np.zeros((3, 8, 8), "float32")
+        data = compose({"img": folder + "/img.png", "label": folder + "/label.png",
+                        "trans_info": [], "gt_fields": ["label"]})
+        return data["img"]
+def main():
+    with run_lock.run_folder(folder + "/run"):
+        for _ in paddle.io.DataLoader(Data(), batch_size=1, num_workers=1):
+            pass
+run_cli(main)
+print("not reached")
+"""
+
+
+def test_a_loader_worker_process_error_ends_the_run_and_releases_the_lock(tmp_path):
+    """``--num_workers`` > 0: Paddle re-raises a worker process's error in its reader thread (which
+    dies alone; the main thread then fails with "Blocking queue is killed", no reason given). The
+    same two cases as above: one paragraph naming the file, exit 2, the lock removed."""
+    import subprocess
+    import sys
+    cases = {"size": "is 40x64 pixels but its image",
+             "transform": "failed in the data loader (TypeError"}
+    procs = {}
+    for case in cases:
+        (tmp_path / case).mkdir()
+        procs[case] = subprocess.Popen([sys.executable, "-c", LOADER_WORKER, str(tmp_path / case),
+                                        case], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True)
+    for case, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=300)
+        proc.stdout, proc.stderr = stdout, stderr
+        assert_one_paragraph(proc, cases[case])
+        assert "img.png" in stderr and "Blocking queue" not in stderr
+        assert "not reached" not in stdout
+        assert not (tmp_path / case / "run" / run_lock.LOCK_NAME).exists()
+
+
 # ---- class 6 remainder: random or truncated .pdmodel / .pdiparams / .nb -------------------------
 
 TINY_PROGRAM = """

@@ -2,6 +2,7 @@
 import os
 import sys
 import tempfile
+import threading
 
 from paddle_rtseg.weights.checkpoints import CheckpointMismatchError
 from paddle_rtseg.config import ConfigError
@@ -10,7 +11,7 @@ from paddle_rtseg_runtime import DeployError
 from paddle_rtseg_runtime.errors import DISK_FULL, DiskFullError, bounded, disk_full_message
 from paddle_rtseg.exporting.static_graph import ExportError
 from paddle_rtseg.cli import malloc_tuning
-from paddle_rtseg_runtime.run_lock import RunLockError
+from paddle_rtseg_runtime.run_lock import RunLockError, release_all
 from paddle_rtseg.weights.torch_reader import UnsafeCheckpointError
 
 
@@ -50,6 +51,35 @@ def _raised_here(error, package=None):
     return tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(dirs)
 
 
+def _user_errors_in_threads_end_the_run():
+    """Paddle's ``DataLoader`` with worker processes re-raises a worker's exception in its reader
+    thread, which then dies alone; the main thread fails later with "Blocking queue is killed"
+    (a traceback without the reason). A user error ending any thread therefore prints its one
+    paragraph and ends the process with status 2 (the run's lock released); other exceptions
+    keep Python's default report."""
+    default = threading.excepthook
+    if getattr(default, "_paddle_rtseg", False):
+        return
+
+    def hook(args):
+        if not isinstance(args.exc_value, USER_ERRORS):
+            return default(args)
+        message = str(args.exc_value)
+        if "Traceback (most recent call last)" in message:  # Paddle's worker.reraise wraps it
+            lines = [line for line in message.splitlines() if line.strip()]
+            message = lines[-1].split(": ", 1)[-1]
+        sys.stderr.write("error: {}\n".format(bounded(" ".join(message.split()))))
+        sys.stderr.flush()
+        release_all()
+        import multiprocessing
+        for child in multiprocessing.active_children():  # the loader's workers would outlive us
+            child.terminate()
+        os._exit(2)
+
+    hook._paddle_rtseg = True
+    threading.excepthook = hook
+
+
 def run_cli(main):
     """Run ``main()``; a user error prints ``error: <message>`` on stderr and exits with status 2
     (one line of at most :data:`~paddle_rtseg_runtime.errors.MAX_MESSAGE_CHARS` characters).
@@ -58,6 +88,7 @@ def run_cli(main):
     (:func:`paddle_rtseg.cli.malloc_tuning.apply`: freed tensors stay in the process for the next call).
     """
     malloc_tuning.apply()
+    _user_errors_in_threads_end_the_run()
     try:
         return main()
     except USER_ERRORS as e:

@@ -76,7 +76,8 @@ class CheckedCompose(Compose):
     An image and its label must have the same size (:class:`DataError` naming both otherwise).
 
     Paddle's ``DataLoader`` reads batches in a background thread and, when that thread raises,
-    waits forever. Any error raised off the main thread (a :class:`DataError`, or a transform
+    waits forever (``num_workers=0``); with worker processes the error becomes a :class:`DataError`
+    that the reader thread re-raises, for :func:`paddle_rtseg.cli.errors.run_cli`'s thread hook. Any error raised off the main thread (a :class:`DataError`, or a transform
     failing on a file) therefore prints one paragraph naming the file, releases the run's lock
     (:func:`paddle_rtseg_runtime.run_lock.release_all`) and ends the process with status 2
     instead of hanging it.
@@ -95,16 +96,28 @@ class CheckedCompose(Compose):
                                                   data["label"].shape))
             return super().__call__(data)
         except Exception as e:
-            if threading.current_thread() is threading.main_thread():
-                raise
             message = str(e) if isinstance(e, DataError) else (
                 "Reading or transforming {} failed in the data loader ({}: {}). Check that file "
                 "and the dataset's transforms.".format(image or "an image", type(e).__name__, e))
+            if _in_loader_worker_process():
+                # the parent's reader thread re-raises it (num_workers > 0): a DataError with our
+                # message, which the command-line wrapper's thread hook turns into one paragraph
+                raise DataError(" ".join(message.split())) from None
+            if threading.current_thread() is threading.main_thread():
+                raise
             sys.stderr.write("error: {}\n".format(bounded(" ".join(message.split()))))
             sys.stderr.flush()
             from paddle_rtseg_runtime import run_lock
             run_lock.release_all()
             os._exit(2)
+
+
+def _in_loader_worker_process():
+    try:
+        from paddle.io import get_worker_info
+    except ImportError:
+        return False
+    return get_worker_info() is not None
 
 
 def _size_message(image, image_shape, label, label_shape):
