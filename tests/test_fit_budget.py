@@ -56,6 +56,9 @@ def test_pareto_keeps_only_undominated_points_and_choose_honours_the_budget():
     assert fb.choose(pts, 19.9)["name"] == "a"
     assert fb.choose(pts, 40)["name"] == "f"
     assert fb.choose(pts, 9) is None
+    pts[2]["runnable"] = False  # c: measured, but the runners refuse its precision here
+    assert [p["name"] for p in fb.pareto(pts)] == ["a", "c", "f"]
+    assert fb.choose(pts, 25)["name"] == "d"
 
 
 def test_merging_specs_and_bad_ones():

@@ -122,9 +122,11 @@ def _measured(p):
 
 
 def choose(points, budget_ms):
-    """The most accurate point whose latency is within ``budget_ms`` (the faster one on a tie), or
-    None."""
-    fits = [p for p in pareto(points) if p["latency_ms"] <= budget_ms]
+    """The most accurate point whose latency is within ``budget_ms`` (the faster one on a tie)
+    among those the runners will run here (``runnable`` not False: the runners refuse a precision
+    whose kernels exist on this CPU but without the instructions that make it fast), or None."""
+    runnable = [p for p in points if p.get("runnable", True)]
+    fits = [p for p in pareto(runnable) if p["latency_ms"] <= budget_ms]
     return max(fits, key=lambda p: (p["miou"], -p["latency_ms"])) if fits else None
 
 
@@ -154,15 +156,18 @@ def format_table(points, front_names, chosen_name=None):
     rows = []
     for p in sorted(points, key=lambda p: (not _measured(p), p.get("latency_ms") or 0)):
         rows.append([p["name"], "{}x{}".format(p["input_size"][1], p["input_size"][0]),
-                     p["merging"], p["precision"],
+                     p["merging"], p["precision"] + ("*" if p.get("runnable") is False else ""),
                      "{:.1f}".format(p["latency_ms"]) if _measured(p) else "-",
                      "{:.2f}".format(100 * p["miou"]) if _measured(p) else
                      "failed: " + p.get("error", "")[:80],
-                     ("chosen" if p["name"] == chosen_name else "yes") if p["name"] in front_names
-                     else ""])
+                     "chosen" if p["name"] == chosen_name else
+                     "yes" if p["name"] in front_names else ""])
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     line = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths))  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+    note = ["* measured (this CPU has the kernels) but not chosen: the runners refuse this "
+            "precision here"] if any(p.get("runnable") is False for p in points) else []
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]
+                     + note)
 
 
 def plot(record, path):
@@ -446,6 +451,14 @@ class Sweep:
                 frontier=[p["name"] for p in front],
                 points=[{k: v for k, v in p.items() if not k.startswith("_")} for p in points])
             self.log("\n" + format_table(points, record["frontier"], record["chosen"]))
+            better = [p for p in front if not p.get("runnable", True) and _measured(p) and
+                      p["latency_ms"] <= args.budget_ms and (chosen is None or
+                                                             p["miou"] > chosen["miou"])]
+            for p in better:
+                self.log("note: {} ({:.1f} ms, mIoU {:.2f}) is within the budget but not "
+                         "exported: the runners refuse {} here ({})".format(
+                             p["name"], p["latency_ms"], 100 * p["miou"], p["precision"],
+                             p["not_runnable"]))
             if chosen is None:
                 raise BudgetError(impossible_message(points, args.budget_ms, args.backend,
                                                      args.save_dir))
@@ -485,7 +498,18 @@ class Sweep:
                                        merging=merging, precision=precision,
                                        input_size=scaled_size(base, scale,
                                                               self.args.size_divisor)))
+                    fast, why = self._runnable(precision)
+                    if not fast:  # measured (kernels exist), never exported: the runners refuse it
+                        points[-1].update(runnable=False, not_runnable=why)
         return points
+
+    def _runnable(self, precision):
+        """Whether the runners run ``precision`` on this CPU (they refuse one without the
+        instructions that make it fast; a device's ARM kernels are not this CPU's)."""
+        from paddle_rtseg_runtime import cpu_features
+        if precision == "fp32" or self.args.backend == "lite_arm":
+            return True, None
+        return cpu_features.support(precision)
 
     def _export_all(self, points, values, work, calib_pairs, cfg):
         import paddle_rtseg_runtime as du
