@@ -24,6 +24,7 @@ COMMANDS = {
     "bench": "benchmarks.bench",
     "bench_deploy": "benchmarks.bench_deploy",
     "bench_segformer_pp": "benchmarks.bench_segformer_pp",
+    "bench_train": "benchmarks.bench_train",
 }
 
 

@@ -22,7 +22,7 @@ from paddle_rtseg.datasets.checked_io import DataError, read_image
 from paddle_rtseg.cli.errors import run_cli, writable_dir
 from paddle_rtseg_runtime.run_lock import run_folder
 from paddle_rtseg.cli.train import add_common_args, resolve_device
-from paddle_rtseg.cli.val import add_inference_args, check_slide
+from paddle_rtseg.cli.val import add_inference_args, check_slide, maybe_static
 
 LIST_SUFFIXES = (".txt", ".lst")
 
@@ -149,10 +149,11 @@ def _predict(args, video, images, root):
     from paddleseg.utils import logger
 
     cfg = paddle_rtseg.load_config(args.config, opts=args.opts)
-    resolve_device(args.device)
+    resolve_device(args.device, args.cpu_threads)
     builder = SegBuilder(cfg)
     model = builder.model
     paddle_rtseg.load_checkpoint(model, args.model_path)
+    model = maybe_static(model, args.to_static)
     transforms = Compose(builder.val_transforms)
     palette = color_map(256, custom_color=args.custom_color)
     if video:

@@ -17,6 +17,7 @@ import paddle_rtseg
 from paddle_rtseg.weights.atomic import NonFiniteError, atomic_paddle_save
 from paddle_rtseg.weights.checkpoints import check_resume_fits
 from paddle_rtseg.datasets import check_dataset
+from paddle_rtseg.cli import cpu_threads
 from paddle_rtseg.cli.errors import TrainingError, run_cli, writable_dir
 from paddle_rtseg_runtime.run_lock import run_folder
 
@@ -31,14 +32,19 @@ def add_common_args(parser):
     parser.add_argument("--amp_level", default="O1", choices=["O1", "O2"])
     parser.add_argument("--opts", nargs="+", default=None,
                         help="config overrides key=value, e.g. model.num_classes=19 batch_size=4")
+    cpu_threads.add_argument(parser)
 
 
-def resolve_device(device):
+def resolve_device(device, threads=cpu_threads.DEFAULT):
     if device == "auto":
         device = "gpu" if paddle.is_compiled_with_cuda() else "cpu"
     if device == "gpu" and not paddle.is_compiled_with_cuda():
         raise paddle_rtseg.ConfigError("--device gpu, but this Paddle has no CUDA support; install "
                                        "paddlepaddle-gpu or pass --device cpu")
+    try:
+        cpu_threads.apply(threads)  # Paddle's own default is 1 (cli/cpu_threads.py)
+    except ValueError as e:
+        raise paddle_rtseg.ConfigError(str(e)) from None
     paddle.set_device(device)
     return device
 
@@ -178,7 +184,7 @@ def _train(args, cfg, resume):
     from paddleseg.cvlibs import SegBuilder
     from paddleseg.utils import logger, utils
 
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, args.cpu_threads)
     utils.set_seed(args.seed)
     utils.set_cv2_num_threads(args.num_workers)
     builder = SegBuilder(cfg)

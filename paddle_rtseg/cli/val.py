@@ -22,6 +22,17 @@ def add_inference_args(parser):
     parser.add_argument("--is_slide", action="store_true", help="sliding-window inference")
     parser.add_argument("--crop_size", nargs=2, type=int, default=None, help="window W H")
     parser.add_argument("--stride", nargs=2, type=int, default=None, help="window stride W H")
+    parser.add_argument("--to_static", action="store_true",
+                        help="run the model through paddle.jit.to_static (same outputs; pays a "
+                             "one-off conversion per input shape: docs/training_speed.md)")
+
+
+def maybe_static(model, to_static):
+    """``paddle.jit.to_static(model)`` when asked (tests/test_speedups.py: same logits)."""
+    if not to_static:
+        return model
+    import paddle
+    return paddle.jit.to_static(model)
 
 
 def check_slide(args):
@@ -39,10 +50,11 @@ def main(argv=None):
     from paddleseg.cvlibs import SegBuilder
 
     cfg = paddle_rtseg.load_config(args.config, opts=args.opts)
-    resolve_device(args.device)
+    resolve_device(args.device, args.cpu_threads)
     builder = SegBuilder(cfg)
     model = builder.model
     paddle_rtseg.load_checkpoint(model, args.model_path)
+    model = maybe_static(model, args.to_static)
     val_dataset = check_dataset(builder.val_dataset, "val_dataset")
     if val_dataset is None:
         raise paddle_rtseg.ConfigError("{} has no val_dataset to evaluate on".format(args.config))
