@@ -50,3 +50,13 @@ def test_bad_flags_are_one_paragraph(tmp_path, capsys):
 def test_bad_paddle_threads(tmp_path, value):
     with pytest.raises(ValueError, match="--cpu_threads must be 'auto' or an integer >= 1"):
         bench_train.parse_args(["--paddle_threads", value])
+
+
+def test_profile_lists_operators(tmp_path, capsys):
+    result = bench_train.main(["--profile", "--tiny", "--families", "seaformer", "--batch_size",
+                               "1", "--train_size", "32", "--paddle_threads", "1",
+                               "--save_dir", str(tmp_path)])
+    ops = result["seaformer"]
+    assert any(name.startswith("conv2d") for name in ops)
+    assert any(name.endswith("GradNode") or "GradNode" in name for name in ops)
+    assert "profile seaformer (2 steps, batch 1 at 32px" in capsys.readouterr().out

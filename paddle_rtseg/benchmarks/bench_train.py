@@ -376,6 +376,52 @@ def bench_family(family, args, log=print):
     return rows
 
 
+# ---------------------------------------------------------------- profile
+
+def profile_family(family, args, steps=2, top=25, log=print):
+    """Paddle's profiler over ``steps`` training steps of our ``family`` model (after one untimed
+    step): the operators by total CPU time, forward ops and their backward (``...GradNode``) nodes,
+    and the share of the step they cover (the rest is Python and dygraph dispatch)."""
+    import paddle.profiler as profiler
+
+    batch = make_batch(family, args.num_classes, args.batch_size, args.train_size, args.infer_size)
+    paddle.seed(0)
+    model = build_ours(family, args.num_classes, args.tiny)
+    if family == "palquant":
+        from paddle_rtseg.layers.palquant_conv import init_quantizers
+        init_quantizers(model, paddle.to_tensor(batch["x"]))
+    train, _ = paddle_runner(model, optimizer(family, model), batch, family)
+    train()
+    prof = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU])
+    prof.start()
+    wall = 0.0
+    for _ in range(steps):
+        wall += train()
+        prof.step()
+    prof.stop()
+    ops = {}
+    for name, item in _operator_items(prof):
+        ops[name] = ops.get(name, 0.0) + item
+    total = sum(ops.values())
+    log("profile {} ({} steps, batch {} at {}px, {:.0f} ms/step wall): operators cover {:.0f}% "
+        "of the wall time".format(family, steps, args.batch_size, args.train_size, wall / steps,
+                                  100.0 * total / max(wall, 1e-9)))
+    for name, ms in sorted(ops.items(), key=lambda kv: -kv[1])[:top]:
+        log("  {:<44} {:9.1f} ms/step  {:5.1f}% of wall".format(name, ms / steps,
+                                                                   100.0 * ms / max(wall, 1e-9)))
+    return ops, wall
+
+
+def _operator_items(prof):
+    """``(operator name, total CPU ms)`` from a stopped profiler (its statistics tree)."""
+    from paddle.profiler.profiler_statistic import StatisticData
+
+    data = StatisticData(prof.profiler_result.get_data(), prof.profiler_result.get_extra_info())
+    for thread_items in [data.event_summary.items]:
+        for name, item in thread_items.items():
+            yield name, item.cpu_time / 1e6  # ns -> ms
+
+
 # ---------------------------------------------------------------- CamVid images/s
 
 def camvid_dir():
@@ -483,6 +529,9 @@ def parse_args(argv=None):
     p.add_argument("--camvid", action="store_true", help="also CamVid training images/s")
     p.add_argument("--camvid_iters", type=int, default=4)
     p.add_argument("--num_workers", type=int, default=0, help="CamVid loader workers")
+    p.add_argument("--profile", action="store_true",
+                   help="instead of timing: Paddle's profiler over two training steps of ours, "
+                        "per family (operators by CPU time)")
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests: tiny widths
     p.add_argument("--save_dir", default="output/bench_train")
     args = p.parse_args(argv)
@@ -504,6 +553,8 @@ def main(argv=None):
     paddle_threads = cpu_threads.apply(args.paddle_threads)
     print("MKL: {}; malloc: {}; Paddle {}: {} threads; PyTorch: {} threads".format(
         MKL_DISPATCH, malloc_tuning.current(), paddle.__version__, paddle_threads, args.threads))
+    if args.profile:
+        return {family: profile_family(family, args)[0] for family in args.families}
     rows = []
     for family in args.families:
         rows += bench_family(family, args)
