@@ -71,6 +71,7 @@ def test_merging_specs_and_bad_ones():
             fb.merging_value(bad)
 
 
+@pytest.mark.slow
 def test_sweep_frontier_budget_and_export_runs_in_infer_py(tiny, tmp_path):
     config, path, _ = tiny
     out = str(tmp_path / "out")
@@ -120,6 +121,7 @@ def _dataset_root(config):
     return paddle_rtseg.load_config(config).dic["val_dataset"]["dataset_root"]
 
 
+@pytest.mark.slow
 def test_impossible_budget_is_one_paragraph_and_writes_nothing(tiny, tmp_path):
     out = tmp_path / "out"
     run = sweep(tiny, str(out), "--budget_ms", 0.001, "--backend", "paddle_inference",
@@ -180,6 +182,7 @@ def test_latency_file_reader(tmp_path):
         fb.read_latency_file(str(path), str(models))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(ARM_REASON is not None and not os.environ.get("RTSEG_REQUIRE_ARM"),
                     reason="ARM tests skipped: {}".format(ARM_REASON))
 def test_arm_two_steps_time_on_device_program_and_accuracy_on_arm_kernels(tiny, tmp_path):
