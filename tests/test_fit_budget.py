@@ -59,6 +59,14 @@ def test_pareto_keeps_only_undominated_points_and_choose_honours_the_budget():
     pts[2]["runnable"] = False  # c: measured, but the runners refuse its precision here
     assert [p["name"] for p in fb.pareto(pts)] == ["a", "c", "f"]
     assert fb.choose(pts, 25)["name"] == "d"
+    for p in pts:
+        p.update(scale=1.0, input_size=[8, 8], merging="none", precision="fp32")
+    message = fb.impossible_message(pts, 9, "onnxruntime", "OUT")
+    assert "the fastest of the 5 points measured" in message and "takes 10.0 ms" in message
+    pts[0].update(runnable=False, precision="int8")
+    message = fb.impossible_message(pts, 11, "onnxruntime", "OUT")
+    assert "a within the budget run only in int8, which the runners refuse" in message
+    assert "takes 12.0 ms" in message and "Nothing was written to OUT" in message
 
 
 def test_merging_specs_and_bad_ones():

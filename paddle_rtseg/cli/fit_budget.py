@@ -136,13 +136,20 @@ def impossible_message(points, budget_ms, backend, save_dir):
         reasons = sorted({p.get("error", "not measured") for p in points})
         return ("No point of the sweep could be measured on {}: {}. Nothing was written to {}."
                 .format(backend, "; ".join(reasons)[:600], save_dir))
-    fastest = min(measured, key=lambda p: p["latency_ms"])
+    runnable = [p for p in measured if p.get("runnable", True)]
+    refused = [p for p in measured if not p.get("runnable", True) and p["latency_ms"] <= budget_ms]
+    also = (" ({} within the budget run only in {}, which the runners refuse on this CPU)".format(
+        ", ".join(p["name"] for p in refused[:3]), refused[0]["precision"]) if refused else "")
+    if not runnable:
+        return ("No setting the runners can run here was measured on {}{}. Add --precision fp32. "
+                "Nothing was written to {}.".format(backend, also, save_dir))
+    fastest = min(runnable, key=lambda p: p["latency_ms"])
     return ("No setting meets --budget_ms {:g} on {} on this CPU: the fastest of the {} points "
-            "measured, {}, takes {:.1f} ms (mIoU {:.2f}). Raise --budget_ms to at least {:.0f}, add "
-            "smaller --scales (the smallest tried is {:g}), more --merging strategies or another "
-            "--backend/--precision. Nothing was written to {}.".format(
-                budget_ms, backend, len(measured), _describe(fastest), fastest["latency_ms"],
-                100 * fastest["miou"], math.ceil(fastest["latency_ms"]),
+            "measured{}, {}, takes {:.1f} ms (mIoU {:.2f}). Raise --budget_ms to at least {:.0f}, "
+            "add smaller --scales (the smallest tried is {:g}), more --merging strategies or "
+            "another --backend/--precision. Nothing was written to {}.".format(
+                budget_ms, backend, len(runnable), also, _describe(fastest),
+                fastest["latency_ms"], 100 * fastest["miou"], math.ceil(fastest["latency_ms"]),
                 min(p["scale"] for p in points), save_dir))
 
 
