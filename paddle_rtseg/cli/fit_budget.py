@@ -40,6 +40,7 @@ import hashlib
 import json
 import math
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -453,7 +454,8 @@ class Sweep:
                 calls=args.calls, val_images=len(pairs), base_size_hw=base,
                 date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 cpu=du.cpu_features.summary(), title=args.title,
-                command="python -m paddle_rtseg.fit_budget " + " ".join(self.argv),
+                command="python -m paddle_rtseg.fit_budget " + shlex.join(self.argv),
+                load_average=_load_average(),
                 chosen=chosen["name"] if chosen else None, skipped=self.skipped,
                 frontier=[p["name"] for p in front],
                 points=[{k: v for k, v in p.items() if not k.startswith("_")} for p in points])
@@ -712,6 +714,14 @@ class Sweep:
         outputs = iter(lite_arm.run_raw(os.path.join(p["_dir"], "model_arm.nb"), inputs,
                                         threads=self.args.threads))
         return lambda x: next(outputs)
+
+
+def _load_average():
+    """The 1/5/15-minute load averages while the sweep ran (other jobs slow every timing)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def _remove(path):
