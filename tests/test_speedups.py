@@ -87,9 +87,9 @@ def test_cpu_threads_keep_logits_and_gradients(family):
     _assert_close(fast, plain)
 
 
-# the families whose CamVid configs train with to_static_training: true (each conversion costs
-# 10-40 s here; RTFormer, SegFormer and PalQuant were checked the same way once, see
-# docs/training_speed.md)
+# val/predict --to_static and PaddleSeg's to_static_training (both opt-in); two families to keep the
+# suite short (each conversion costs 10-40 s here; RTFormer, SegFormer and PalQuant passed the same
+# test once, see docs/training_speed.md)
 @pytest.mark.parametrize("family", ["seaformer", "segformer_pp"])
 def test_to_static_keeps_logits_and_gradients(family):
     x, y = _batch(family)

@@ -506,7 +506,8 @@ def format_row(r):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
+    p.add_argument("--families", nargs="*", choices=FAMILIES, default=list(FAMILIES),
+                   help="families to time (none: only --camvid)")
     p.add_argument("--repeats", type=int, default=3, help="timed rounds")
     p.add_argument("--batch_size", type=int, default=2, help="training batch")
     p.add_argument("--train_size", type=int, default=224, help="training crop (square)")
