@@ -100,8 +100,13 @@ def test_to_static_keeps_logits_and_gradients(family):
     _assert_close(fast, plain)
 
 
-def test_cpu_threads_flag_values():
-    assert cpu_threads.resolve("auto") == cpu_threads.available_cpus() >= 1
+def test_cpu_threads_flag_values(monkeypatch):
+    for name in ("PADDLE_LOCAL_SIZE", "PADDLE_TRAINERS_NUM", "PYTEST_XDIST_WORKER_COUNT"):
+        monkeypatch.delenv(name, raising=False)
+    cpus = cpu_threads.available_cpus()
+    assert cpu_threads.resolve("auto") == cpus >= 1
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", str(cpus))  # workers side by side share them
+    assert cpu_threads.resolve("auto") == 1
     assert cpu_threads.resolve("3") == 3
     for bad in ("0", "-1", "two"):
         with pytest.raises(ValueError, match="--cpu_threads must be 'auto' or an integer >= 1"):

@@ -9,7 +9,7 @@ tests/test_speedups.py checks logits and gradients at 1 and 2 threads against ea
 import os
 
 #: ``--cpu_threads`` default: the CPUs this process may run on, shared among the processes that
-#: ``paddle.distributed.launch`` starts on this machine
+#: ``paddle.distributed.launch`` (or pytest-xdist) starts on this machine
 DEFAULT = "auto"
 
 
@@ -18,9 +18,9 @@ def available_cpus():
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cpus = os.cpu_count() or 1
-    try:
+    try:  # processes started side by side: paddle.distributed.launch's, pytest-xdist's workers
         local = int(os.environ.get("PADDLE_LOCAL_SIZE") or os.environ.get("PADDLE_TRAINERS_NUM")
-                    or 1)
+                    or os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
     except ValueError:
         local = 1
     return max(1, cpus // max(1, local))
