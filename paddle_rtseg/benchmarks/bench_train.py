@@ -31,6 +31,9 @@ default of one thread to the same rounds (the state before ``--cpu_threads``).
 data pipeline at the config's transforms (decode + augmentation of the 480x360 images) with
 ``--num_workers`` loader workers, the config's model, loss and optimizer, ``--camvid_iters`` timed
 iterations after one untimed. Data: ``RTSEG_CAMVID_DIR`` or ``../shared/camvid``.
+
+``--profile``: instead of timing, Paddle's profiler over two training steps of ours per family (the
+operators by CPU time and their share of the step). Results: docs/training_speed.md.
 """
 import argparse
 import glob
