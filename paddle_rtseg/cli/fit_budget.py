@@ -222,6 +222,11 @@ def plot_families(records, path, budgets=(20, 50, 100, 200)):
         label = record.get("title") or os.path.basename(record["config"])
         ax.plot([p["latency_ms"] for p in front], [100 * p["miou"] for p in front], "o-",
                 color="C{}".format(i), label=label + " frontier")
+        for p in front:
+            ax.annotate("{:g}x {} {}{}".format(p["scale"], p["merging"], p["precision"],
+                                               "*" if p.get("runnable") is False else ""),
+                        (p["latency_ms"], 100 * p["miou"]), fontsize=7, xytext=(4, 4),
+                        textcoords="offset points")
         default = [p for p in record["points"] if _measured(p) and p["scale"] == 1.0 and
                    p["merging"] == "none" and p["precision"] == "fp32"]
         if default:
@@ -230,6 +235,9 @@ def plot_families(records, path, budgets=(20, 50, 100, 200)):
                        label=label + " default (1.0x, no merging, fp32)")
     for b in budgets:
         ax.axvline(b, color="0.6", ls=":", lw=1)
+    if any(p.get("runnable") is False for r in records for p in r["points"]):
+        ax.text(0.01, 0.01, "* measured, not exported: the runners refuse this precision here",
+                transform=ax.transAxes, fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel("latency per image, ms (log scale; dotted: {} ms)".format(
         " / ".join(str(b) for b in budgets)))
