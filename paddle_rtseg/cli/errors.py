@@ -51,12 +51,22 @@ def _raised_here(error, package=None):
     return tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(dirs)
 
 
+_THREAD_ERROR = threading.Event()  # a user error ended another thread: its message
+_THREAD_MESSAGE = []
+_MAIN_REPORTED = threading.Event()  # the main thread printed it and is exiting
+# Paddle's reader thread kills its queue before it re-raises a worker's error, so the main thread
+# fails at the same time with this message and no reason
+_READER_DIED = "Blocking queue is killed because the data reader raises an exception"
+
+
 def _user_errors_in_threads_end_the_run():
     """Paddle's ``DataLoader`` with worker processes re-raises a worker's exception in its reader
-    thread, which then dies alone; the main thread fails later with "Blocking queue is killed"
-    (a traceback without the reason). A user error ending any thread therefore prints its one
-    paragraph and ends the process with status 2 (the run's lock released); other exceptions
-    keep Python's default report."""
+    thread, which then dies alone; the main thread fails with "Blocking queue is killed" (a
+    traceback without the reason). A user error ending any thread is therefore handed to the main
+    thread, which prints it as the one paragraph and exits with status 2, unwinding normally (the
+    run's lock released, the loader's worker processes ended). Should the main thread not report it
+    within 30 s (stuck elsewhere), the hook does: lock released, workers ended, exit status 2.
+    Other exceptions keep Python's default report."""
     default = threading.excepthook
     if getattr(default, "_paddle_rtseg", False):
         return
@@ -68,6 +78,10 @@ def _user_errors_in_threads_end_the_run():
         if "Traceback (most recent call last)" in message:  # Paddle's worker.reraise wraps it
             lines = [line for line in message.splitlines() if line.strip()]
             message = lines[-1].split(": ", 1)[-1]
+        _THREAD_MESSAGE.append(message)
+        _THREAD_ERROR.set()
+        if _MAIN_REPORTED.wait(30):
+            return
         sys.stderr.write("error: {}\n".format(bounded(" ".join(message.split()))))
         sys.stderr.flush()
         release_all()
@@ -97,6 +111,14 @@ def run_cli(main):
         if e.errno not in DISK_FULL:
             raise
         message = disk_full_message(e.filename)
+    except SystemError as e:  # Paddle's reader thread died (see _READER_DIED)
+        if _READER_DIED not in str(e):
+            raise
+        if _THREAD_ERROR.wait(10):  # the thread re-raises right after killing the queue
+            message = _THREAD_MESSAGE[0]
+        else:
+            message = ("The data loader stopped: its reader thread raised the error printed "
+                       "above. Fix that file or transform (or run with --num_workers 0).")
     except RuntimeError as e:  # PaddleSeg's builder wraps constructor errors in RuntimeError
         if "Tried to create a" not in str(e) and "was not found" not in str(e):
             raise
@@ -110,5 +132,6 @@ def run_cli(main):
         if not _raised_here(e, "paddleseg") or not str(e):
             raise
         message = "Incomplete config: {}".format(e)
+    _MAIN_REPORTED.set()
     sys.stderr.write("error: {}\n".format(bounded(" ".join(message.split("\n")))))
     sys.exit(2)

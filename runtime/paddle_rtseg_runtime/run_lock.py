@@ -309,12 +309,12 @@ def _release(save_dir):
 def release_all():
     """Remove every lock this process holds, at once: for a process about to end without
     unwinding (``os._exit`` from a data-loader thread), so no lock is left behind."""
-    for key in list(_held):
+    for key in list(_held):  # the main thread may be releasing the same lock meanwhile
         path = os.path.join(key, LOCK_NAME)
         with contextlib.suppress(OSError):
             if _same_owner(_read_lock(path), _owner()):
                 os.remove(path)
-        del _held[key]
+        _held.pop(key, None)
 
 
 def remove_stale_temporaries(save_dir, recursive=True):
