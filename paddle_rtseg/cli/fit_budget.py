@@ -170,12 +170,10 @@ def format_table(points, front_names, chosen_name=None):
                      "failed: " + p.get("error", "")[:80],
                      "chosen" if p["name"] == chosen_name else
                      "yes" if p["name"] in front_names else ""])
-    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths))  # noqa: E731
+    from paddle_rtseg.cli.deploy_all import format_table as table
     note = ["* measured (this CPU has the kernels) but not chosen: the runners refuse this "
             "precision here"] if any(p.get("runnable") is False for p in points) else []
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]
-                     + note)
+    return "\n".join([table(header, rows)] + note)
 
 
 def plot(record, path):
