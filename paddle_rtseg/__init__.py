@@ -21,6 +21,7 @@ warnings.filterwarnings("ignore", message="No ccache found")  # printed by every
 from paddle_rtseg import compat  # noqa: E402
 from paddle_rtseg.weights import safe_paddleseg  # noqa: E402
 
+compat.defer_sklearn()
 compat.apply()
 safe_paddleseg.apply()
 

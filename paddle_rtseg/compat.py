@@ -10,8 +10,14 @@ the fix removes:
    (``IndexError``). The loss list is made 1-D where it is built (``loss_computation``).
 3. ``paddleseg.utils.metrics.calculate_area`` concatenates 0-D sums (``ValueError``); it stacks
    them instead.
+
+And one for start-up time, :func:`defer_sklearn`.
 """
 import importlib
+import importlib.machinery
+import importlib.util
+import sys
+import types
 
 import paddle
 import paddle.nn.functional as F
@@ -87,6 +93,37 @@ def calculate_area(pred, label, num_classes, ignore_index=255):
         intersect_area.append(
             paddle.sum(paddle.cast(paddle.logical_and(pred_i, label_i), "int64")).reshape([1]))
     return paddle.concat(intersect_area), paddle.concat(pred_area), paddle.concat(label_area)
+
+
+class _DeferredModule(types.ModuleType):
+    """A stand-in in ``sys.modules`` that imports the real module on its first attribute read."""
+
+    def __getattr__(self, name):
+        return getattr(_import_sklearn(self.__name__), name)
+
+
+def _import_sklearn(name):
+    for stand_in in ("sklearn.metrics", "sklearn"):
+        if isinstance(sys.modules.get(stand_in), _DeferredModule):
+            del sys.modules[stand_in]
+    return importlib.import_module(name)
+
+
+def defer_sklearn():
+    """PaddleSeg imports ``sklearn.metrics`` when it starts (``paddleseg/utils/metrics.py``) for
+    one function, ``auc_roc``, and importing scikit-learn imports SciPy's stats and pandas: 1.6 of
+    the 4.2 s that ``import paddle_rtseg`` took (``python -X importtime``), in every command. Until
+    something reads an attribute of ``sklearn`` or ``sklearn.metrics``, both are stand-ins that
+    import the real modules then; nothing changes where scikit-learn is already imported or is not
+    installed."""
+    if "sklearn" in sys.modules or importlib.util.find_spec("sklearn") is None:
+        return
+    top = _DeferredModule("sklearn")
+    top.__spec__ = importlib.util.find_spec("sklearn")
+    metrics = _DeferredModule("sklearn.metrics")
+    metrics.__spec__ = importlib.machinery.ModuleSpec("sklearn.metrics", None)
+    top.metrics = metrics  # what `import sklearn.metrics as m` reads
+    sys.modules["sklearn"], sys.modules["sklearn.metrics"] = top, metrics
 
 
 def apply():

@@ -13,6 +13,55 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")
 
 
+# Seconds each long test file took in one full run on 2 cores (2026-12-07, summed test times, before
+# the cuts of that day). `make test` runs files on 2 pytest-xdist workers (--dist loadfile), and
+# xdist starts the files with the most tests first, so long files of one or two tests started last
+# while the other worker had nothing left. Longest first (then xdist's order) ends both together.
+# Only the order depends on these numbers.
+FILE_SECONDS = {
+    "test_models_export.py": 340, "test_seaformer_export.py": 200, "test_bad_input.py": 140,
+    "test_arm.py": 120, "test_camvid.py": 110, "test_mixformer.py": 80,
+    "test_segformer_pp_export.py": 85, "test_deploy_all.py": 75, "test_bench_segformer_pp.py": 70,
+    "test_unsafe_checkpoints.py": 66, "test_hostile_runs.py": 66, "test_precision.py": 61,
+    "test_configs.py": 54, "test_deploy_quantize.py": 53, "test_cli.py": 50,
+    "test_runtime_package.py": 49, "test_seaformer_train.py": 47, "test_deploy.py": 46,
+    "test_video.py": 40, "test_export.py": 34, "test_fit_budget.py": 31,
+    "test_mixformer_export.py": 31, "test_seaformer.py": 26}
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadFileScheduling
+
+    class LongestFileFirst(LoadFileScheduling):
+        def schedule(self):
+            if self.collection is not None or not self._check_nodes_have_same_collection():
+                return super().schedule()  # a reschedule, or xdist's own collection-error report
+            self.collection = list(next(iter(self.registered_collections.values())))
+            if not self.collection:
+                return
+            units = {}
+            for nodeid in self.collection:
+                units.setdefault(self._split_scope(nodeid), {})[nodeid] = False
+            for scope in sorted(units, key=lambda s: (-FILE_SECONDS.get(os.path.basename(s), 0),
+                                                      -len(units[s]))):
+                self.workqueue[scope] = units[scope]
+            for node in list(self.nodes)[len(self.workqueue):]:  # more workers than files
+                self.assigned_work.pop(node)
+                node.shutdown()
+            for node in self.nodes:
+                self._assign_work_unit(node)
+            for node in self.nodes:
+                self._reschedule(node)
+            if not self.workqueue:
+                for node in self.nodes:
+                    node.shutdown()
+
+    if config.getoption("dist") == "loadfile":
+        return LongestFileFirst(config, log)
+    return None
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory):
     """The synthetic dataset generated once per session (64 train + 16 val images)."""

@@ -49,12 +49,10 @@ SHAPES = [(1, 3, 100, 75), (2, 3, 97, 131), (1, 3, 265, 100), (1, 3, 160, 96), (
           (1, 3, 128, 96), (2, 3, 56, 84), (1, 3, 100, 75)]
 # the argmax exports run the batch-2 and one batch-1 input (emulated calls cost seconds each)
 ARGMAX_INPUTS = 2
-# ARM-only width changes (emulation is slow): SegFormer++-B0's 256-channel decoder took ~20 s a call;
-# MixFormer's B0 and B1 keep their widths and heads with one block a stage (each block runs the same
-# ops; the full B0's 15 blocks took 75 s for the SHAPES here)
-ARM_OVERRIDES = {"segformer_pp": dict(embedding_dim=64),
-                 "mixformer": dict(embedding_dim=64, backbone=dict(type="RTSeg_MixFormer_B0",
-                                                                   depths=[1, 1, 1, 1]))}
+# ARM-only width changes (emulation is slow): SegFormer++-B0's 256-channel decoder took ~20 s a call.
+# MixFormer's B0 (FAMILIES) and B1 keep their widths and heads with one block a stage (each block
+# runs the same ops; the full B0's 15 blocks took 75 s for the SHAPES here)
+ARM_OVERRIDES = {"segformer_pp": dict(embedding_dim=64)}
 # MixFormer configurations run on ARM only (logits export): B1's All-MLP head and UperNet, with a
 # shallow B1 backbone and tiny heads.
 TINY_B1 = dict(type="RTSeg_MixFormer_B1", depths=[1, 1, 1, 1], drop_path_rate=0.0)

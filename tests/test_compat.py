@@ -47,3 +47,28 @@ def test_calculate_area_concatenates():
     assert intersect.numpy().tolist() == [1, 1, 1]
     assert pred_area.numpy().tolist() == [1, 1, 1]
     assert label_area.numpy().tolist() == [1, 1, 1]
+
+
+def test_sklearn_is_imported_on_first_use_only():
+    """``import paddle_rtseg`` leaves scikit-learn (1.6 s of SciPy and pandas) unimported; PaddleSeg's
+    one user of it, ``metrics.auc_roc``, still gets the real ``roc_auc_score`` on first use, and an
+    ``import sklearn`` after that is the real package."""
+    import subprocess
+    import sys
+    code = (
+        "import sys, numpy as np\n"
+        "import paddle_rtseg\n"
+        "from paddleseg.utils import metrics\n"
+        "assert 'sklearn.base' not in sys.modules and 'scipy.stats' not in sys.modules\n"
+        "rng = np.random.default_rng(0)\n"
+        "logits = rng.random((40, 2, 1, 1)).astype('float32')\n"
+        "label = rng.integers(0, 2, (40, 1, 1, 1))\n"
+        "auc = metrics.auc_roc(logits, label, 2)\n"
+        "from sklearn.metrics import roc_auc_score\n"
+        "import sklearn, sklearn.svm\n"
+        "assert type(sys.modules['sklearn']).__name__ == 'module', type(sys.modules['sklearn'])\n"
+        "expected = roc_auc_score(label.reshape(-1), logits.transpose(0, 2, 3, 1).reshape(-1, 2)[:, 1])\n"
+        "assert abs(auc - expected) < 1e-9 and 0 < auc < 1, (auc, expected)\n"
+        "print('ok', auc)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]

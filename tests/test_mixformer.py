@@ -145,8 +145,8 @@ def test_tiny_mixformer_learns_the_synthetic_task(tmp_path, synthetic_root):
     config = write_config(tmp_path / "tiny.yml", SYNTHETIC, model=dict(
         embedding_dim=32, backbone=dict(type="RTSeg_MixFormer_B0", embed_dim=16, depths=[1, 1, 1, 1],
                                    num_heads=[1, 1, 2, 2])), **datasets)
-    out = run_module("paddle_rtseg.train", "--config", config, "--iters", 200, "--log_iters", 20,
-                     "--save_interval", 100, "--save_dir", tmp_path / "out", "--do_eval",
+    out = run_module("paddle_rtseg.train", "--config", config, "--iters", 100, "--log_iters", 10,
+                     "--save_interval", 50, "--save_dir", tmp_path / "out", "--do_eval",
                      "--seed", 0, cwd=tmp_path)
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-3000:]
@@ -155,7 +155,7 @@ def test_tiny_mixformer_learns_the_synthetic_task(tmp_path, synthetic_root):
     assert len(losses) == 10 and len(mious) == 2
     assert np.mean(losses[-2:]) < 0.5 * losses[0], losses
     chance = all_background_miou(synthetic_root)
-    print("tiny MixFormer synthetic mIoU after 100/200 iterations:", mious, "chance:", chance)
+    print("tiny MixFormer synthetic mIoU after 50/100 iterations:", mious, "chance:", chance)
     assert mious[-1] > max(0.45, 3 * chance), (mious, chance)
 
 

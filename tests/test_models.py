@@ -37,7 +37,11 @@ FAMILIES = {
     "seaformer": (os.path.join(CONFIGS, "seaformer", "seaformer_tiny_synthetic_128x128_2k.yml"), {}),
     "segformer_pp": (os.path.join(CONFIGS, "segformer_pp", "segformer_pp_b0_synthetic_128x128_2k.yml"),
                      dict(token_merging="2x2")),
-    "mixformer": (os.path.join(CONFIGS, "mixformer", "mixformer_b0_synthetic_128x128_2k.yml"), {}),
+    # B0's widths, one block per stage (every layer type of the family; 4x less to trace than
+    # B0's 2-2-6-2), 64-wide All-MLP head
+    "mixformer": (os.path.join(CONFIGS, "mixformer", "mixformer_b0_synthetic_128x128_2k.yml"),
+                  dict(embedding_dim=64, backbone=dict(type="RTSeg_MixFormer_B0", depths=[1, 1, 1, 1],
+                                                       drop_path_rate=0.0))),
 }
 TINY_MIXFORMER = dict(type="RTSeg_MixFormer_B0", embed_dim=16, depths=[1, 1, 1, 1],
                       num_heads=[1, 1, 2, 2], drop_path_rate=0.0)

@@ -22,44 +22,60 @@ from conftest import randomize_state
 import paddle_rtseg
 from paddle_rtseg.models import seaformer as S
 from test_seaformer import mini_model, variant_model
+from paddle_rtseg.exporting.static_graph import tracing_without_source_lookups
 
-variant, prefix, input_shape, sizes = {variant!r}, {prefix!r}, {input_shape!r}, {sizes!r}
-if variant == "mini":
-    model = mini_model()
-    randomize_state(model, seed=0)
-else:  # default init, with the zero-initialised BN scales switched on (random values on the deep
-    model = variant_model(variant)  # real variants underflow to slow denormals)
-    rng = np.random.default_rng(0)
-    for name, p in model.named_parameters():
-        if name.endswith("norm.weight"):
-            p.set_value((1 + 0.1 * rng.normal(size=p.shape)).astype("float32"))
-model.eval()
-spec = [paddle.static.InputSpec(input_shape, "float32", "x")]
-paddle.jit.save(paddle.jit.to_static(model, input_spec=spec, full_graph=True), prefix)
-exported = paddle.jit.load(prefix)
-exported.eval()
-diffs = []
-for size in sizes:
-    x = paddle.to_tensor(np.random.default_rng(0).normal(size=size).astype("float32"))
-    with paddle.no_grad():
-        expected = model(x)[0].numpy()
-        got = exported(x)
-    got = (got[0] if isinstance(got, (list, tuple)) else got).numpy()
-    diffs.append(float(np.abs(got - expected).max()))
-print("RESULT", json.dumps(diffs))
+
+def export_and_compare(variant, prefix, input_shape, sizes):
+    if variant == "mini":
+        model = mini_model()
+        randomize_state(model, seed=0)
+    else:  # default init, with the zero-initialised BN scales switched on (random values on the deep
+        model = variant_model(variant)  # real variants underflow to slow denormals)
+        rng = np.random.default_rng(0)
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.set_value((1 + 0.1 * rng.normal(size=p.shape)).astype("float32"))
+    model.eval()
+    spec = [paddle.static.InputSpec(input_shape, "float32", "x")]
+    with tracing_without_source_lookups():
+        paddle.jit.save(paddle.jit.to_static(model, input_spec=spec, full_graph=True), prefix)
+    exported = paddle.jit.load(prefix)
+    exported.eval()
+    diffs = []
+    for size in sizes:
+        x = paddle.to_tensor(np.random.default_rng(0).normal(size=size).astype("float32"))
+        with paddle.no_grad():
+            expected = model(x)[0].numpy()
+            got = exported(x)
+        got = (got[0] if isinstance(got, (list, tuple)) else got).numpy()
+        diffs.append(float(np.abs(got - expected).max()))
+    return diffs
+
+
+results = {{}}
+for variant, prefix, input_shape, sizes in {jobs!r}:
+    results[variant] = export_and_compare(variant, prefix, input_shape, sizes)
+print("RESULT", json.dumps(results))
 """
 
 
-def export(tmp_path, variant, legacy, input_shape, sizes):
-    prefix = str(tmp_path / ("legacy" if legacy else "pir") / "model")
-    code = SCRIPT.format(tests=os.path.join(ROOT, "tests"), variant=variant, prefix=prefix,
-                         input_shape=list(input_shape), sizes=[list(s) for s in sizes])
+def export_many(tmp_path, jobs, legacy):
+    """``{variant: (prefix, max |exported - dygraph| per size)}`` for ``jobs`` (variant, input
+    shape, sizes), all traced in ONE fresh interpreter (legacy program or PIR)."""
+    fmt = "legacy" if legacy else "pir"
+    jobs = [(variant, str(tmp_path / variant / fmt / "model"), list(shape), [list(s) for s in sizes])
+            for variant, shape, sizes in jobs]
+    code = SCRIPT.format(tests=os.path.join(ROOT, "tests"), jobs=jobs)
     env = dict(os.environ, FLAGS_enable_pir_api="0" if legacy else "1")
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
+                         text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     diffs = json.loads(re.search(r"RESULT (.*)", out.stdout).group(1))
-    return prefix, diffs
+    return {variant: (prefix, diffs[variant]) for variant, prefix, _, _ in jobs}
+
+
+def export(tmp_path, variant, legacy, input_shape, sizes):
+    return export_many(tmp_path, [(variant, input_shape, sizes)], legacy)[variant]
 
 
 def lite_ops(prefix):
@@ -74,16 +90,18 @@ def lite_ops(prefix):
     return ops, text
 
 
-def check_variant(tmp_path, variant, sizes):
-    dynamic = [None, 3, None, None]
-    legacy, legacy_diffs = export(tmp_path, variant, True, dynamic, sizes)
+DYNAMIC = [None, 3, None, None]
+
+
+def check_exports(legacy, pir, variant):
+    """The legacy export equals dygraph and Lite has an ARM kernel for each of its ops; the PIR
+    export equals dygraph and resamples with bilinear_interp (no linear_interp, unique, set_value)."""
+    (legacy, legacy_diffs), (pir, pir_diffs) = legacy, pir
     assert max(legacy_diffs) < 1e-4, legacy_diffs
     ops, text = lite_ops(legacy)
     assert "Paddle-Lite supports this model!" in text, text[-3000:]
     assert ops and "linear_interp_v2" not in ops and "unique" not in ops and "set_value" not in ops
     print(variant, "Lite ARM ops:", " ".join(sorted(ops)))
-
-    pir, pir_diffs = export(tmp_path, variant, False, dynamic, sizes)
     assert max(pir_diffs) < 1e-4, pir_diffs
     with open(pir + ".json") as f:
         graph = f.read()
@@ -93,13 +111,27 @@ def check_variant(tmp_path, variant, sizes):
 
 def test_mini_exports_with_dynamic_shapes(tmp_path):
     # 40x56 has 1x1 features at 1/64 (length-1 positional embeddings: the run-time branch)
-    check_variant(tmp_path, "mini", [(1, 3, 64, 64), (2, 3, 150, 94), (1, 3, 40, 56)])
+    job = [("mini", DYNAMIC, [(1, 3, 64, 64), (2, 3, 150, 94), (1, 3, 40, 56)])]
+    check_exports(export_many(tmp_path, job, True)["mini"], export_many(tmp_path, job, False)["mini"],
+                  "mini")
+
+
+VARIANTS = ["tiny", "small", "base", "large"]
+
+
+@pytest.fixture(scope="module")
+def variant_exports(tmp_path_factory):
+    """Every real variant exported at dynamic shapes, legacy and PIR (one interpreter each)."""
+    root = tmp_path_factory.mktemp("seaformer_variants")
+    jobs = [(variant, DYNAMIC, [(1, 3, 128, 192), (1, 3, 40, 56)]) for variant in VARIANTS]
+    return export_many(root, jobs, True), export_many(root, jobs, False)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["tiny", "small", "base", "large"])
-def test_variant_exports_and_lite_supports_every_op(tmp_path, variant):
-    check_variant(tmp_path, variant, [(1, 3, 128, 192), (1, 3, 40, 56)])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variant_exports_and_lite_supports_every_op(variant_exports, variant):
+    legacy, pir = variant_exports
+    check_exports(legacy[variant], pir[variant], variant)
 
 
 @pytest.mark.slow

@@ -28,6 +28,8 @@ Prints a table, writes ``results.json`` and ``segformer_pp_bench.png`` in ``--sa
 import argparse
 import json
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -210,7 +212,13 @@ def plot(results, path):
 
 
 def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    from paddle_rtseg.exporting.static_graph import pir_active
+    if args.paddle_inference and pir_active():  # the per-strategy exports in this process, not
+        env = dict(os.environ, FLAGS_enable_pir_api="0")  # one re-run exporter each (as quantize)
+        return subprocess.call([sys.executable, "-m", "paddle_rtseg.bench_segformer_pp"] + argv,
+                               env=env)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))  # before Paddle starts its pools
     import paddle
     import paddle_rtseg
