@@ -266,3 +266,44 @@ def camvid_int8(camvid_trained_tiny, tmp_path_factory):
     with open(val_path) as f:
         pairs = [tuple(os.path.join(root, p) for p in line.split()) for line in f if line.strip()]
     return str(q), pairs
+
+
+@pytest.mark.slow
+def test_camvid_deploy_scores_every_backend_on_real_images(camvid_trained_tiny, camvid_dir,
+                                                            tmp_path):
+    """scripts/camvid_deploy.py (the README's real-data deployment rows) on the tiny real-trained
+    RTFormer, one val image at 480x360: every fp32 backend gives dygraph's classes, each int8 / bf16
+    path is scored or says why not, the ARM .nb files ran on the ARM kernels where they can
+    (required under RTSEG_REQUIRE_ARM=1), and a rerun keeps the finished family."""
+    import json
+    import subprocess
+    import sys
+    from paddle_rtseg_runtime import lite_arm
+    _, weights = camvid_trained_tiny
+    script = os.path.join(os.path.dirname(CONFIGS), "scripts", "camvid_deploy.py")
+    argv = [sys.executable, script, "--model", "rtformer=" + weights, "--camvid_dir", camvid_dir,
+            "--val_every", "101", "--arm_every", "1", "--rounds", "1", "--calib_batches", "2",
+            "--save_dir", str(tmp_path / "deploy"), "--opts", "model.base_channels=16",
+            "model.head_channels=32", "model.num_heads=4"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    table = json.loads((tmp_path / "deploy" / "camvid_deploy.json").read_text())
+    (family,) = table["families"]
+    rows = {r["backend"]: r for r in family["rows"]}
+    assert family["val_images"] == 1 and rows["dygraph fp32"]["miou"] > 0
+    for name in ("Paddle Inference oneDNN fp32", "Paddle Inference native fp32",
+                 "ONNX Runtime fp32", "Paddle Lite x86 fp32"):
+        assert rows[name]["agree"] > 0.999 and abs(rows[name]["delta"]) < 0.05, rows[name]
+        assert name.startswith("Paddle Lite") or rows[name]["latency_ms"] > 0, rows[name]
+    low = [r for r in family["rows"] if "int8" in r["backend"] or "bf16" in r["backend"]]
+    assert low and all(("not_run" in r and r["not_run"]) or 0.5 < r["agree"] <= 1 for r in low)
+    arm = [r for r in family["rows"] if r["backend"].startswith("Paddle Lite ARM")]
+    if lite_arm.unavailable_reason() is None:
+        assert len(arm) == 3 and all(r["images"] == 1 for r in arm)
+        assert arm[0]["agree"] > 0.999, arm[0]  # fp32 on the ARM kernels: dygraph's classes
+    elif os.environ.get("RTSEG_REQUIRE_ARM", "") not in ("", "0"):
+        pytest.fail("ARM required: " + lite_arm.unavailable_reason())
+    md = (tmp_path / "deploy" / "camvid_deploy.md").read_text()
+    assert "### RTFormer-Slim" in md and "| ONNX Runtime fp32 | " in md
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "rtformer: kept" in again.stdout, again.stderr[-3000:]
