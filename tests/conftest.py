@@ -195,9 +195,12 @@ def camvid_trained_tiny(camvid_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("camvid_tiny")
     config = write_camvid_tiny_config(folder, camvid_dir)
     save_dir = os.path.join(str(folder), "output")
+    # one thread, whatever the run: `auto` gives 2 outside pytest-xdist, and the other float
+    # summation order trains another model (14.4 instead of 23.5 val mIoU at 80 iterations, on which
+    # OpenVINO int8 lost 0.52 points, 91% of pixels agreeing)
     out = run_module("paddle_rtseg.train", "--config", config, "--save_dir", save_dir, "--seed", 0,
                      "--save_interval", CAMVID_TINY_ITERS, "--keep_checkpoint_max", 1,
-                     "--log_iters", 20, "--device", "cpu")
+                     "--log_iters", 20, "--device", "cpu", "--cpu_threads", 1)
     assert out.returncode == 0, out.stderr[-3000:]
     weights = os.path.join(save_dir, "iter_{}".format(CAMVID_TINY_ITERS), "model.pdparams")
     assert os.path.isfile(weights), out.stderr[-3000:]

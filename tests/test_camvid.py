@@ -269,20 +269,24 @@ def camvid_int8(camvid_trained_tiny, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_camvid_deploy_scores_every_backend_on_real_images(camvid_trained_tiny, camvid_dir,
-                                                            tmp_path):
+def test_camvid_deploy_scores_every_backend_on_real_images(camvid_trained_tiny, camvid_int8,
+                                                            camvid_dir, tmp_path):
     """scripts/camvid_deploy.py (the README's real-data deployment rows) on the tiny real-trained
-    RTFormer, one val image at 480x360: every fp32 backend gives dygraph's classes, each int8 / bf16
-    path is scored or says why not, the ARM .nb files ran on the ARM kernels where they can
-    (required under RTSEG_REQUIRE_ARM=1), and a rerun keeps the finished family."""
+    RTFormer, one val image: every fp32 backend gives dygraph's classes, each int8 / bf16 path is
+    scored or says why not, the ARM .nb files ran on the ARM kernels where they can (required
+    under RTSEG_REQUIRE_ARM=1), and a rerun keeps the finished family. The script's quantize step
+    is the camvid_int8 fixture's run, copied to where the script looks (the same command and
+    7-bit rule; it would take as long again), so the images are the tiny config's 160x120."""
     import json
+    import shutil
     import subprocess
     import sys
     from paddle_rtseg_runtime import lite_arm
     _, weights = camvid_trained_tiny
+    shutil.copytree(camvid_int8[0], tmp_path / "deploy" / "rtformer" / "quantize")
     script = os.path.join(os.path.dirname(CONFIGS), "scripts", "camvid_deploy.py")
     argv = [sys.executable, script, "--model", "rtformer=" + weights, "--camvid_dir", camvid_dir,
-            "--val_every", "101", "--arm_every", "1", "--rounds", "1", "--calib_batches", "2",
+            "--val_every", "101", "--arm_every", "1", "--rounds", "1",
             "--save_dir", str(tmp_path / "deploy"), "--opts", "model.base_channels=16",
             "model.head_channels=32", "model.num_heads=4"]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=900)
