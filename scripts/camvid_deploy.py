@@ -47,7 +47,9 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # dygraph timing on one thread, as the predictors
 
-from camvid_table import FAMILY_CONFIGS, MODEL_NAMES  # noqa: E402
+from paddle_rtseg_runtime.files import write_bytes_atomic  # noqa: E402
+from paddle_rtseg_runtime.metrics import Scores  # noqa: E402
+from camvid_table import FAMILY_CONFIGS, MODEL_NAMES, val_list  # noqa: E402
 
 STRATEGIES = ("none", "hq", "fast", "2x2", "downsample")
 # SegFormer++ paper (MIPR 2024), MiT-B5 on Cityscapes, merging switched on without retraining
@@ -94,27 +96,6 @@ def camvid_opts(camvid_dir, val_path):
     return ["train_dataset.dataset_root=" + camvid_dir,
             "train_dataset.train_path=" + os.path.join(camvid_dir, "train.txt"),
             "val_dataset.dataset_root=" + camvid_dir, "val_dataset.val_path=" + val_path]
-
-
-class Scores:
-    """Confusion matrix against the labels and pixel agreement with the reference's classes."""
-
-    def __init__(self, num_classes, ignore_index):
-        self.n, self.ignore = num_classes, ignore_index
-        self.hist = np.zeros((num_classes, num_classes), np.int64)
-        self.agree = []
-
-    def add(self, pred, label, reference=None):
-        keep = (label != self.ignore) & (label < self.n)
-        self.hist += np.bincount(self.n * label[keep].astype(np.int64) + pred[keep],
-                                 minlength=self.n ** 2).reshape(self.n, self.n)
-        if reference is not None:
-            self.agree.append(float((pred == reference).mean()))
-
-    def miou(self):
-        h = self.hist
-        iou = np.diag(h) / np.maximum(h.sum(0) + h.sum(1) - np.diag(h), 1)
-        return float(iou[h.sum(1) > 0].mean())
 
 
 def classes(logits, shape):
@@ -381,6 +362,10 @@ def markdown(table):
     return "\n".join(lines)
 
 
+def write_json(path, table):
+    write_bytes_atomic(path, json.dumps(table, indent=1).encode())
+
+
 def main(argv=None):
     args = parse_args(argv)
     from paddle_rtseg.cli.errors import writable_dir
@@ -388,12 +373,7 @@ def main(argv=None):
     save_dir = writable_dir(args.save_dir)
     camvid_dir = os.path.abspath(args.camvid_dir)
     args.camvid_dir = camvid_dir
-    with open(os.path.join(camvid_dir, "val.txt")) as f:
-        lines = [line for line in f if line.strip()][::args.val_every]
-    val_path = os.path.abspath(os.path.join(save_dir, "val_every{}.txt".format(args.val_every)))
-    with open(val_path, "w") as f:
-        f.write("".join(lines))
-    pairs = [tuple(os.path.join(camvid_dir, p) for p in line.split()) for line in lines]
+    val_path, pairs = val_list(args, save_dir)
     json_path = os.path.join(save_dir, "camvid_deploy.json")
     previous = {}
     if os.path.isfile(json_path):
@@ -415,13 +395,10 @@ def main(argv=None):
             continue
         print("{} ({}):".format(MODEL_NAMES[family], weights), flush=True)
         table["families"].append(evaluate_family(family, weights, args, val_path, pairs))
-        with open(json_path, "w") as f:
-            json.dump(table, f, indent=1)
-    with open(json_path, "w") as f:
-        json.dump(table, f, indent=1)
+        write_json(json_path, table)
+    write_json(json_path, table)
     text = markdown(table)
-    with open(os.path.join(save_dir, "camvid_deploy.md"), "w") as f:
-        f.write(text)
+    write_bytes_atomic(os.path.join(save_dir, "camvid_deploy.md"), text.encode())
     print(text)
     return 0
 

@@ -98,13 +98,14 @@ def runs_to_do(args):
 
 
 def val_list(args, save_dir):
-    """The val subset's list file (every --val_every-th line of val.txt) and its label paths."""
+    """The val subset's list file (every --val_every-th line of val.txt, absolute path) and its
+    ``(image, label)`` path pairs."""
     with open(os.path.join(args.camvid_dir, "val.txt")) as f:
         lines = [line for line in f if line.strip()][::args.val_every]
-    path = os.path.join(save_dir, "val_every{}.txt".format(args.val_every))
+    path = os.path.abspath(os.path.join(save_dir, "val_every{}.txt".format(args.val_every)))
     from paddle_rtseg_runtime.files import write_bytes_atomic
     write_bytes_atomic(path, "".join(lines).encode())
-    return path, [os.path.join(args.camvid_dir, line.split()[1]) for line in lines]
+    return path, [tuple(os.path.join(args.camvid_dir, p) for p in line.split()) for line in lines]
 
 
 def _summary(runs):
@@ -199,7 +200,8 @@ def main(argv=None):
 
     save_dir = writable_dir(args.save_dir)
     camvid_dir = os.path.abspath(args.camvid_dir)
-    val_path, labels = val_list(args, save_dir)
+    val_path, pairs = val_list(args, save_dir)
+    labels = [label for _, label in pairs]
     paths = ["train_dataset.dataset_root=" + camvid_dir,
              "train_dataset.train_path=" + os.path.join(camvid_dir, "train.txt"),
              "val_dataset.dataset_root=" + camvid_dir, "val_dataset.val_path=" + val_path]

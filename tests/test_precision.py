@@ -14,6 +14,7 @@ import yaml
 from conftest import CONFIGS, ROOT, run_module, write_config
 import paddle_rtseg_runtime as du
 from paddle_rtseg_runtime import cpu_features
+from paddle_rtseg_runtime.metrics import confusion, miou
 
 # what a working low-precision path keeps on the trained tiny model, over 64 val images: argmax
 # agreement with fp32, and an mIoU loss (points) whose 95 % interval must reach below this bound.
@@ -190,17 +191,6 @@ def _cases():
     yield "onnxruntime", "int8"
 
 
-def confusion(label, pred, num_classes, ignore_index=255):
-    keep = (label != ignore_index) & (label < num_classes)
-    return np.bincount(num_classes * label[keep].astype(np.int64) + pred[keep],
-                       minlength=num_classes ** 2).reshape(num_classes, num_classes)
-
-
-def miou_of(hist):
-    iou = np.diag(hist) / np.maximum(hist.sum(0) + hist.sum(1) - np.diag(hist), 1)
-    return float(iou[hist.sum(1) > 0].mean())
-
-
 def compare_paths(fp32, low, pairs, transforms, num_classes, ignore_index=255, rounds=2000,
                   seed=0):
     """fp32 against a low-precision predictor on the same images: the mIoU change (points), its
@@ -219,14 +209,14 @@ def compare_paths(fp32, low, pairs, transforms, num_classes, ignore_index=255, r
         agree.append((a.argmax(1) == b.argmax(1)).mean())
         moved = max(moved, float(np.abs(a - b).max()))
     ha, hb = np.array([h[0] for h in hists]), np.array([h[1] for h in hists])
-    delta = 100 * (miou_of(hb.sum(0)) - miou_of(ha.sum(0)))
+    delta = 100 * (miou(hb.sum(0)) - miou(ha.sum(0)))
     rng = np.random.default_rng(seed)
     boot = []
     for _ in range(rounds):
         i = rng.integers(0, len(pairs), len(pairs))
-        boot.append(100 * (miou_of(hb[i].sum(0)) - miou_of(ha[i].sum(0))))
+        boot.append(100 * (miou(hb[i].sum(0)) - miou(ha[i].sum(0))))
     low_ci, high_ci = np.percentile(boot, [2.5, 97.5])
-    return dict(base=miou_of(ha.sum(0)), delta=delta, ci=(float(low_ci), float(high_ci)),
+    return dict(base=miou(ha.sum(0)), delta=delta, ci=(float(low_ci), float(high_ci)),
                 agree=float(np.mean(agree)), moved=moved)
 
 

@@ -14,17 +14,13 @@ import paddle_rtseg_runtime as du
 def miou(predictor, pairs, transforms, num_classes, ignore_index=255):
     """Mean IoU over ``(image path, label path)`` pairs (argmax of the predictor's logits)."""
     from paddle_rtseg.datasets.checked_io import read_label
-    hist = np.zeros((num_classes, num_classes), np.int64)
+    from paddle_rtseg_runtime.metrics import Scores
+    scores = Scores(num_classes, ignore_index)
     for image_path, label_path in pairs:
-        image = du.read_image(image_path)
-        label = read_label(label_path).astype(np.int64)
-        pred = du.to_label_map(predictor(du.preprocess(image, transforms)), "none",
-                               label.shape).astype(np.int64)
-        keep = (label != ignore_index) & (label < num_classes)
-        hist += np.bincount(num_classes * label[keep] + pred[keep],
-                            minlength=num_classes ** 2).reshape(num_classes, num_classes)
-    iou = np.diag(hist) / np.maximum(hist.sum(0) + hist.sum(1) - np.diag(hist), 1)
-    return float(iou[hist.sum(1) > 0].mean())
+        label = read_label(label_path)
+        scores.add(du.to_label_map(predictor(du.preprocess(du.read_image(image_path), transforms)),
+                                   "none", label.shape), label)
+    return scores.miou()
 
 
 ALGOS = ["KL", "hist", "avg", "abs_max", "mse"]
