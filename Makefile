@@ -31,8 +31,14 @@ venv: $(STAMP)
 
 ## make test: the whole suite (unit, parity, CLIs, exports, ARM kernels), then the Paddle 2.6 smoke test.
 ## The ARM tests need PADDLE_LITE_ARM_DIR (a Paddle Lite armv8 library) and what arm-setup installs.
-test: $(STAMP) arm-setup
-	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
+## The set-up steps run side by side (pip downloads, apt): the main venv with arm-setup, then
+## .venv-paddle26 is built in the background while the suite runs (its log: .venv-paddle26.log).
+test:
+	@$(MAKE) --no-print-directory -j2 --output-sync=target $(STAMP) arm-setup
+	@$(MAKE) --no-print-directory $(STAMP26) > $(VENV26).log 2>&1 & venv26=$$!; \
+	  $(PY) -m pytest $(XDIST) $(PYTEST_ARGS); status=$$?; \
+	  if ! wait $$venv26; then cat $(VENV26).log; echo "make: building $(VENV26) failed" >&2; exit 1; fi; \
+	  exit $$status
 	$(MAKE) --no-print-directory smoke-paddle26
 
 ## make unit: the suite without the slow (real-size / export / end-to-end) tests.

@@ -1,18 +1,21 @@
 """ONNX Runtime fp32 latency of one export converted at several opsets, side by side.
 
     python scripts/onnx_opset_speed.py --model_dir EXPORT --shape 1 3 512 512 \
-        [--opsets 13 17] [--repeats 11] [--threads 2]
+        [--opsets 13 17] [--repeats 11] [--threads 2] [--fold_constants]
 
 Converts ``EXPORT`` (a ``python -m paddle_rtseg.export`` folder) with ``paddle2onnx`` at each opset into a
 scratch folder, checks the outputs agree, then times the sessions in turn (``timing.round_robin``:
 alternating calls with a pause before each) on one random input and prints each median and its
 ratio to the first opset, with the ops ONNX Runtime does not fuse (the ReduceMean count of its
-optimized graph: each unfused layer_norm leaves two).
+optimized graph: each unfused layer_norm leaves two). ``--fold_constants`` adds the default
+opset converted with paddle2onnx's Polygraphy constant folding (what ``convert_onnx`` leaves off)
+as one more variant. Each variant's conversion time is printed too.
 """
 import argparse
 import os
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -31,6 +34,9 @@ def parse_args(argv=None):
     parser.add_argument("--opsets", type=int, nargs="+", default=[13, du.DEFAULT_OPSET])
     parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--fold_constants", action="store_true",
+                        help="also convert at opset {} with Polygraphy's constant folding".format(
+                            du.DEFAULT_OPSET))
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.threads < 1 or min(args.shape) < 1:
         parser.error("--repeats, --threads and --shape must be positive")
@@ -55,12 +61,17 @@ def main(argv=None):
     args = parse_args(argv)
     x = np.random.default_rng(0).random(args.shape, dtype=np.float32)
     with tempfile.TemporaryDirectory(prefix="opset-speed-") as scratch:
-        predictors, unfused = {}, {}
-        for opset in args.opsets:
-            path = du.convert_onnx(args.model_dir, os.path.join(scratch, "op{}.onnx".format(opset)),
-                                   opset=opset)
-            predictors["opset {}".format(opset)] = du.OnnxPredictor(path, args.threads)
-            unfused["opset {}".format(opset)] = reduce_means(path, scratch)
+        predictors, unfused, seconds = {}, {}, {}
+        variants = [(opset, False) for opset in args.opsets]
+        variants += [(du.DEFAULT_OPSET, True)] if args.fold_constants else []
+        for opset, fold in variants:
+            name = "opset {}{}".format(opset, " folded" if fold else "")
+            start = time.perf_counter()
+            path = du.convert_onnx(args.model_dir, os.path.join(scratch, "op{}{}.onnx".format(
+                opset, "f" if fold else "")), opset=opset, fold_constants=fold)
+            seconds[name] = time.perf_counter() - start
+            predictors[name] = du.OnnxPredictor(path, args.threads)
+            unfused[name] = reduce_means(path, scratch)
         outputs = {name: predictor(x) for name, predictor in predictors.items()}
         first = next(iter(outputs.values()))
         for name, out in outputs.items():
@@ -69,8 +80,8 @@ def main(argv=None):
         times = medians(round_robin(predictors, x, args.repeats))
     base = next(iter(times.values()))
     for name, ms in times.items():
-        print("{:10s} {:8.1f} ms  {:.2f}x  (ReduceMean nodes after ORT's fusions: {})".format(
-            name, ms, ms / base, unfused[name]))
+        print("{:16s} {:8.1f} ms  {:.2f}x  (ReduceMean nodes after ORT's fusions: {}; converted "
+              "in {:.1f} s)".format(name, ms, ms / base, unfused[name], seconds[name]))
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ FILE_SECONDS = {
     "test_models_export.py": 340, "test_seaformer_export.py": 200, "test_bad_input.py": 140,
     "test_arm.py": 120, "test_camvid.py": 170, "test_mixformer.py": 80,
     "test_segformer_pp_export.py": 85, "test_deploy_all.py": 75, "test_bench_segformer_pp.py": 70,
-    "test_unsafe_checkpoints.py": 66, "test_hostile_runs.py": 66, "test_precision.py": 61,
-    "test_configs.py": 54, "test_deploy_quantize.py": 53, "test_cli.py": 50,
+    "test_unsafe_checkpoints.py": 66, "test_hostile_runs.py": 66, "test_precision.py": 140,
+    "test_configs.py": 54, "test_cli.py": 50,
     "test_runtime_package.py": 49, "test_seaformer_train.py": 47, "test_deploy.py": 46,
     "test_video.py": 40, "test_export.py": 34, "test_fit_budget.py": 31,
     "test_mixformer_export.py": 31, "test_seaformer.py": 26}

@@ -133,6 +133,18 @@ def test_onnx_layer_norms_are_single_nodes(exported):
     assert node_types.count("LayerNormalization") == layer_norms
 
 
+def test_onnx_graph_is_tidy(exported):
+    """``convert_onnx`` without paddle2onnx's constant folding: weights are initializers (no
+    ``Constant`` nodes), every node's output and every initializer is read (ONNX Runtime would
+    warn once per unread one)."""
+    onnx_path = exported[3]
+    graph = onnx.load(onnx_path).graph
+    read = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    assert not [n.name for n in graph.node if n.op_type == "Constant"]
+    assert all(any(o in read for o in node.output) for node in graph.node)
+    assert graph.initializer and all(init.name in read for init in graph.initializer)
+
+
 def test_lite_arm_supports_every_op(exported):
     name, _, save_dir = exported[:3]
     ops, supported = du.lite_model_ops(save_dir, target="arm")
@@ -145,20 +157,24 @@ def test_lite_arm_supports_every_op(exported):
 
 
 def test_opset_speed_script_converts_and_compares(exports):
-    """``scripts/onnx_opset_speed.py`` on SegFormer++ (2x2): both opsets agree; at 17 no layer_norm
-    is left unfused (ReduceMean) in ONNX Runtime's graph, at 13 some are (the reason 17 is the
-    default)."""
+    """``scripts/onnx_opset_speed.py`` on SegFormer++ (2x2): both opsets and the constant-folded
+    conversion agree; at 17 no layer_norm is left unfused (ReduceMean) in ONNX Runtime's graph, at
+    13 some are (the reason 17 is the default), with or without paddle2onnx's folding."""
     model_dir = exports["segformer_pp"][1]
     script = os.path.join(ROOT, "scripts", "onnx_opset_speed.py")
     proc = subprocess.run([sys.executable, script, "--model_dir", model_dir, "--shape", "1", "3",
-                           "64", "64", "--repeats", "1", "--threads", "1"],
+                           "64", "64", "--repeats", "1", "--threads", "1", "--fold_constants"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     differences = re.findall(r"max \|difference\| to opset 13 (\S+)", proc.stdout)
-    assert len(differences) == 2 and max(map(float, differences)) < 1e-4, proc.stdout
-    unfused = dict(re.findall(r"^(opset \d+) .*ReduceMean nodes after ORT's fusions: (\d+)",
-                              proc.stdout, re.M))
-    assert int(unfused["opset 17"]) == 0 < int(unfused["opset 13"]), proc.stdout
+    assert len(differences) == 3 and max(map(float, differences)) < 1e-4, proc.stdout
+    unfused = dict(re.findall(r"^(opset \d+(?: folded)?) .*ReduceMean nodes after ORT's fusions: "
+                              r"(\d+)", proc.stdout, re.M))
+    assert int(unfused["opset 17"]) == int(unfused["opset 17 folded"]) == 0 < int(
+        unfused["opset 13"]), proc.stdout
+    seconds = dict(re.findall(r"^(opset \d+(?: folded)?) .*converted in ([0-9.]+) s", proc.stdout,
+                              re.M))
+    assert len(seconds) == 3, proc.stdout
     proc = subprocess.run([sys.executable, script, "--model_dir", os.path.join(model_dir, "no")],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2 and "is not a folder" in proc.stderr, proc.stderr

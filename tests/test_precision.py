@@ -175,13 +175,40 @@ def trained_tiny(tmp_path_factory):
     weights = str(root / "train" / "iter_80" / "model.pdparams")
     reduce_range = not cpu_features.support("int8")[0]
     proc = run_module("paddle_rtseg.quantize", "--config", config, "--model_path", weights,
-                      "--save_dir", root / "q", "--calib_batches", 8, "--evaluate", "false",
+                      "--save_dir", root / "q", "--calib_batches", 8, "--val_images", 2,
                       "--reduce_range", str(reduce_range).lower(), timeout=1800)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     with open(os.path.join(data, "val.txt")) as f:
         pairs = [tuple(os.path.join(data, p) for p in line.split()) for line in f]
     assert len(pairs) == VAL_IMAGES
-    return str(root / "q"), pairs
+    return str(root / "q"), pairs, proc.stdout, reduce_range
+
+
+@pytest.mark.slow
+def test_quantize_reports_every_variant(trained_tiny):
+    """``python -m paddle_rtseg.quantize`` end to end (the fixture's run, on 2 val images): every
+    variant in the table, every int8 runtime with an mIoU, the ARM .nb files written. A measurement
+    tool: this checks it runs and reports, not the numbers (those are the tests below)."""
+    q, _, stdout, reduce_range = trained_tiny
+    for variant in ("fp32", "PTQ int8", "weight-only int8"):
+        assert variant in stdout
+    assert os.path.isfile(os.path.join(q, "lite_ptq_arm.nb"))
+    assert os.path.isfile(os.path.join(q, "lite_wint8_arm.nb"))
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in stdout.splitlines() if line.startswith("|")]
+    # every int8 path runs on every CPU with its kernels (AVX2 and up): a row with an mIoU
+    runtimes = ["Paddle Inference oneDNN int8", "ONNX Runtime int8"]
+    if du.openvino_available():  # the QDQ program is written and runs on OpenVINO
+        assert all(os.path.isfile(f) for f in du.openvino_int8_paths(os.path.join(q, "ptq_int8")))
+        info = du.read_deploy_yaml(os.path.join(q, "ptq_int8"))
+        assert info.get("qdq_weight_bits") == (7 if reduce_range else 8), info
+        runtimes.append("Paddle Inference OpenVINO int8")
+    for runtime in runtimes:
+        row = next(r for r in rows if r[1] == runtime)
+        assert 0.0 <= float(row[2]) <= 100.0, row
+    notes = [n for n in stdout.splitlines()
+             if n.startswith("note:") and any(r in n for r in runtimes)]
+    assert not notes, stdout[-2000:]
 
 
 def _cases():
@@ -253,7 +280,7 @@ def test_precision_path_runs_and_stays_close_to_fp32(trained_tiny, engine, preci
     images against a bound that catches a broken path (8-bit weights on OpenVINO without VNNI:
     -2.7 points, interval -3.8 .. -1.5, 95.6 % agreement), not against the product claim (<= 0.5
     points), which is measured on real data (docs/deployment.md 5b)."""
-    q, pairs = trained_tiny
+    q, pairs = trained_tiny[:2]
     fp32, low, transforms, reason = predictor_pair(q, engine, precision)
     r = compare_paths(fp32, low, pairs, transforms, 5)
     assert r["base"] > 0.5, "the tiny model did not learn (mIoU {:.3f})".format(r["base"])

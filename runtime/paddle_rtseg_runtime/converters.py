@@ -37,9 +37,15 @@ def _run(cmd, what, ok_codes=(0,)):
 DEFAULT_OPSET = 17
 
 
-def convert_onnx(model_dir, onnx_path, opset=DEFAULT_OPSET):
+def convert_onnx(model_dir, onnx_path, opset=DEFAULT_OPSET, fold_constants=False):
     """``paddle2onnx`` at ``opset`` (17 by default; >= 13: opset 11 lacks ``sum`` and aborts the
-    process)."""
+    process), then tidied (:func:`_tidy_graph`).
+
+    ``fold_constants``: paddle2onnx 2.1's default clean-up, Polygraphy's constant folding. Off by
+    default: it runs ONNX Runtime's symbolic shape inference in SymPy (3-19x the conversion time:
+    MixFormer-B0 72 s against 4 s), sets ``POLYGRAPHY_AUTOINSTALL_DEPS=1`` (pip installs at
+    conversion time), and ONNX Runtime folds the same constants when it creates a session: equal
+    outputs and latency (``scripts/onnx_opset_speed.py --fold_constants``; docs/deployment.md)."""
     if opset < 13:
         raise DeployError("--opset_version {} is too old: use 13 or newer (Paddle's sum/layer_norm "
                           "need 13; paddle2onnx aborts the process on 11).".format(opset))
@@ -49,9 +55,60 @@ def convert_onnx(model_dir, onnx_path, opset=DEFAULT_OPSET):
     _run([_tool("paddle2onnx"), "--model_dir", os.path.dirname(model_file),
           "--model_filename", os.path.basename(model_file),
           "--params_filename", os.path.basename(params_file), "--save_file", onnx_path,
-          "--opset_version", str(opset), "--enable_onnx_checker", "True"], "paddle2onnx")
+          "--opset_version", str(opset), "--enable_onnx_checker", "True",
+          "--optimize_tool", "polygraphy" if fold_constants else "None"], "paddle2onnx")
+    _tidy_graph(onnx_path)
     record(onnx_path)  # a re-export into that folder removes it (outputs.publish)
     return onnx_path
+
+
+def _subgraphs(node):
+    import onnx
+    for a in node.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            yield a.g
+        elif a.type == onnx.AttributeProto.GRAPHS:
+            yield from a.graphs
+
+
+def _tidy_graph(onnx_path):
+    """What paddle2onnx's clean-up did without its constant folding: nodes whose outputs nobody
+    reads are removed (ONNX Runtime warns once per such constant), and the weights, written as
+    ``Constant`` nodes, become initializers, as other exporters write them."""
+    import onnx
+    from onnx import numpy_helper
+    model = onnx.load(onnx_path)
+    graph = model.graph
+
+    def inner_reads(g):  # names read inside a subgraph (an If/Loop body may read outer tensors)
+        names = set()
+        for node in g.node:
+            names.update(node.input)
+            for sub in _subgraphs(node):
+                names |= inner_reads(sub)
+        return names
+
+    while True:
+        used = {o.name for o in graph.output}
+        for node in graph.node:
+            used.update(node.input)
+            for sub in _subgraphs(node):
+                used |= inner_reads(sub)
+        dead = [n for n in graph.node if n.output and not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for node in dead:
+            graph.node.remove(node)
+    for node in [n for n in graph.node if n.op_type == "Constant" and len(n.attribute) == 1
+                 and n.attribute[0].name == "value"]:
+        tensor = numpy_helper.from_array(numpy_helper.to_array(node.attribute[0].t), node.output[0])
+        graph.initializer.append(tensor)
+        graph.node.remove(node)
+    for init in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(init)
+    onnx.checker.check_model(model)
+    from .files import write_bytes_atomic
+    write_bytes_atomic(onnx_path, model.SerializeToString())
 
 
 def convert_lite(model_dir, out_prefix, target="arm", quant_type=None):
