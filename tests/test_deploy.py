@@ -47,9 +47,14 @@ def exported(request, tmp_path_factory):
     proc = run_module("paddle_rtseg.export", "--config", config, "--model_path", weights,
                       "--save_dir", save_dir, "--output_op", "none", *args)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    onnx_path = du.convert_onnx(save_dir, str(root / "model.onnx"))
-    nb_path = du.convert_lite(save_dir, str(root / "model_x86"), target="x86")
-    return model, save_dir, onnx_path, nb_path
+    # the converters as the README runs them (deploy/onnx/convert.py, deploy/lite/convert.py)
+    for script, *args in (("deploy/onnx/convert.py",), ("deploy/lite/convert.py", "--target", "x86")):
+        proc = _run_script(script, "--model_dir", save_dir, *args)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "opset 17 -> " in _run_script("deploy/onnx/convert.py", "--model_dir", save_dir,
+                                        "--opset_version", 17).stdout  # the default, rewritten
+    return model, save_dir, os.path.join(save_dir, "model.onnx"), os.path.join(save_dir,
+                                                                              "model_x86.nb")
 
 
 @pytest.fixture(scope="module")
@@ -174,6 +179,16 @@ def test_runner_rejects_incomplete_model_dir(exported, tmp_path):
                        exported[2], "--image_path", tmp_path, "--save_dir", tmp_path / "out")
     assert proc.returncode != 0 and "does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_onnx_converter_refuses_bad_input_before_writing(tmp_path):
+    (tmp_path / "deploy.yaml").write_text("Deploy: {model: model.pdmodel}\n")
+    for args, message in ((["--model_dir", tmp_path], "missing model.pdmodel"),
+                          (["--model_dir", tmp_path / "none"], "does not exist")):
+        proc = _run_script("deploy/onnx/convert.py", *args)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "model.onnx").exists()
 
 
 @pytest.mark.parametrize("exported", ["rtformer"], indirect=True)
