@@ -13,20 +13,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")
 
 
-# Seconds each long test file took in one full run on 2 cores (2026-12-07, summed test times, before
-# the cuts of that day; test_camvid.py with its deploy test added since). `make test` runs files on 2 pytest-xdist workers (--dist loadfile), and
+# Seconds each long test file takes on 2 cores (summed test times of a full run, 2026-12-07, less what
+# that day's later cuts measured per file). `make test` runs files on 2 pytest-xdist workers (--dist loadfile), and
 # xdist starts the files with the most tests first, so long files of one or two tests started last
 # while the other worker had nothing left. Longest first (then xdist's order) ends both together.
 # Only the order depends on these numbers.
 FILE_SECONDS = {
-    "test_models_export.py": 340, "test_seaformer_export.py": 200, "test_bad_input.py": 140,
-    "test_arm.py": 120, "test_camvid.py": 170, "test_mixformer.py": 80,
-    "test_segformer_pp_export.py": 85, "test_deploy_all.py": 75, "test_bench_segformer_pp.py": 70,
-    "test_unsafe_checkpoints.py": 66, "test_hostile_runs.py": 66, "test_precision.py": 140,
-    "test_configs.py": 54, "test_cli.py": 50,
-    "test_runtime_package.py": 49, "test_seaformer_train.py": 47, "test_deploy.py": 46,
-    "test_video.py": 40, "test_export.py": 34, "test_fit_budget.py": 31,
-    "test_mixformer_export.py": 31, "test_seaformer.py": 26}
+    "test_models_export.py": 190, "test_arm.py": 186, "test_camvid.py": 170,
+    "test_seaformer_export.py": 160, "test_precision.py": 140, "test_bad_input.py": 128,
+    "test_mixformer.py": 96, "test_segformer_pp_export.py": 85, "test_deploy.py": 65,
+    "test_deploy_all.py": 60, "test_cli.py": 60, "test_bench_segformer_pp.py": 59,
+    "test_configs.py": 58, "test_seaformer_train.py": 58, "test_runtime_package.py": 54,
+    "test_video.py": 47, "test_fit_budget.py": 45, "test_hostile_runs.py": 43,
+    "test_export.py": 42, "test_mixformer_export.py": 40, "test_unsafe_checkpoints.py": 37,
+    "test_seaformer.py": 34}
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
