@@ -380,3 +380,35 @@ def test_lite_x86_runtime_defect_that_litepredictor_avoids(exported):
             ref = models["rtformer"](paddle.to_tensor(x))[0].numpy()
         errors.append(relative_error(np.array(predictor.get_output(0).numpy()), ref))
     assert errors[0] < RTOL and errors[1] > 0.1, errors
+
+
+BISECT = os.path.join(ROOT, "scripts", "arm_int8_bisect.py")
+
+
+@needs_arm
+def test_int8_bisect_script_runs_a_chosen_subset_on_the_arm_kernels(exported, tmp_path):
+    """scripts/arm_int8_bisect.py (docs/camvid.md: which int8 layers crash MixFormer-B0's PTQ .nb)
+    on the tiny MixFormer export: convs and the first two linear layers in int8, the attention
+    matmuls in float, one input through the ARM kernels; bad arguments refused before any work."""
+    from paddle_rtseg_runtime.program import read_program
+    model_dir = exported[1]["mixformer", "none"][0]
+    proc = subprocess.run([sys.executable, BISECT, "--model_dir", model_dir, "--shape", "1", "3",
+                           "64", "96", "--linears", "0-2", "--save_dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    name = "conv2d+depthwise_conv2d+matmul_v2_attn-false_lin-0-2"
+    assert "{} at 1x3x64x96: ok, output [1, ".format(name) in proc.stdout, proc.stdout
+    ops = read_program(str(tmp_path / name / "model.pdmodel")).blocks[0].ops
+    made_by = {n: op.type for op in ops for a in op.outputs for n in a.arguments}
+    int8_input = {op.type: 0 for op in ops}  # ops whose X/Input Paddle's PTQ quantizes to int8
+    for op in ops:
+        for a in op.inputs:
+            if a.parameter in ("X", "Input") and a.arguments and \
+                    made_by.get(a.arguments[0]) == "fake_quantize_range_abs_max":
+                int8_input[op.type] += 1
+    assert int8_input["matmul_v2"] == 2 and int8_input["conv2d"] > 0, int8_input
+    for args, message in ((["--linears", "5-2"], "--linears takes A-B"),
+                          (["--model_dir", str(tmp_path)], "has no model.pdmodel")):
+        proc = subprocess.run([sys.executable, BISECT, "--model_dir", model_dir, "--shape", "1", "3",
+                               "8", "8", *args], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
