@@ -214,7 +214,7 @@ def plot_families(records, path, budgets=(20, 50, 100, 200)):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(8, 5 + 0.3 * len(records)))
     for i, record in enumerate(records):
         front = [p for p in record["points"] if p.get("pareto")]
         label = record.get("title") or os.path.basename(record["config"])
@@ -241,9 +241,9 @@ def plot_families(records, path, budgets=(20, 50, 100, 200)):
         " / ".join(str(b) for b in budgets)))
     ax.set_ylabel("val mIoU, %")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    # below the axes: inside, it hid the frontiers of the slower families
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
