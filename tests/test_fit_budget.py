@@ -2,9 +2,11 @@
 model (seconds), its Pareto frontier, the budget, the refusal of an impossible budget (one
 paragraph, exit 2, nothing written), the chosen export running in deploy/python/infer.py, and the
 ARM two-step flow (step 1's .nb files timed by deploy/lite/cpp's rtseg_lite_time under qemu, read
-back by step 3, whose mIoU runs on the ARM kernels)."""
+back by step 3, whose mIoU runs on the ARM kernels), and one-point sweeps on ONNX Runtime and
+OpenVINO whose exports their runners run."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -123,6 +125,35 @@ def test_sweep_frontier_budget_and_export_runs_in_infer_py(tiny, tmp_path):
     mask = cv2.imread(str(tmp_path / "masks" / (os.path.splitext(os.path.basename(image))[0]
                                                 + ".png")), cv2.IMREAD_UNCHANGED)
     assert mask is not None and mask.shape[:2] == cv2.imread(image).shape[:2]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_onnxruntime_and_openvino_sweeps_export_what_their_runner_runs(tiny, tmp_path, backend):
+    """The other CPU backends: one point measured on that backend, exported with its model file,
+    and the runner the command prints segments an image from the export."""
+    import paddle_rtseg_runtime as du
+    if backend == "openvino" and not du.openvino_available():
+        pytest.skip("this Paddle has no OpenVINO engine (the command refuses the backend)")
+    config = tiny[0]
+    out = str(tmp_path / "out")
+    run = sweep(tiny, out, "--budget_ms", 100000, "--backend", backend, "--precision", "fp32",
+                "--scales", 0.5, "--merging", "none")
+    assert run.returncode == 0, run.stderr[-3000:]
+    with open(os.path.join(out, "fit_budget.json")) as f:
+        record = json.load(f)
+    assert record["backend"] == backend and len(record["points"]) == 1
+    assert record["points"][0]["latency_ms"] > 0 and record["chosen"] == record["points"][0]["name"]
+    assert du.read_deploy_yaml(out)["fit_budget"]["backend"] == backend
+    runner = re.search(r"runner: (deploy/\S+) --model_dir (\S+)(.*?)\)", run.stdout)
+    assert runner and runner.group(2) == out, run.stdout[-2000:]
+    with open(os.path.join(_dataset_root(config), "val.txt")) as f:
+        image = os.path.join(_dataset_root(config), f.readline().split()[0])
+    result = subprocess.run([sys.executable, os.path.join(ROOT, runner.group(1)), "--model_dir", out,
+                             *runner.group(3).split(), "--image_path", image, "--save_dir",
+                             str(tmp_path / "masks")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert os.listdir(str(tmp_path / "masks"))
 
 
 def _dataset_root(config):
