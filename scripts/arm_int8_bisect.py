@@ -16,7 +16,6 @@ random input of ``--shape`` in one emulated process (``lite_arm.run_raw``). Prin
 """
 import argparse
 import os
-import shutil
 import sys
 
 import numpy as np
@@ -75,29 +74,11 @@ def skip_list(args):
 
 
 def quantize(args, out):
-    import paddle
-    from paddle.static.quantization import PostTrainingQuantization
-    from paddle_rtseg.exporting.static_graph import _patch_for_lite
+    from paddle_rtseg.quantization.ptq import post_training_quantize
     rng = np.random.default_rng(0)
-
-    def batches():
-        for _ in range(2):
-            yield {"x": rng.normal(size=args.calib_shape).astype("float32")}
-
-    paddle.enable_static()
-    try:
-        ptq = PostTrainingQuantization(
-            executor=paddle.static.Executor(paddle.CPUPlace()), model_dir=args.model_dir,
-            model_filename="model.pdmodel", params_filename="model.pdiparams",
-            data_loader=batches, batch_nums=2, algo="avg", quantizable_op_type=args.op_types,
-            weight_quantize_type="channel_wise_abs_max", skip_tensor_list=skip_list(args) or None)
-        ptq.quantize()
-        ptq.save_quantized_model(out, model_filename="model.pdmodel",
-                                 params_filename="model.pdiparams")
-    finally:
-        paddle.disable_static()
-    shutil.copy(os.path.join(args.model_dir, "deploy.yaml"), os.path.join(out, "deploy.yaml"))
-    _patch_for_lite(os.path.join(out, "model.pdmodel"))
+    batches = [rng.normal(size=args.calib_shape).astype("float32") for _ in range(2)]
+    post_training_quantize(args.model_dir, out, batches, "avg", op_types=args.op_types,
+                           skip_tensors=skip_list(args))
 
 
 def main(argv=None):

@@ -66,8 +66,11 @@ class _Progress:
         self.module.cal_kl_threshold = self.original
 
 
+QUANTIZABLE_OPS = ("conv2d", "depthwise_conv2d", "matmul_v2")
+
+
 def post_training_quantize(fp32_dir, out_dir, calib_batches, algo, log=print, qdq=False,
-                           reduce_range=False):
+                           reduce_range=False, op_types=QUANTIZABLE_OPS, skip_tensors=None):
     """Paddle's static PTQ on the exported program; returns ``out_dir`` (a deployable dir).
 
     ``qdq``: the same calibration written as ``quantize_linear``/``dequantize_linear`` pairs
@@ -89,7 +92,7 @@ def post_training_quantize(fp32_dir, out_dir, calib_batches, algo, log=print, qd
             executor=paddle.static.Executor(paddle.CPUPlace()), model_dir=fp32_dir,
             model_filename="model.pdmodel", params_filename="model.pdiparams",
             data_loader=data_loader, batch_nums=len(calib_batches), algo=algo,
-            quantizable_op_type=["conv2d", "depthwise_conv2d", "matmul_v2"],
+            quantizable_op_type=list(op_types), skip_tensor_list=skip_tensors or None,
             weight_quantize_type="channel_wise_abs_max", onnx_format=qdq)
         with _Progress(ptq_module, ptq, log):
             program = ptq.quantize()

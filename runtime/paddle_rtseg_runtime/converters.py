@@ -42,10 +42,11 @@ def convert_onnx(model_dir, onnx_path, opset=DEFAULT_OPSET, fold_constants=False
     process), then tidied (:func:`_tidy_graph`).
 
     ``fold_constants``: paddle2onnx 2.1's default clean-up, Polygraphy's constant folding. Off by
-    default: it runs ONNX Runtime's symbolic shape inference in SymPy (3-19x the conversion time:
-    MixFormer-B0 72 s against 4 s), sets ``POLYGRAPHY_AUTOINSTALL_DEPS=1`` (pip installs at
+    default: it runs ONNX Runtime's symbolic shape inference in SymPy (2.5-11x the conversion time:
+    MixFormer-B0 77 s against 7 s), sets ``POLYGRAPHY_AUTOINSTALL_DEPS=1`` (pip installs at
     conversion time), and ONNX Runtime folds the same constants when it creates a session: equal
-    outputs and latency (``scripts/onnx_opset_speed.py --fold_constants``; docs/deployment.md)."""
+    outputs, the folded file no faster (``scripts/onnx_opset_speed.py --fold_constants``;
+    docs/deployment.md, section 7)."""
     if opset < 13:
         raise DeployError("--opset_version {} is too old: use 13 or newer (Paddle's sum/layer_norm "
                           "need 13; paddle2onnx aborts the process on 11).".format(opset))
