@@ -73,3 +73,40 @@ def test_state_restored_and_nothing_left_patched():
 def test_sgemm_gflops_is_positive():
     assert flops.sgemm_gflops(n=128, repeats=2) > 0
     assert flops.achieved_gflops(10 ** 9, 2.0) == 1.0
+
+
+def test_bitops_of_palquant_resnets_by_hand():
+    """count_bitops: a quantized conv's MACs at b_w x b_a bits, the rest at 32 x 32. ResNet-18's
+    low-bit convs by hand (every 3x3 and downsample conv; the stem and the classifier stay fp):
+    W2A2 with G = 4 parallel groups has G x the MACs at 1/4 of the bits of W4A4, so the same
+    low-bit BitOPs (the paper's comparison), and G = 2 half of them."""
+    from paddle_rtseg.models import PalQuantResNet
+
+    def by_hand(groups, size=64, base=8):
+        macs, h, c_in = 0, size // 4, base * groups  # after the stem's /2 conv and /2 max-pool
+        for stage, width in enumerate([base * groups * 2 ** i for i in range(4)]):
+            stride = 1 if stage == 0 else 2
+            h_out = h // stride
+            shuffle = 0 if stage == 0 else h * h * c_in * c_in // groups  # CyclicShuffle 1x1
+            first = h_out * h_out * width * (c_in // groups * 9 + width // groups * 9)
+            down = h_out * h_out * width * c_in // groups if (stride != 1 or c_in != width) else 0
+            macs += shuffle + first + down + h_out * h_out * width * width // groups * 9 * 2
+            h, c_in = h_out, width
+        return macs
+
+    counts = {}
+    for groups, levels in ((1, None), (1, 16), (1, 4), (2, 4), (4, 4)):
+        model = PalQuantResNet(18, groups=groups, weight_levels=levels, act_levels=levels,
+                               num_classes=10, base_channels=8)
+        counts[groups, levels] = c = flops.count_bitops(model, [1, 3, 64, 64])
+        assert c["macs"] == flops.count_macs(model, [1, 3, 64, 64])
+        if levels is None:
+            assert c["low_bit_macs"] == {} and c["bitops"] == c["macs"] * 32 * 32
+            continue
+        bits = {16: 4, 4: 2}[levels]
+        key = "W{0}A{0}".format(bits)
+        assert c["low_bit_macs"] == {key: by_hand(groups)}
+        assert c["low_bit_bitops"] == by_hand(groups) * bits * bits
+        assert c["bitops"] == c["low_bit_bitops"] + (c["macs"] - by_hand(groups)) * 32 * 32
+    assert counts[4, 4]["low_bit_bitops"] == counts[1, 16]["low_bit_bitops"]
+    assert 2 * counts[2, 4]["low_bit_bitops"] == counts[1, 16]["low_bit_bitops"]

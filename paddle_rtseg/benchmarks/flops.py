@@ -14,6 +14,11 @@ entry points instead (``paddle._C_ops``, which layers and functionals both call 
 
 Element-wise ops, normalisation, softmax, pooling and resizing are not counted (the usual
 convention, as in fvcore and the papers' tables); FLOPs are ``2 x MACs``.
+
+:func:`count_bitops` weighs the same MACs by their operands' bit widths (the low-bit papers'
+BitOPs, e.g. PalQuant's comparison at equal BitOPs): a MAC of a quantized convolution with
+``b_w``-bit weights and ``b_a``-bit activations costs ``b_w x b_a`` bit operations, every other MAC
+(full-precision layers) ``32 x 32``.
 """
 import contextlib
 import time
@@ -105,6 +110,40 @@ def count_macs(model, input_shape, by_op=False, dtype="float32"):
             model.train()
     total = int(sum(totals.values()))
     return (total, dict(totals)) if by_op else total
+
+
+def count_bitops(model, input_shape, full_precision_bits=32):
+    """BitOPs of one ``model(x)`` (as :func:`count_macs`): a dict with ``macs`` (all),
+    ``low_bit_macs`` ({"W{b_w}A{b_a}": MACs} of the quantized convolutions: layers with integer
+    ``weight_levels`` / ``act_levels`` = 2**bits, as PalQuant's ``QConv``; a side left at ``None``
+    counts ``full_precision_bits``), ``bitops`` (every MAC times its two operand widths) and
+    ``low_bit_bitops`` (the quantized convolutions' share)."""
+    import math
+    bits = {}
+
+    def width(levels):
+        return full_precision_bits if levels is None else int(math.ceil(math.log2(levels)))
+
+    def hook(layer, inputs, output):
+        if layer.weight_levels is None and layer.act_levels is None:
+            return  # a full-precision QConv: counted with the rest
+        w = layer.weight
+        key = (width(layer.weight_levels), width(layer.act_levels))
+        bits[key] = bits.get(key, 0) + _numel(output) * _numel(w) // w.shape[0]
+
+    handles = [m.register_forward_post_hook(hook) for m in model.sublayers(include_self=True)
+               if hasattr(m, "weight_levels") and hasattr(m, "act_levels")
+               and hasattr(m, "weight")]
+    try:
+        total = count_macs(model, input_shape)
+    finally:
+        for h in handles:
+            h.remove()
+    low = sum(bits.values())
+    low_bitops = sum(macs * bw * ba for (bw, ba), macs in bits.items())
+    return dict(macs=total, low_bit_macs={"W{}A{}".format(*k): v for k, v in sorted(bits.items())},
+                low_bit_bitops=low_bitops,
+                bitops=low_bitops + (total - low) * full_precision_bits ** 2)
 
 
 def sgemm_gflops(n=1024, repeats=5):

@@ -21,6 +21,11 @@
    again, as long as step 2 took for that algorithm.
 4. ``paddle_lite_opt`` to ARM ``.nb`` for fp32, PTQ int8 and weight-only int8
    (``--quant_model=true --quant_type=QUANT_INT8``), plus x86 ``.nb`` where x86 kernels exist.
+A PalQuant model (``RTSeg_PalQuantSeg``) is quantized exactly instead
+(:mod:`paddle_rtseg.quantization.palquant_int8`): its low-bit convolutions become int8 convolutions
+whose scales make the low-bit integers exact, every other layer stays fp32, nothing is calibrated
+(``--algo`` is not used); ONNX Runtime's model runs them as ``ConvInteger``.
+
 5. mIoU on the config's validation set for each variant this machine can run (fp32, bf16 and int8
    on Paddle Inference oneDNN, PTQ also simulated without oneDNN, int8 on Paddle Inference's
    OpenVINO engine where this Paddle has it, fp32 and int8 on ONNX Runtime,
@@ -69,6 +74,7 @@ def _run(args):
     from paddleseg.cvlibs import SegBuilder
     from paddle_rtseg.config import load_config
     from paddle_rtseg.exporting.static_graph import export
+    from paddle_rtseg.quantization import palquant_int8
     from paddle_rtseg.quantization.onnx_int8 import quantize_onnx_int8
 
     cfg = load_config(args.config, opts=args.opts)
@@ -85,32 +91,47 @@ def _run(args):
     transforms = du.read_deploy_yaml(fp32_dir)["transforms"]
     calib = [du.preprocess(du.read_image(p), transforms) for p, _ in calib_pairs]
     made, ptq_dirs, finals = {}, {}, {}
+    exact = palquant_int8.is_palquant(fp32_dir)
+    if exact:
+        print("PalQuant model: its low-bit convolutions are quantized exactly (int8 scales of one "
+              "per integer level), the other layers stay fp32; no calibration, --algo is not used")
+        args.algo = args.algo[:1]
     for i, algo in enumerate(args.algo):
         out = os.path.join(args.save_dir, "ptq_int8" if i == 0 else "ptq_int8_" + algo)
-        if algo == "KL":
+        if algo == "KL" and not exact:
             print("--algo KL: " + KL_NOTE + "; --algo {} takes seconds (docs/deployment.md)"
                   .format(DEFAULT_ALGO))
         start = time.perf_counter()
         finals[algo] = out  # written into a staging folder, published below once complete
-        ptq_dirs[algo] = post_training_quantize(fp32_dir, staging(out), calib, algo)
+        ptq_dirs[algo] = (palquant_int8.quantize_exact(fp32_dir, staging(out), calib[:1]) if exact
+                          else post_training_quantize(fp32_dir, staging(out), calib, algo))
         made[algo] = time.perf_counter() - start
-        print("PTQ --algo {}: {:.1f} s -> {}".format(algo, made[algo], out))
+        print("{}: {:.1f} s -> {}".format("exact int8 (PalQuant)" if exact else
+                                          "PTQ --algo " + algo, made[algo], out))
     ptq_dir = ptq_dirs[args.algo[0]]
     onnx_fp32 = du.convert_onnx(fp32_dir, os.path.join(fp32_dir, "model.onnx"))
     start = time.perf_counter()
-    onnx_int8 = quantize_onnx_int8(onnx_fp32, du.default_onnx_file(ptq_dir, "int8"), calib,
-                                   reduce_range=args.reduce_range)
+    if exact:
+        palquant_int8.onnx_conv_integer(onnx_fp32, du.default_onnx_file(ptq_dir, "int8"))
+    else:
+        quantize_onnx_int8(onnx_fp32, du.default_onnx_file(ptq_dir, "int8"), calib,
+                           reduce_range=args.reduce_range)
     made["onnx"] = time.perf_counter() - start
-    print("ONNX Runtime int8 (QDQ, per-channel, min/max): {:.1f} s -> {}".format(
-        made["onnx"], du.default_onnx_file(finals[args.algo[0]], "int8")))
+    print("ONNX Runtime int8 ({}): {:.1f} s -> {}".format(
+        "ConvInteger, exact" if exact else "QDQ, per-channel, min/max", made["onnx"],
+        du.default_onnx_file(finals[args.algo[0]], "int8")))
     if du.openvino_available():  # what only Paddle Inference's OpenVINO engine reads
         start = time.perf_counter()
-        post_training_quantize(fp32_dir, ptq_dir, calib, args.algo[0], qdq=True,
-                               reduce_range=args.reduce_range)
+        if exact:
+            palquant_int8.write_qdq(fp32_dir, ptq_dir)
+        else:
+            post_training_quantize(fp32_dir, ptq_dir, calib, args.algo[0], qdq=True,
+                                   reduce_range=args.reduce_range)
         made["qdq"] = time.perf_counter() - start
-        print("PTQ --algo {} as quantize_linear/dequantize_linear pairs (OpenVINO): {:.1f} s -> {}"
-              .format(args.algo[0], made["qdq"], os.path.join(
-                  finals[args.algo[0]], os.path.basename(du.openvino_int8_paths(ptq_dir)[0]))))
+        print("{} as quantize_linear/dequantize_linear pairs (OpenVINO): {:.1f} s -> {}"
+              .format("exact int8" if exact else "PTQ --algo " + args.algo[0], made["qdq"],
+                      os.path.join(finals[args.algo[0]],
+                                   os.path.basename(du.openvino_int8_paths(ptq_dir)[0]))))
     for algo in args.algo:  # every file made: each folder appears complete, deploy.yaml last
         publish(ptq_dirs[algo], finals[algo])
         ptq_dirs[algo] = finals[algo]
@@ -152,7 +173,7 @@ def _run(args):
     for i, algo in enumerate(args.algo):
         d = ptq_dirs[algo]
         first = i == 0
-        name = "PTQ int8 ({})".format(algo)
+        name = "exact int8 (PalQuant)" if exact else "PTQ int8 ({})".format(algo)
         variants.append((name, "Paddle Inference oneDNN int8", pi(d, "int8"), PI, made[algo],
                          params(d), lite(d, "arm", tag="ptq") if first else None,
                          lite(d, "x86", tag="ptq") if first else None))
@@ -161,14 +182,15 @@ def _run(args):
                                                                  threads=args.threads),
                          PI, None, None, None, None))
         if first and du.openvino_available():
-            variants.append(("PTQ int8 ({}), QDQ form".format(algo),
+            variants.append(("{}, QDQ form".format(name),
                              "Paddle Inference OpenVINO int8",
                              pi(d, "int8", use_openvino=True), PI, made["qdq"],
                              _size_mb(du.openvino_int8_paths(d)[1]), None, None))
     variants += [
         ("fp32", "ONNX Runtime", ort(onnx_fp32, "fp32"), None, None, _size_mb(onnx_fp32), None,
          None),
-        ("int8 QDQ (min/max)", "ONNX Runtime int8", ort(onnx_int8, "int8"), "ONNX Runtime",
+        ("exact int8 (ConvInteger)" if exact else "int8 QDQ (min/max)", "ONNX Runtime int8",
+         ort(onnx_int8, "int8"), "ONNX Runtime",
          made["onnx"], _size_mb(onnx_int8), None, None),
         ("weight-only int8 (Lite --quant_model)", "Paddle Lite x86", None, PI, None, None,
          lite(fp32_dir, "arm", "QUANT_INT8", tag="wint8"),
@@ -195,7 +217,7 @@ def _run(args):
                      "{:.2f}".format(params_mb) if params_mb else "",
                      "{:.2f}".format(_size_mb(arm_nb)) if arm_nb else "",
                      "{:.2f}".format(_size_mb(x86_nb)) if x86_nb else ""])
-    for tag, name in (("fp32", "fp32"), ("ptq", "PTQ int8")):  # the .nb files themselves
+    for tag, name in (("fp32", "fp32"), ("ptq", "exact int8 (PalQuant)" if exact else "PTQ int8")):
         nb = os.path.join(args.save_dir, "lite_{}_x86.nb".format(tag))
         if args.lite and os.path.isfile(nb):
             score, crash = lite_x86_miou(nb, val_pairs, transforms, num_classes)
@@ -207,7 +229,8 @@ def _run(args):
     print(format_table(["variant", "evaluated with", "mIoU (%)", "change vs fp32 (points)",
                         "time to make (s)", "params file (MB)", "ARM .nb (MB)", "x86 .nb (MB)"],
                        rows))
-    print("validation images: {}, calibration images: {}".format(len(val_pairs), len(calib)))
+    print("validation images: {}, calibration images: {}".format(
+        len(val_pairs), "none (exact scales)" if exact else len(calib)))
     print("int8 runners: deploy/python/infer.py --model_dir {0} --precision int8 [--use_openvino]; "
           "deploy/onnx/infer.py --model_dir {0} --precision int8".format(ptq_dir))
     for note in notes:

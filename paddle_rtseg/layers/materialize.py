@@ -12,11 +12,13 @@ import paddle
 import paddle.nn as nn
 
 
-def materialize(layer, name, value):
+def materialize(layer, name, value, global_name=None):
     """Register ``value`` (a tensor, computed from ``layer``'s parameters) as a frozen parameter
-    ``name`` of ``layer`` and return it."""
+    ``name`` of ``layer`` and return it; ``global_name``: the variable's name in the exported
+    program (default: Paddle's generated one)."""
     value = value.detach()
     param = layer.create_parameter(value.shape, dtype=value.dtype,
+                                   attr=paddle.ParamAttr(name=global_name) if global_name else None,
                                    default_initializer=nn.initializer.Assign(value.numpy()))
     param.stop_gradient = True
     layer.add_parameter(name, param)

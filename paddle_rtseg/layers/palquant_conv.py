@@ -24,12 +24,24 @@ State-dict names are the authors': ``weight`` (``bias``), ``uW lW uA lA output_s
 the buffers ``init`` (1 while initialising, else 0) and ``bkwd_scaling_factorW/A`` (kept for key
 parity; the authors' code never uses them: its backward is plain straight-through).
 ``weight_levels=None`` / ``act_levels=None`` leave that side in full precision (no parameters).
+
+Exported (after :meth:`QConv.prepare_export`), a QConv runs in its integer form, the same function:
+``conv(k_a, K) * |output_scale| / ((act_levels - 1) (weight_levels - 1))`` with ``k_a`` the
+activation's level index (0 .. act_levels - 1, rounded in the graph) and ``K = 2 k_w -
+(weight_levels - 1)`` the odd integer of each weight level (4 levels: -3 -1 1 3), stored as the
+filter. Both are small integers, so the convolution is exact in float32 and an int8 kernel given
+the scale "one per integer" computes it exactly (:mod:`paddle_rtseg.quantization.palquant_int8`);
+the weight quantizer is no longer evaluated at run time.
 """
 import math
 
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
+
+from .materialize import exporting, materialize
+
+INTEGER_WEIGHT_PREFIX = "palquant_integer_weight"  # names of the exported integer filters
 
 __all__ = ["QConv", "QConv1x1", "QConv3x3", "clamp01", "ste_round", "quantize_weight",
            "quantize_act", "init_quantizers", "split_quantizer_parameters", "QUANTIZER_PARAMETERS"]
@@ -115,6 +127,7 @@ class QConv(nn.Conv2D):
         self.register_buffer("init", paddle.zeros([1], "int64"))
         self.output_scale = _scalar(self, 1.0)
         self._initializing = False
+        self._exported = None  # set by prepare_export
 
     @property
     def quantized(self):
@@ -149,10 +162,55 @@ class QConv(nn.Conv2D):
         self.output_scale.set_value(out.abs().mean() / q_out.abs().mean())
 
     def forward(self, x):
+        if exporting(self):
+            return self._forward_integer(x)
         if self._initializing:
             self.initialize(x)
         return self._conv(self.quantized_act(x), self.quantized_weight()) * \
             paddle.abs(self.output_scale)
+
+    @paddle.no_grad()
+    def integer_weight(self):
+        """``(K, step)``: the weight levels as odd integers ``K`` (``quantized_weight() == K *
+        step``, ``step = 1 / (weight_levels - 1)``), or the float weight and 1 when the weights
+        are not quantized."""
+        if self.weight_levels is None:
+            return self.weight.detach(), 1.0
+        steps = self.weight_levels - 1
+        k = round_half_even(paddle.clip((self.weight - self.lW) / (self.uW - self.lW), 0.0, 1.0)
+                            * steps)
+        return k * 2 - steps, 1.0 / steps
+
+    def integer_act(self, x):
+        """The activation's level index ``round(clip((x - lA) / (uA - lA), 0, 1) (act_levels -
+        1))`` (``quantized_act(x) == index * step``); ``x`` itself when not quantized."""
+        if self.act_levels is None:
+            return x
+        return round_half_even(paddle.clip((x - self.lA) / (self.uA - self.lA), 0.0, 1.0)
+                               * (self.act_levels - 1))
+
+    def prepare_export(self):
+        """Materialize the integer filter ``K`` (named ``palquant_integer_weight...`` when the
+        activations are quantized too, which the exact int8 quantization looks for) and the
+        output scale ``|output_scale| * step_w *
+        step_a`` for the exported integer form (module docstring)."""
+        weight, step = self.integer_weight()
+        act_step = 1.0 if self.act_levels is None else 1.0 / (self.act_levels - 1)
+        scale = paddle.abs(self.output_scale).reshape([1]) * (step * act_step)
+        # only a conv with both sides quantized is an integer conv (the exact int8 programs
+        # look for this name); one side alone stays a float conv with integer-valued operands
+        name = paddle.utils.unique_name.generate(INTEGER_WEIGHT_PREFIX) \
+            if self.weight_levels is not None and self.act_levels is not None else None
+        self._exported = (materialize(self, "export_integer_weight", weight, global_name=name),
+                          materialize(self, "export_output_scale", scale),
+                          None if self.bias is None else materialize(
+                              self, "export_bias", self.bias * paddle.abs(self.output_scale)))
+
+    def _forward_integer(self, x):
+        weight, scale, bias = self._exported
+        out = F.conv2d(self.integer_act(x), weight, None, self._stride, self._padding,
+                       self._dilation, self._groups) * scale
+        return out if bias is None else out + bias.reshape([1, -1, 1, 1])
 
     def extra_repr(self):
         return super().extra_repr() + ", weight_levels={}, act_levels={}".format(

@@ -70,14 +70,18 @@ QUANTIZABLE_OPS = ("conv2d", "depthwise_conv2d", "matmul_v2")
 
 
 def post_training_quantize(fp32_dir, out_dir, calib_batches, algo, log=print, qdq=False,
-                           reduce_range=False, op_types=QUANTIZABLE_OPS, skip_tensors=None):
+                           reduce_range=False, op_types=QUANTIZABLE_OPS, skip_tensors=None,
+                           adjust=None, weight_bits=None):
     """Paddle's static PTQ on the exported program; returns ``out_dir`` (a deployable dir).
 
     ``qdq``: the same calibration written as ``quantize_linear``/``dequantize_linear`` pairs
     (Paddle's ``onnx_format``), saved as ``out_dir/model_qdq.*`` into the directory a first call
     (``qdq=False``) made, whose ``deploy.yaml`` it shares: what Paddle Inference's OpenVINO engine
     runs in int8 (:func:`paddle_rtseg_runtime.openvino_int8_paths`). ``reduce_range`` (with
-    ``qdq``): 7-bit weights (:func:`_weights_to_7_bits`), recorded in ``deploy.yaml``."""
+    ``qdq``): 7-bit weights (:func:`_weights_to_7_bits`), recorded in ``deploy.yaml``.
+    ``adjust(program, scope)``: called on the quantized program before it is saved (PalQuant's
+    exact scales, :mod:`paddle_rtseg.quantization.palquant_int8`); ``weight_bits``: the weights'
+    bits to record with ``qdq`` when ``adjust`` narrowed them."""
     import paddle
     from paddle.static.quantization import PostTrainingQuantization
     from paddle.static.quantization import post_training_quantization as ptq_module
@@ -100,13 +104,15 @@ def post_training_quantize(fp32_dir, out_dir, calib_batches, algo, log=print, qd
             _scales_as_vectors(program, ptq._scope)
             if reduce_range:
                 _weights_to_7_bits(program, ptq._scope)
+        if adjust is not None:
+            adjust(program, ptq._scope)
         name = du.openvino_int8_paths(out_dir) if qdq else ("model.pdmodel", "model.pdiparams")
         ptq.save_quantized_model(out_dir, model_filename=os.path.basename(name[0]),
                                  params_filename=os.path.basename(name[1]))
     finally:
         paddle.disable_static()
     if qdq:
-        _record_weight_bits(out_dir, 7 if reduce_range else 8)
+        _record_weight_bits(out_dir, weight_bits or (7 if reduce_range else 8))
         return out_dir
     shutil.copy(os.path.join(fp32_dir, "deploy.yaml"), os.path.join(out_dir, "deploy.yaml"))
     from paddle_rtseg.exporting.static_graph import _patch_for_lite

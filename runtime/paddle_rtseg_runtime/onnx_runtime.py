@@ -10,7 +10,7 @@ from .predictor import Predictor
 
 # metadata key that ``paddle_rtseg.quantization.ptq`` writes into the int8 model it makes
 PRECISION_KEY = "paddle_rtseg_precision"
-WEIGHT_BITS_KEY = "paddle_rtseg_weight_bits"  # "7" for quantize --reduce_range true; absent = 8
+WEIGHT_BITS_KEY = "paddle_rtseg_weight_bits"  # "7" for --reduce_range true, 3/5 PalQuant; absent 8
 INT8_FILE = "model_int8.onnx"
 NO_BF16 = ("ONNX Runtime's CPU execution provider has no bf16 kernels for Conv, MatMul and the "
            "other ops of these models on x86 (its bf16 fast-math GEMM option is ARM64-only), so a "
@@ -70,7 +70,8 @@ class OnnxPredictor(Predictor):
                     "(<save_dir>/ptq_int8/{}).".format(INT8_FILE) if precision == "int8"
                     else "Pass --precision {} or the fp32 model.onnx.".format(stored)))
         bits = self.session.get_modelmeta().custom_metadata_map.get(WEIGHT_BITS_KEY, "8")
-        if cpu_features.needs_7bit_weights(precision, "onnxruntime") and bits != "7":
+        if cpu_features.needs_7bit_weights(precision, "onnxruntime") and not (
+                bits.isdigit() and int(bits) <= 7):
             raise DeployError(
                 "--precision int8 on ONNX Runtime on a CPU without VNNI/AMX: its uint8 x int8 "
                 "kernels saturate 16-bit pair sums, and {} has {}-bit weights, so its results "
