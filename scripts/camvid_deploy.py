@@ -8,7 +8,9 @@ through every backend and precision this machine can run, and SegFormer++'s merg
         [--save_dir output/camvid_deploy] [--opts key=value ...]
 
 Per family (its CPU CamVid config, ``scripts/camvid_table.py``'s FAMILY_CONFIGS; the checkpoints
-come from that script or ``python -m paddle_rtseg.train``):
+come from that script, ``scripts/palquant_camvid_table.py`` or ``python -m paddle_rtseg.train``;
+for ``palquant=W``, PalQuant W2A2 G=2, ``quantize`` writes the exact int8 programs instead of a
+calibrated PTQ, :mod:`paddle_rtseg.quantization.palquant_int8`):
 
 1. ``python -m paddle_rtseg.quantize --evaluate false``: the fp32 export (dynamic shapes, logits) and
    the int8 models, calibrated on CamVid *train* images: Paddle Inference oneDNN (PTQ), its OpenVINO
@@ -257,6 +259,8 @@ def evaluate_family(family, weights, args, val_path, pairs):
         arm_ref = score(dygraph, [inputs[i] for i in arm_idx], [labels[i] for i in arm_idx], None,
                         num_classes, ignore)
         for name, tag, _, _ in ARM_NBS:
+            if family == "palquant":  # quantize's exact int8 program, not a calibrated PTQ
+                name = name.replace("(PTQ)", "(exact)")
             t0 = time.time()
             try:  # a crash of Lite's kernels is a result of the table, not the end of the run
                 outputs = lite_arm.run_raw(os.path.join(q, "lite_{}_arm.nb".format(tag)),

@@ -34,16 +34,20 @@ FAMILY_CONFIGS = {
     "seaformer": "configs/seaformer/seaformer_tiny_camvid_480x360_3k.yml",
     "segformer_pp": "configs/segformer_pp/segformer_pp_b0_camvid_480x360_1k.yml",
     "mixformer": "configs/mixformer/mixformer_b0_camvid_480x360_1k.yml",
+    # PalQuant W2A2 G=2 (its own table with the low-bit baselines: scripts/palquant_camvid_table.py)
+    "palquant": "configs/palquant/palquant_r18_g2w2a2_camvid_480x360_2k.yml",
 }
 MODEL_NAMES = {"rtformer": "RTFormer-Slim", "seaformer": "SeaFormer-Tiny",
-               "segformer_pp": "SegFormer++ B0", "mixformer": "MixFormer-B0"}
+               "segformer_pp": "SegFormer++ B0", "mixformer": "MixFormer-B0",
+               "palquant": "PalQuant R18 W2A2 G=2"}
+DEFAULT_FAMILIES = ["rtformer", "seaformer", "segformer_pp", "mixformer"]
 PADDLESEG_RTFORMER = "rtformer_paddleseg"
 TABLE = "camvid_table"
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--families", nargs="+", default=list(FAMILY_CONFIGS),
+    parser.add_argument("--families", nargs="+", default=DEFAULT_FAMILIES,
                         choices=list(FAMILY_CONFIGS), help="model families to train")
     parser.add_argument("--iters", type=int, default=None,
                         help="training iterations (default: each config's own budget)")

@@ -26,7 +26,7 @@ FILE_SECONDS = {
     "test_configs.py": 58, "test_seaformer_train.py": 58, "test_runtime_package.py": 54,
     "test_video.py": 47, "test_fit_budget.py": 45, "test_hostile_runs.py": 43,
     "test_export.py": 42, "test_mixformer_export.py": 40, "test_unsafe_checkpoints.py": 37,
-    "test_seaformer.py": 34}
+    "test_seaformer.py": 34, "test_palquant_int8.py": 80}
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)

@@ -118,17 +118,20 @@ def test_int8_programs_equal_the_fake_quant_model(exact):
 
 
 @needs_arm
-def test_arm_int8_kernels_are_exact(exact):
-    """Paddle Lite's ARM .nb of the exact program: every integer conv on an int8 kernel (one
-    fp32 -> int8 calibration op each in the .nb), every SHAPES input on one predictor equal to
-    dygraph up to float rounding."""
+def test_arm_kernels_fp32_and_exact_int8(exact):
+    """Paddle Lite's ARM .nb of the fp32 export and of the exact int8 program: every integer conv
+    of the int8 one on an int8 kernel (one fp32 -> int8 calibration op each in the .nb, none in
+    the fp32 one); every SHAPES input on one predictor each equal to dygraph up to float
+    rounding."""
     model, integer, q, _ = exact
-    nb = du.convert_lite(str(q / "ptq_int8"), str(q / "lite_exact_arm"), "arm")
-    with open(nb, "rb") as f:
-        assert f.read().count(b"calib/fp32_to_int8") == integer
     xs = _inputs()
-    _check("Paddle Lite ARM int8", _refs(model, xs), lite_arm.run_raw(nb, xs,
-                                                                     lite_arm.build_tools()))
+    refs = _refs(model, xs)
+    tools = lite_arm.build_tools()
+    for name, folder, calib_ops in (("fp32", "fp32", 0), ("int8", "ptq_int8", integer)):
+        nb = du.convert_lite(str(q / folder), str(q / ("lite_arm_" + name)), "arm")
+        with open(nb, "rb") as f:
+            assert f.read().count(b"calib/fp32_to_int8") == calib_ops
+        _check("Paddle Lite ARM " + name, refs, lite_arm.run_raw(nb, xs, tools))
 
 
 def test_refuses_a_model_without_integer_convolutions(tmp_path):
