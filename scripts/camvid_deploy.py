@@ -105,12 +105,36 @@ def classes(logits, shape):
     return du.to_label_map(logits, "none", shape).astype(np.int64)
 
 
-def score(predict, inputs, labels, reference, num_classes, ignore):
+def score(predict, inputs, labels, reference, num_classes, ignore, keep=None):
+    """Scores of ``predict`` on the images; its class maps appended to ``keep`` if given."""
     s = Scores(num_classes, ignore)
     for i, (x, label) in enumerate(zip(inputs, labels)):
-        s.add(classes(predict(x), label.shape), label,
-              None if reference is None else reference[i])
+        pred = classes(predict(x), label.shape)
+        s.add(pred, label, None if reference is None else reference[i])
+        if keep is not None:
+            keep.append(pred)
     return s
+
+
+def same_engine_fp32(name):
+    """The fp32 row of the engine of a bf16/int8 row (``... int8`` -> ``... fp32``), or None."""
+    if name.startswith("Paddle Lite ARM") and name != ARM_NBS[0][0]:
+        return ARM_NBS[0][0]
+    for low in (" int8", " bf16"):
+        if low in name:
+            return name.split(low)[0] + " fp32"
+    return None
+
+
+def agreement_with_engine_fp32(rows, preds):
+    """For each bf16/int8 row: the share of pixels whose class equals that engine's fp32 export
+    (the quantization's own effect, without the float differences between dygraph and the
+    engine; for PalQuant's exact int8 it is the exactness check on real images)."""
+    for row in rows:
+        base = same_engine_fp32(row["backend"])
+        if base in preds and row["backend"] in preds:
+            row["agree_engine_fp32"] = float(np.mean([
+                (a == b).mean() for a, b in zip(preds[row["backend"]], preds[base])]))
 
 
 ARM_NBS = (("Paddle Lite ARM fp32", "fp32", "fp32", None),
@@ -230,13 +254,14 @@ def evaluate_family(family, weights, args, val_path, pairs):
     rows = [dict(backend="dygraph fp32", miou=ref.miou(), delta=0.0, agree=1.0,
                  images=len(inputs))]
     print("  dygraph fp32: mIoU {:.2f}".format(100 * ref.miou()), flush=True)
-    timed = {"dygraph fp32": dygraph}
+    timed, preds = {"dygraph fp32": dygraph}, {}
     for name, (predictor, reason) in host_predictors(q).items():
         if predictor is None:
             rows.append(dict(backend=name, not_run=reason))
             print("  {}: not run ({})".format(name, reason), flush=True)
             continue
-        s = score(predictor, inputs, labels, reference, num_classes, ignore)
+        preds[name] = []
+        s = score(predictor, inputs, labels, reference, num_classes, ignore, keep=preds[name])
         rows.append(dict(backend=name, miou=s.miou(), delta=100 * (s.miou() - ref.miou()),
                          agree=float(np.mean(s.agree)), images=len(inputs),
                          note=reason or None))
@@ -271,9 +296,10 @@ def evaluate_family(family, weights, args, val_path, pairs):
                     "segmentation fault (rc -11)" if "rc -11" in first else first[:200])))
                 print("  {}: {}".format(name, rows[-1]["not_run"]), flush=True)
                 continue
-            s = Scores(num_classes, ignore)
+            s, preds[name] = Scores(num_classes, ignore), []
             for i, o in zip(arm_idx, outputs):
-                s.add(classes(o, labels[i].shape), labels[i], reference[i])
+                preds[name].append(classes(o, labels[i].shape))
+                s.add(preds[name][-1], labels[i], reference[i])
             rows.append(dict(backend=name, miou=s.miou(), delta=100 * (s.miou() - arm_ref.miou()),
                              agree=float(np.mean(s.agree)), images=len(arm_idx),
                              reference_miou=arm_ref.miou()))
@@ -281,6 +307,7 @@ def evaluate_family(family, weights, args, val_path, pairs):
                   "agreement {:.2%} ({:.0f} s under qemu)".format(
                       name, 100 * s.miou(), rows[-1]["delta"], 100 * arm_ref.miou(), len(arm_idx),
                       rows[-1]["agree"], time.time() - t0), flush=True)
+    agreement_with_engine_fp32(rows, preds)
     result = dict(family=family, name=MODEL_NAMES[family], weights=os.path.relpath(weights, ROOT),
                   opts=list(args.opts),
                   val_images=len(inputs), arm_images=len(arm_idx), rows=rows)
@@ -341,16 +368,19 @@ def markdown(table):
     for fam in table["families"]:
         lines += ["### {} ({})".format(fam["name"], fam["weights"]), "",
                   "| backend | val mIoU | change vs dygraph (points) | pixels = dygraph's class | "
-                  "ms (1 thread, 480x360) |", "|---|---|---|---|---|"]
+                  "pixels = this engine's fp32 class | ms (1 thread, 480x360) |",
+                  "|---|---|---|---|---|---|"]
         for r in fam["rows"]:
             if "not_run" in r:
-                lines.append("| {} | not run: {} | | | |".format(r["backend"], r["not_run"]))
+                lines.append("| {} | not run: {} | | | | |".format(r["backend"], r["not_run"]))
                 continue
-            lines.append("| {} | {:.2f} | {:+.2f}{} | {:.2%} | {} |".format(
+            lines.append("| {} | {:.2f} | {:+.2f}{} | {:.2%} | {} | {} |".format(
                 r["backend"], 100 * r["miou"], r["delta"],
                 " (on the {} ARM images, dygraph {:.2f})".format(
                     r["images"], 100 * r["reference_miou"]) if "reference_miou" in r else "",
-                r["agree"], "{:.1f}".format(r["latency_ms"]) if "latency_ms" in r else "-"))
+                r["agree"], "{:.2%}".format(r["agree_engine_fp32"])
+                if "agree_engine_fp32" in r else "",
+                "{:.1f}".format(r["latency_ms"]) if "latency_ms" in r else "-"))
         if fam.get("merging"):
             lines += ["", "Token merging on the unmodified checkpoint (mIoU change in points; "
                       "speed-up against no merging, same engine, alternating rounds):", "",

@@ -301,10 +301,13 @@ def test_camvid_deploy_scores_every_backend_on_real_images(camvid_trained_tiny, 
         assert name.startswith("Paddle Lite") or rows[name]["latency_ms"] > 0, rows[name]
     low = [r for r in family["rows"] if "int8" in r["backend"] or "bf16" in r["backend"]]
     assert low and all(("not_run" in r and r["not_run"]) or 0.5 < r["agree"] <= 1 for r in low)
+    # each low-precision path is also compared with its own engine's fp32 export
+    assert all(0.5 < r["agree_engine_fp32"] <= 1 for r in low if "not_run" not in r), low
     arm = [r for r in family["rows"] if r["backend"].startswith("Paddle Lite ARM")]
     if lite_arm.unavailable_reason() is None:
         assert len(arm) == 3 and all(r["images"] == 1 for r in arm)
         assert arm[0]["agree"] > 0.999, arm[0]  # fp32 on the ARM kernels: dygraph's classes
+        assert all(0.5 < r["agree_engine_fp32"] <= 1 for r in arm[1:] if "not_run" not in r)
     elif os.environ.get("RTSEG_REQUIRE_ARM", "") not in ("", "0"):
         pytest.fail("ARM required: " + lite_arm.unavailable_reason())
     md = (tmp_path / "deploy" / "camvid_deploy.md").read_text()
