@@ -40,6 +40,9 @@ def _closest(name, candidates):
 
 
 def _component(type_name, where):
+    if not isinstance(type_name, str):
+        raise ConfigError("`type:` at {} must be a name such as RTSeg_RTFormer, got {}. Fix `type:` "
+                          "in the config.".format(where, _describe_value(type_name)))
     for component_manager in _MANAGERS:
         if type_name in component_manager.components_dict:
             return component_manager.components_dict[type_name]
@@ -169,6 +172,13 @@ def _apply_opts(dic, opts):
     for item in opts or []:
         key = item.split("=", 1)[0]
         parts = key.split(".")
+        if not all(parts):
+            raise ConfigError("--opts {}: {!r} is not a key; write key=value, e.g. "
+                              "model.num_classes=19.".format(short_repr(item), key))
+        if parts[0] not in TOP_LEVEL_KEYS:  # a misspelt `iters` would be silently ignored
+            raise ConfigError("--opts {}: unknown top-level key {!r}.{} Valid keys: {}.".format(
+                short_repr(item), parts[0], _closest(parts[0], TOP_LEVEL_KEYS),
+                ", ".join(sorted(TOP_LEVEL_KEYS))))
         node = dic
         for i, sub in enumerate(parts[:-1]):
             if not isinstance(node, dict) or sub not in node:
@@ -286,7 +296,25 @@ def load_config(path, learning_rate=None, batch_size=None, iters=None, opts=None
         for key, value in cfg.dic["lr_scheduler"].items():
             if key in defaults:
                 _check_type("lr_scheduler.{}".format(key), value, defaults[key])
+        _check_scheduler_builds(cfg, path)
     return cfg
+
+
+def _check_scheduler_builds(cfg, path):
+    """Build the schedule as PaddleSeg's trainer will (cheap, no model): a scheduler class given
+    keys it does not take (those a ``_base_`` left for another class), a missing argument, or a
+    value its checks refuse (``power: .nan``, ``warmup_iters: 0``) is one paragraph here, not a
+    traceback when training starts."""
+    from paddleseg.cvlibs import SegBuilder
+    try:
+        SegBuilder(cfg).lr_scheduler
+    except (RuntimeError, AssertionError, TypeError, ValueError, ZeroDivisionError,
+            OverflowError) as e:
+        reason = " ".join(str(e).replace("Please check lr_scheduler in config. ", "").split())
+        raise ConfigError("lr_scheduler in {} cannot be built: {} Fix lr_scheduler in the config "
+                          "or with --opts lr_scheduler.KEY=VALUE (a key another scheduler type "
+                          "needs can be removed with a config of your own).".format(
+                              path, (reason or type(e).__name__)[:400])) from None
 
 
 def build_model(config_path, **model_overrides):

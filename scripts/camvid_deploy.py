@@ -72,7 +72,7 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=5, help="latency rounds")
     p.add_argument("--calib_batches", type=int, default=16)
     p.add_argument("--save_dir", default=os.path.join(ROOT, "output", "camvid_deploy"))
-    p.add_argument("--opts", nargs="+", default=[],
+    p.add_argument("--opts", nargs="+", action="extend", default=[],
                    help="config overrides for every family, key=value (e.g. model widths)")
     args = p.parse_args(argv)
     models = {}

@@ -60,7 +60,7 @@ def parse_args(argv=None):
     parser.add_argument("--val_every", type=int, default=1,
                         help="evaluate on every N-th val image (1: all 101)")
     parser.add_argument("--save_dir", default="output/camvid", help="runs, table.json and .md")
-    parser.add_argument("--opts", nargs="+", default=[],
+    parser.add_argument("--opts", nargs="+", action="extend", default=[],
                         help="extra config overrides for every run, key=value")
     return parser.parse_args(argv)
 

@@ -344,3 +344,12 @@ def test_zlib_inflation_of_the_pickle_is_bounded_too(tmp_path):
     with pytest.raises(LimitError, match="inflate to"):
         load_torch_file(path)
     assert zlib  # (deflate is what zipfile uses)
+
+
+def test_a_file_that_cannot_be_read_is_one_paragraph():
+    """``/proc/self/mem`` is a file whose first read fails (EIO): the format sniffing that reads
+    its header gives the same paragraph as every other unreadable checkpoint (it was an OSError
+    traceback)."""
+    from paddle_rtseg.weights.checkpoints import read_checkpoint
+    with pytest.raises(ValueError, match="Cannot read checkpoint /proc/self/mem: .*error"):
+        read_checkpoint("/proc/self/mem")

@@ -214,3 +214,54 @@ def test_cli_alias_bomb_tag_and_cycle(tmp_path):
     for args, fragment in cases[1:]:  # the same reader in-process (the CLI path is shown above)
         with pytest.raises(ConfigError, match=fragment):
             load_config(args[1], opts=args[3:] or None)
+
+
+def merge_bomb(width, depth):
+    """``depth`` levels, each a mapping merging (``<<``) the level below ``width`` times: PyYAML
+    copies width**depth x 10 key/value pairs while building it, into a dict of 11 keys."""
+    lines = ["m0: &m0 {" + ", ".join("k{0}: {0}".format(i) for i in range(10)) + "}"]
+    for level in range(1, depth + 1):
+        lines.append("m{0}: &m{0} {{<<: [{1}], z: 1}}".format(
+            level, ", ".join(["*m{}".format(level - 1)] * width)))
+    return "\n".join(lines) + "\n"
+
+
+def test_generated_merge_key_bombs_are_bounded(tmp_path):
+    """Merge keys of merge keys (a 700-byte config hung for minutes: PyYAML expands the merges
+    before any count could see them): widths 2..10, depths 1..8; those within
+    PADDLE_RTSEG_MAX_CONFIG_VALUES load with the merged keys, the others are refused at once with
+    the limit's name."""
+    outcomes = {"loaded": 0, "refused": 0}
+    for width, depth in itertools.product((2, 5, 10), range(1, 9)):
+        path = write(tmp_path / "merge.yml", merge_bomb(width, depth))
+        start = time.perf_counter()
+        pairs = sum(10 * width ** level for level in range(1, depth + 1))
+        if pairs < 20000:
+            dic = _read_yaml(path)
+            assert dic["m{}".format(depth)] == dict({"k{}".format(i): i for i in range(10)}, z=1)
+            outcomes["loaded"] += 1
+        elif pairs > 200000:
+            with pytest.raises(ConfigError, match="merge keys") as err:
+                _read_yaml(path)
+            assert "PADDLE_RTSEG_MAX_CONFIG_VALUES" in str(err.value)
+            outcomes["refused"] += 1
+        assert time.perf_counter() - start < 2, (width, depth)
+    assert outcomes["loaded"] > 5 and outcomes["refused"] > 5, outcomes
+
+
+@pytest.mark.parametrize("opts, message", [
+    (["itres=100000"], "unknown top-level key 'itres'. Did you mean 'iters'?"),
+    (["=5"], "is not a key"),
+    (["model..type=x"], "is not a key"),
+    (["model.type=[1, 2]"], "`type:` at model must be a name"),
+    (["lr_scheduler.type=CyclicLR"], "lr_scheduler in .* cannot be built: .*unexpected keyword"),
+    (["lr_scheduler.power=.nan"], "cannot be built: .*'power' must be greater than 0"),
+    (["lr_scheduler.warmup_iters=0", "lr_scheduler.warmup_start_lr=0.0"],
+     "cannot be built: 'warmup_steps' must be a positive integer"),
+    (["lr_scheduler.type=LambdaDecay"], "cannot be built")])
+def test_keys_types_and_schedules_that_cannot_work_are_one_paragraph(opts, message):
+    """What the config reader accepted before and training then ignored (a misspelt top-level key)
+    or died on (a list as `type:`, a scheduler its keys cannot build): one ConfigError."""
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(SLIM_SYNTHETIC, opts=opts)
+    assert "\n" not in str(err.value) and len(str(err.value)) < 1000

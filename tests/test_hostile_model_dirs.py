@@ -55,6 +55,7 @@ def test_paths_that_leave_the_folder_are_refused(tmp_path):
 
 CORRUPTIONS = {
     "model": [5, None, "", ["a"], "a\0b"],
+    "params": [5, ["a"], {"a": 1}],
     "transforms": ["Normalize", [1], [{"type": "Sharpen"}], [{"type": "Resize", "target_size": 512}],
                    [{"type": "Resize", "target_size": [100000, 100000]}],
                    [{"type": "Resize", "target_size": [64, -1]}],
@@ -160,3 +161,44 @@ def test_a_broken_pir_program_is_one_paragraph(tmp_path):
     (tmp_path / "model.json").write_text(text)  # the structure passes; the empty params do not
     with pytest.raises(DeployError, match="not a Paddle parameters file: it holds no tensor"):
         check_program_files(str(tmp_path / "model.json"), str(params))
+
+
+def test_a_missing_params_entry_is_one_paragraph(tmp_path):
+    """deploy.yaml without ``params:`` (the Paddle program's weights): one paragraph for the Paddle
+    runner, which needs it (it was a KeyError); the ONNX and Lite runners do not read it."""
+    path = model_dir(tmp_path / "m")
+    with open(os.path.join(path, "deploy.yaml")) as f:
+        info = yaml.safe_load(f)
+    del info["Deploy"]["params"]
+    with open(os.path.join(path, "deploy.yaml"), "w") as f:
+        yaml.safe_dump(info, f)
+    with pytest.raises(DeployError, match="names no `params:` file"):
+        model_paths(path)
+    assert read_deploy_yaml(path, program_files=False)["model"] == "model.pdmodel"
+
+
+@pytest.mark.parametrize("transform, size", [
+    ({"type": "ResizeByLong", "long_size": 65535}, (128, 128)),
+    ({"type": "ResizeByShort", "short_size": 4000}, (8, 8000)),  # a long strip: 4000 x 4 million
+    ({"type": "Resize", "target_size": [60000, 60000], "keep_ratio": True}, (64, 64))])
+def test_resizes_beyond_the_pixel_limit_are_refused_before_allocating(transform, size):
+    """A deploy.yaml resize that would make an image of billions of pixels (cv2 then failed to
+    allocate 51 GB) is refused with the limit's name before cv2 runs; within it, images resize."""
+    from paddle_rtseg_runtime.transforms import preprocess
+    image = np.zeros(size + (3,), np.uint8)
+    with pytest.raises(DeployError, match="PADDLE_RTSEG_MAX_IMAGE_PIXELS") as err:
+        preprocess(image, [transform])
+    assert "\n" not in str(err.value)
+    assert preprocess(np.zeros((128, 64, 3), np.uint8),
+                      [{"type": "ResizeByLong", "long_size": 256}]).shape == (1, 3, 256, 128)
+
+
+def test_an_onnx_file_runtime_cannot_load_is_one_paragraph(tmp_path):
+    """An empty model.onnx, or a Paddle program passed as --onnx_file, parses (or nearly) but ONNX
+    Runtime refuses it: a DeployError naming the file, not ORT's traceback."""
+    for name, data in (("empty.onnx", b""), ("program.onnx", b"\x0a\x05hello\x12\x00")):
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(DeployError, match="ONNX Runtime cannot load") as err:
+            OnnxPredictor(str(path))
+        assert str(path) in str(err.value) and "\n" not in str(err.value)

@@ -277,6 +277,8 @@ FLAG_CASES = {  # flags -> what the one paragraph must say
     ("--learning_rate", "inf"): "--learning_rate must be a finite number greater than 0",
     ("--learning_rate", "nan"): "--learning_rate must be a finite number greater than 0",
     ("--learning_rate", "1e400"): "--learning_rate must be a finite number greater than 0",
+    ("--seed", -5): "--seed must be between 0 and 4294967295",
+    ("--seed", 2 ** 70): "--seed must be between 0 and 4294967295",
 }
 
 
@@ -295,6 +297,29 @@ def test_lr_scheduler_type_that_is_not_a_scheduler(cli, tmp_path, tiny_rtformer_
     code, error, out = cli(config=str(config))
     assert code == 2 and "Unknown lr_scheduler type" in error and "PolynomialDecay" in error
     assert not out.exists()
+
+
+def test_resuming_at_or_past_the_last_iteration_is_one_paragraph(cli, tmp_path):
+    """--resume_model iter_2 with --iters 2 (PaddleSeg's loop then died on an unset variable), or
+    a folder not named iter_N (PaddleSeg reads the iteration from the name): one paragraph."""
+    for name, iters, message in (("iter_2", 2, "is at iteration 2, and the run is 2 iterations"),
+                                 ("iter_9", 3, "Pass --iters larger than 9"),
+                                 ("checkpoint", 3, "must end in _N")):
+        folder = tmp_path / "old" / name
+        folder.mkdir(parents=True)
+        for f in ("model.pdparams", "model.pdopt"):
+            (folder / f).write_bytes(b"x")
+        code, error, out = cli("--resume_model", str(folder), "--iters", iters)
+        assert code == 2 and message in error, error
+        assert not out.exists()
+
+
+def test_opts_given_twice_are_both_applied(tmp_path, tiny_rtformer_config):
+    """``--opts a=1 --opts b=2`` applies both lists (argparse kept only the last one, silently)."""
+    from paddle_rtseg.cli.train import parse_args
+    args = parse_args(["--config", tiny_rtformer_config, "--opts", "iters=3",
+                       "--opts", "batch_size=2"])
+    assert args.opts == ["iters=3", "batch_size=2"]
 
 
 @pytest.mark.parametrize("batch_size", [65, 1000])

@@ -102,7 +102,7 @@ def parse_args(argv=None):
                         help="also run these CPU precisions (fp32 always runs)")
     parser.add_argument("--calib_batches", type=int, default=16,
                         help="training images that calibrate int8")
-    parser.add_argument("--opts", nargs="+", default=None)
+    parser.add_argument("--opts", nargs="+", action="extend", default=None)
     return parser.parse_args(argv)
 
 

@@ -22,7 +22,8 @@ def parse_args(argv=None):
                         help="argmax (default), softmax or none (logits)")
     parser.add_argument("--format", default="legacy", dest="fmt",
                         help="legacy (model.pdmodel; Paddle Lite needs it) or pir (model.json)")
-    parser.add_argument("--opts", nargs="+", default=None, help="config overrides key=value")
+    parser.add_argument("--opts", nargs="+", action="extend", default=None,
+                        help="config overrides key=value")
     return parser.parse_args(argv)
 
 

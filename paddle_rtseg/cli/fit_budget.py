@@ -768,7 +768,8 @@ def parse_args(argv=None):
     p.add_argument("--arm_models", default=None,
                    help="lite_arm: folder of the swept .nb files (default <save_dir>/arm_sweep)")
     p.add_argument("--title", default=None, help="plot title (default: the config's name)")
-    p.add_argument("--opts", nargs="+", default=None, help="config overrides key=value")
+    p.add_argument("--opts", nargs="+", action="extend", default=None,
+                   help="config overrides key=value")
     p.add_argument("--combine", nargs="+", default=None, metavar="JSON",
                    help="instead of a sweep: the frontiers of these fit_budget.json in one plot "
                         "(--plot) and, per --budgets, the best of them and each one's default")

@@ -259,7 +259,7 @@ def main(argv=None):
                         help="false: only write the int8 models (no mIoU table, no Lite)")
     parser.add_argument("--lite", default="true", choices=["true", "false"],
                         help="also convert and evaluate the Paddle Lite .nb variants")
-    parser.add_argument("--opts", nargs="+", default=None)
+    parser.add_argument("--opts", nargs="+", action="extend", default=None)
     args = parser.parse_args(argv)
     args.lite, args.evaluate = args.lite == "true", args.evaluate == "true"
     args.reduce_range = args.reduce_range == "true"

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import importlib
 import os
+import re
 
 import paddle
 
@@ -30,7 +31,7 @@ def add_common_args(parser):
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16"],
                         help="fp16: automatic mixed precision (GPU)")
     parser.add_argument("--amp_level", default="O1", choices=["O1", "O2"])
-    parser.add_argument("--opts", nargs="+", default=None,
+    parser.add_argument("--opts", nargs="+", action="extend", default=None,
                         help="config overrides key=value, e.g. model.num_classes=19 batch_size=4")
     cpu_threads.add_argument(parser)
 
@@ -90,6 +91,25 @@ def check_resume(path):
     return path
 
 
+def check_resume_iteration(path, iters):
+    """PaddleSeg resumes at the iteration its folder is named after (``iter_N``); a folder named
+    otherwise, or one at or past ``iters`` (nothing left to train: PaddleSeg's loop would end in a
+    traceback), is one paragraph."""
+    if path is None:
+        return
+    name = os.path.basename(os.path.normpath(path))
+    match = re.fullmatch(r".*_(\d+)", name)
+    if match is None:
+        raise paddle_rtseg.ConfigError(
+            "--resume_model {}: PaddleSeg reads the iteration to resume from the folder's name, "
+            "which must end in _N (iter_N, as training writes it). Pass such a folder.".format(path))
+    done = int(match.group(1))
+    if done >= iters:
+        raise paddle_rtseg.ConfigError(
+            "--resume_model {} is at iteration {}, and the run is {} iterations long: nothing is "
+            "left to train. Pass --iters larger than {} to train on.".format(path, done, iters, done))
+
+
 # flag: (minimum, what the value means) -- checked before anything is built
 FLAG_MINIMUMS = {"num_workers": (0, "data-loader worker processes; 0 reads in the main process"),
                  "save_interval": (1, "iterations between checkpoints"),
@@ -99,6 +119,11 @@ FLAG_MINIMUMS = {"num_workers": (0, "data-loader worker processes; 0 reads in th
 
 def check_flags(args):
     """One paragraph for a flag out of its range (argparse checks only the type)."""
+    seed = getattr(args, "seed", None)
+    if seed is not None and not 0 <= seed < 2 ** 32:  # numpy's and Paddle's seed range
+        raise paddle_rtseg.ConfigError(
+            "--seed must be between 0 and 4294967295 (2**32 - 1), got {}. Pass a seed in that "
+            "range, or leave the flag out.".format(seed))
     for flag, (minimum, meaning) in FLAG_MINIMUMS.items():
         value = getattr(args, flag, None)
         if value is not None and value < minimum:
@@ -164,6 +189,7 @@ def main(argv=None):
     cfg = paddle_rtseg.load_config(args.config, learning_rate=args.learning_rate,
                                    batch_size=args.batch_size, iters=args.iters, opts=args.opts)
     resume = check_resume(args.resume_model)
+    check_resume_iteration(resume, cfg.iters)
     if paddle.distributed.get_rank() != 0:  # only rank 0 writes to --save_dir
         return _train(args, cfg, resume)
     existed = os.path.isdir(args.save_dir)

@@ -61,7 +61,7 @@ def read_checkpoint(path, model=None):
     if not os.path.isfile(path):
         raise FileNotFoundError("Checkpoint {} does not exist (pass the path of a .pdparams or "
                                 ".pth file)".format(path))
-    torch_format = is_torch_file(path)
+    torch_format = read_file(path, is_torch_file)  # reads the header: an I/O error is a paragraph
     state = read_file(path, load_torch_state_dict if torch_format else load_paddle)
     if torch_format:
         convert = getattr(model, "convert_torch_state_dict", None)

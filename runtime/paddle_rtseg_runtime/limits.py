@@ -69,8 +69,21 @@ def check(name, value, what):
 def _yaml_loader():
     import yaml
 
+    class MergeBomb(yaml.YAMLError):
+        pass
+
     class Loader(yaml.SafeLoader):
-        """PyYAML's safe loader (no tags that build Python objects) with a nesting bound."""
+        """PyYAML's safe loader (no tags that build Python objects) with a nesting bound, and a
+        bound on the pairs merge keys (``<<: [*a, *a, ...]``) copy while the document is built:
+        each level of merges of merges multiplies them, before :func:`count_values` could see
+        the (small) result."""
+
+        def flatten_mapping(self, node):
+            super().flatten_mapping(node)
+            self._merged = getattr(self, "_merged", 0) + len(node.value)
+            most = limit("PADDLE_RTSEG_MAX_CONFIG_VALUES")
+            if self._merged > most:
+                raise MergeBomb(most)
 
         def compose_node(self, parent, index):
             self._depth = getattr(self, "_depth", 0) + 1
@@ -82,6 +95,7 @@ def _yaml_loader():
             finally:
                 self._depth -= 1
 
+    Loader.MergeBomb = MergeBomb
     return Loader
 
 
@@ -105,8 +119,14 @@ def count_values(obj, most):
 def load_yaml_text(text, where):
     """Parse YAML ``text`` (of ``where``, for messages) with the safe bounded loader."""
     import yaml
+    loader = _yaml_loader()
     try:
-        obj = yaml.load(text, Loader=_yaml_loader())
+        obj = yaml.load(text, Loader=loader)
+    except loader.MergeBomb as e:
+        raise YamlError("{}'s merge keys (<<) copy more than {} key/value pairs (merges of merges "
+                        "grow exponentially). {}".format(
+                            where, e.args[0], how_to_raise("PADDLE_RTSEG_MAX_CONFIG_VALUES"))) \
+            from None
     except yaml.constructor.ConstructorError as e:
         raise YamlError("{}{}: {}. YAML tags that build Python objects (such as !!python/name:) are "
                         "not read; a config holds plain values (numbers, text, lists, mappings). "

@@ -103,8 +103,14 @@ def read_deploy_yaml(model_dir, program_files=True):
     info = doc.get("Deploy") if isinstance(doc, dict) else None
     if not isinstance(info, dict) or "model" not in info:
         raise DeployError("{} has no `Deploy: {{model, params, transforms}}` section.".format(path))
+    if program_files and "params" not in info:  # the Paddle program's weights file
+        raise DeployError("{} names no `params:` file (Deploy: {{model, params, transforms}}). "
+                          "Re-export the model, or add `params: model.pdiparams`.".format(path))
     for key in ("model", "params"):
         if key in info:
+            if not isinstance(info[key], str):
+                raise DeployError("{}: `{}:` must be a file name, got {}. Re-export the model, or "
+                                  "fix deploy.yaml.".format(path, key, limits_repr(info[key])))
             inside(model_dir, info[key], "{} ({})".format(path, key))
     missing = [info[k] for k in ("model", "params") if program_files and k in info
                and not os.path.isfile(os.path.join(model_dir, info[k]))]

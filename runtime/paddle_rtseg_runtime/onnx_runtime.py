@@ -59,8 +59,14 @@ class OnnxPredictor(Predictor):
                 "convert with paddle2onnx first (docs/deployment.md)")))
         check_onnx_external_data(onnx_path)  # data files outside the model folder: refused
         options = session_options(threads)
-        self.session = ort.InferenceSession(onnx_path, options,
-                                            providers=providers or ["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(onnx_path, options,
+                                                providers=providers or ["CPUExecutionProvider"])
+        except Exception as e:  # ORT's own Fail / InvalidGraph / InvalidProtobuf / ...
+            reason = " ".join(str(e).split())[:300] or type(e).__name__
+            raise DeployError("ONNX Runtime cannot load {} ({}). It is not a model ONNX Runtime "
+                              "can run: convert the exported folder again with "
+                              "deploy/onnx/convert.py.".format(onnx_path, reason)) from None
         stored = self.session.get_modelmeta().custom_metadata_map.get(PRECISION_KEY, "fp32")
         if stored != precision:
             raise DeployError(

@@ -5,8 +5,20 @@ from .errors import DeployError
 
 
 def _resize_to(image, size_hw, interp):
+    """``cv2.resize`` to ``size_hw``, refused first (:class:`DeployError`, the limit named) when
+    the result would have more pixels than PADDLE_RTSEG_MAX_IMAGE_PIXELS allows: a deploy.yaml's
+    ``ResizeByLong: 65535``, or ``ResizeByShort`` on a very long image, asks for gigabytes."""
     import cv2
-    return cv2.resize(image, (int(size_hw[1]), int(size_hw[0])), interpolation=interp)
+    from . import limits
+    h, w = int(size_hw[0]), int(size_hw[1])
+    try:
+        limits.check("PADDLE_RTSEG_MAX_IMAGE_PIXELS", h * w,
+                     "deploy.yaml's transforms resize a {}x{} image to {}x{} ({} pixels), more "
+                     "than images are allowed to have; fix the resize in deploy.yaml.".format(
+                         image.shape[1], image.shape[0], w, h, h * w))
+    except limits.LimitError as e:
+        raise DeployError(str(e)) from None
+    return cv2.resize(image, (w, h), interpolation=interp)
 
 
 def preprocess(image_bgr, transforms):
