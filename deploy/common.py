@@ -47,6 +47,8 @@ def run(args, make_predictor, program_files=True):
         info = du.read_deploy_yaml(args.model_dir, program_files)
         images = du.list_images(args.image_path)
         names = du.output_names(images)
+        du.check_inputs_kept(images, [os.path.join(args.save_dir, os.path.splitext(n)[0] + suffix)
+                                      for n in names for suffix in (".png", "_overlay.jpg")])
         # one run per --save_dir; the runners write only at its top level
         with du.run_lock.run_folder(args.save_dir, recursive=False):
             predictor = make_predictor(info)

@@ -443,6 +443,26 @@ def test_inputs_writing_the_same_outputs_refused_by_predict_and_runner(tmp_path,
     assert not os.path.exists(tmp_path / "pred") and not os.path.exists(tmp_path / "run")
 
 
+def test_outputs_never_replace_an_input_image(tmp_path, exported, synthetic_root):
+    """--save_dir = the folder of the images: the runner's mask photo.png would have replaced the
+    user's photo.png (a hostile re-run found it): refused, the image unchanged; predict's
+    added_prediction/ copy of an image inside added_prediction/ likewise."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    image = cv2.imread(os.path.join(synthetic_root, "images", "val_00000.jpg"))
+    cv2.imwrite(str(folder / "photo.png"), image)
+    before = (folder / "photo.png").read_bytes()
+    assert_clean_error(_runner(exported["model_dir"], folder, folder), "would replace the input "
+                       "image", "Pass another --save_dir")
+    nested = tmp_path / "out" / "added_prediction"
+    nested.mkdir(parents=True)
+    cv2.imwrite(str(nested / "photo.png"), image)
+    assert_clean_error(_predict(exported, nested, tmp_path / "out", tmp_path),
+                       "would replace the input image")
+    assert (folder / "photo.png").read_bytes() == before
+    assert sorted(os.listdir(folder)) == ["photo.png"]
+
+
 def test_runner_refuses_a_save_dir_in_use(tmp_path, exported, synthetic_root):
     """The runners hold --save_dir's run lock like train/predict/export (paddle_rtseg_runtime.
     run_lock): a second run into a folder in use is refused, naming the owner."""

@@ -15,9 +15,10 @@ import numpy as np
 import paddle
 
 import paddle_rtseg
-from paddle_rtseg_runtime import (IMAGE_EXTENSIONS, FrameSource, add_video_args, color_map,
-                                     encode, output_names, overlay, pseudo_color_png,
-                                     segment_video, video_input, write_bytes_atomic)
+from paddle_rtseg_runtime import (IMAGE_EXTENSIONS, FrameSource, add_video_args,
+                                     check_inputs_kept, color_map, encode, output_names, overlay,
+                                     pseudo_color_png, segment_video, video_input,
+                                     write_bytes_atomic)
 from paddle_rtseg.datasets.checked_io import DataError, read_image
 from paddle_rtseg.cli.errors import run_cli, writable_dir
 from paddle_rtseg_runtime.run_lock import run_folder
@@ -89,6 +90,14 @@ def predict_video(model, transforms, path, save_dir, palette, fps=None, **infer_
         return segment_video(source, segment, save_dir, palette, backend, "fp32", fps=fps)[0]
 
 
+def output_files(rel):
+    """(mask, overlay, label) paths under --save_dir of the input named ``rel`` (PaddleSeg's names:
+    the overlay keeps the input's file name)."""
+    name = os.path.splitext(rel)[0] + ".png"
+    return (os.path.join("pseudo_color_prediction", name), os.path.join("added_prediction", rel),
+            os.path.join("label", name))
+
+
 def predict(model, transforms, images, root, save_dir, palette, save_label=False, aug=False,
             scales=1.0, flip_horizontal=False, flip_vertical=False, is_slide=False, stride=None,
             crop_size=None):
@@ -105,16 +114,15 @@ def predict(model, transforms, images, root, save_dir, palette, save_label=False
             image = read_image(path)
             pred = infer_one(model, transforms, image, aug, scales, flip_horizontal, flip_vertical,
                              is_slide, stride, crop_size)
-            name = os.path.splitext(rel)[0] + ".png"
-            outputs = {  # PaddleSeg's names: the overlay keeps the input's file name
-                os.path.join("pseudo_color_prediction", name): pseudo_color_png(pred, palette),
-                os.path.join("added_prediction", rel): encode(
-                    overlay(image.astype(np.uint8), pred, palette), os.path.splitext(rel)[1], rel)}
+            mask, added, label = output_files(rel)
+            outputs = {mask: pseudo_color_png(pred, palette),
+                       added: encode(overlay(image.astype(np.uint8), pred, palette),
+                                     os.path.splitext(rel)[1], rel)}
             if save_label:
-                outputs[os.path.join("label", name)] = encode(pred, ".png", rel)
+                outputs[label] = encode(pred, ".png", rel)
             for target, data in outputs.items():
                 write_bytes_atomic(os.path.join(save_dir, target), data)
-            written.append(os.path.join(save_dir, "pseudo_color_prediction", name))
+            written.append(os.path.join(save_dir, mask))
             bar.update(i + 1)
     return written
 
@@ -136,8 +144,9 @@ def main(argv=None):
     from paddleseg.utils import logger
 
     images, root = (None, None) if video else list_images(args.image_path)
-    if images:
-        output_names(images, root)  # two inputs writing the same outputs: refused before the model
+    if images:  # two inputs writing the same outputs, or an output over an input: refused first
+        check_inputs_kept(images, [os.path.join(args.save_dir, f) for rel in output_names(
+            images, root) for f in output_files(rel)])
     writable_dir(args.save_dir)
     with run_folder(args.save_dir, log=logger.warning):
         return _predict(args, video, images, root)

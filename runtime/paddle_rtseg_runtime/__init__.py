@@ -11,7 +11,8 @@ from . import cpu_features, mkl_dispatch, run_lock
 from .converters import DEFAULT_OPSET, convert_lite, convert_onnx, lite_model_ops
 from .errors import DeployError, DiskFullError, reporting_full_disk
 from .files import default_mode, write_bytes_atomic
-from .images import IMAGE_EXTENSIONS, list_images, output_names, read_image, to_uint8
+from .images import (IMAGE_EXTENSIONS, check_inputs_kept, list_images, output_names, read_image,
+                     to_uint8)
 from .model_dir import model_paths, read_deploy_yaml
 from .onnx_runtime import OnnxPredictor, default_onnx_file
 from .paddle_inference import (PaddleInferencePredictor, is_quantized, openvino_available,

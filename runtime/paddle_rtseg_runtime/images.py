@@ -236,6 +236,18 @@ def output_names(images, root=None):
     return names
 
 
+def check_inputs_kept(images, outputs):
+    """Refuse (:class:`DeployError`, before anything is written) when an output path is one of the
+    input images: ``--save_dir`` = the image folder would replace ``photo.png`` with its mask."""
+    inputs = {os.path.realpath(p): p for p in images}
+    for out in outputs:
+        hit = inputs.get(os.path.realpath(out))
+        if hit is not None:
+            raise DeployError("Writing {} would replace the input image {} (--save_dir is where "
+                              "the inputs are). Pass another --save_dir; inputs are never "
+                              "overwritten.".format(out, hit))
+
+
 def list_images(path):
     if os.path.isfile(path):
         return [path]
