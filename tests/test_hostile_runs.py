@@ -10,7 +10,7 @@ import os
 import pytest
 
 from conftest import run_module
-from paddle_rtseg_runtime import outputs, run_lock
+from paddle_rtseg_runtime import DeployError, outputs, run_lock
 from test_run_lock import hold
 
 LEGACY = {"FLAGS_enable_pir_api": "0"}  # the exporter's format in this process: no re-run in a child
@@ -237,6 +237,38 @@ def test_export_keeps_the_users_files(tmp_path, tiny_rtformer_config):
     assert {k: now[k] for k in mine} == mine
     assert {"deploy.yaml", "model.pdmodel", "model.pdiparams"} <= set(now)
     assert not os.path.exists(out / run_lock.LOCK_NAME)
+
+
+def test_publish_never_replaces_a_file_it_did_not_write(tmp_path):
+    """A file in the destination with a name the publish writes, but not listed as ours (the
+    user's own deploy.yaml or model.pdmodel): refused before anything changes."""
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "deploy.yaml").write_text("mine")
+    (dest / "notes.txt").write_text("mine too")
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    for name in ("model.pdmodel", "deploy.yaml"):
+        (stage / name).write_text("new")
+    with pytest.raises(DeployError, match="already holds deploy.yaml that paddle_rtseg did not write"):
+        outputs.publish(str(stage), str(dest), marker="deploy.yaml")
+    assert sorted(os.listdir(dest)) == ["deploy.yaml", "notes.txt"]
+    assert (dest / "deploy.yaml").read_text() == "mine"
+    outputs.record(str(dest / "deploy.yaml"))  # once listed as ours, it is replaced
+    outputs.publish(str(stage), str(dest), marker="deploy.yaml")
+    assert (dest / "deploy.yaml").read_text() == "new" and (dest / "notes.txt").exists()
+
+
+def test_export_refuses_to_replace_the_users_files_of_its_names(tmp_path, tiny_rtformer_config):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.pdmodel").write_bytes(b"the user's own program")
+    proc = run_module("paddle_rtseg.export", "--config", tiny_rtformer_config, "--save_dir", out,
+                      "--input_shape", 1, 3, 64, 64, cwd=tmp_path, env=LEGACY)
+    assert proc.returncode == 2 and "already holds model.pdmodel that paddle_rtseg did not " \
+        "write" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert sorted(os.listdir(out)) == ["model.pdmodel"]
+    assert (out / "model.pdmodel").read_bytes() == b"the user's own program"
 
 
 # ---- classes 4 and 5: runs that cannot end, bad flags, divergence (in-process, through run_cli) ---

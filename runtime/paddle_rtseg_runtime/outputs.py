@@ -46,9 +46,10 @@ def record(path):
 
 def publish(staging, dest, marker=MARKER):
     """Move every file of the flat folder ``staging`` into ``dest`` (created if needed), replacing
-    files of the same names and removing the files an earlier publish or :func:`record` listed in
-    ``dest`` that this one does not write; ``marker`` is removed first and moved in last. Removes
-    ``staging``. Returns the names moved."""
+    files of the same names that an earlier publish or :func:`record` listed, and removing the
+    listed ones this one does not write; ``marker`` is removed first and moved in last. Removes
+    ``staging``. Returns the names moved. A file of the same name that is not listed (the user's)
+    is never replaced: :class:`DeployError`, before anything changes (``staging`` is left)."""
     names = sorted(os.listdir(staging))
     dirs = [n for n in names if not os.path.isfile(os.path.join(staging, n))]
     if dirs or MANIFEST in names:
@@ -56,6 +57,13 @@ def publish(staging, dest, marker=MARKER):
             ", ".join(dirs + [MANIFEST] * (MANIFEST in names)), staging))
     os.makedirs(dest, exist_ok=True)
     old = written(dest)
+    foreign = [n for n in names if n not in old and os.path.lexists(os.path.join(dest, n))]
+    if foreign:  # a file of the same name that no run of ours wrote: the user's, never replaced
+        from .errors import DeployError
+        raise DeployError("{} already holds {} that paddle_rtseg did not write (not listed in its "
+                          "{}); it is not replaced. Write into another folder, or move {} away."
+                          .format(dest, ", ".join(foreign), MANIFEST,
+                                  "it" if len(foreign) == 1 else "them"))
     _write(dest, old | set(names))  # a kill from here on leaves every file we touch listed
     if marker in names and os.path.lexists(os.path.join(dest, marker)):
         os.remove(os.path.join(dest, marker))  # the folder reads as incomplete until the end
