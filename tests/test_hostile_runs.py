@@ -346,6 +346,19 @@ def test_resuming_at_or_past_the_last_iteration_is_one_paragraph(cli, tmp_path):
         assert not out.exists()
 
 
+def test_a_checkpoint_folder_holding_the_users_files_is_never_rotated_away(cli, tmp_path):
+    """--save_dir with an iter_1/ holding the user's notes and a sub-folder: PaddleSeg's rotation
+    (keep_checkpoint_max 1) deleted the whole folder; refused before training, all kept. A
+    folder holding only a checkpoint (an earlier run's) is PaddleSeg's to rotate."""
+    old = tmp_path / "out" / "iter_1"
+    (old / "sub").mkdir(parents=True)
+    (old / "notes.txt").write_text("mine")
+    code, error, out = cli("--save_interval", 1, "--keep_checkpoint_max", 1)
+    assert code == 2 and "has a folder iter_1 holding notes.txt, sub besides a checkpoint" in \
+        error, error
+    assert (old / "notes.txt").read_text() == "mine" and (old / "sub").is_dir()
+
+
 def test_opts_given_twice_are_both_applied(tmp_path, tiny_rtformer_config):
     """``--opts a=1 --opts b=2`` applies both lists (argparse kept only the last one, silently)."""
     from paddle_rtseg.cli.train import parse_args

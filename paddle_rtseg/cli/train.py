@@ -110,6 +110,30 @@ def check_resume_iteration(path, iters):
             "left to train. Pass --iters larger than {} to train on.".format(path, done, iters, done))
 
 
+CHECKPOINT_FILES = {"model.pdparams", "model.pdopt"}  # what PaddleSeg's trainer writes in iter_N/
+
+
+def check_checkpoint_folders(save_dir):
+    """PaddleSeg's trainer writes into ``iter_N/`` and its ``keep_checkpoint_max`` rotation deletes
+    whole ``iter_N/`` folders (``shutil.rmtree``), a folder that was there before the run
+    included: one holding anything besides a checkpoint (the user's notes, a sub-folder) is
+    refused before training, so nothing of the user's is deleted."""
+    if not os.path.isdir(save_dir):
+        return
+    for name in sorted(os.listdir(save_dir)):
+        folder = os.path.join(save_dir, name)
+        if not (re.fullmatch(r"iter_\d+", name) and os.path.isdir(folder)):
+            continue
+        foreign = sorted(n for n in os.listdir(folder) if n not in CHECKPOINT_FILES
+                         and not n.startswith(".tmp"))
+        if foreign:
+            raise paddle_rtseg.ConfigError(
+                "--save_dir {} has a folder {} holding {} besides a checkpoint; training writes and "
+                "rotates iter_N/ folders (keep_checkpoint_max deletes whole folders), so it would "
+                "be lost. Move it out, or pass another --save_dir.".format(
+                    save_dir, name, ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")))
+
+
 # flag: (minimum, what the value means) -- checked before anything is built
 FLAG_MINIMUMS = {"num_workers": (0, "data-loader worker processes; 0 reads in the main process"),
                  "save_interval": (1, "iterations between checkpoints"),
@@ -193,6 +217,7 @@ def main(argv=None):
     if paddle.distributed.get_rank() != 0:  # only rank 0 writes to --save_dir
         return _train(args, cfg, resume)
     existed = os.path.isdir(args.save_dir)
+    check_checkpoint_folders(args.save_dir)
     writable_dir(args.save_dir)
     try:
         # PaddleSeg's trainer writes iter_N/ and best_model/ (and files at the top): exports and
