@@ -109,3 +109,39 @@ def test_export_runs_in_paddle_inference(tmp_path, output_op):
         assert (got == want.argmax(1)).mean() > 0.999
     else:
         np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max(), rtol=0)
+
+
+def test_palquant_integer_export_and_exact_int8(tmp_path):
+    """PalQuant on Paddle 2.6: the integer-form export (QConv.prepare_export) and the exact int8
+    program (Paddle's PTQ with exact scales; 2.6 asserts its data loader is a DataLoader) give
+    the dygraph fake-quant logits up to float rounding in Paddle Inference. (`quantize` itself also
+    converts to ONNX: paddle2onnx is not in this venv.)"""
+    import os
+    import yaml
+
+    import paddle_rtseg
+    import paddle_rtseg_runtime as du
+    from paddle_rtseg.layers.palquant_conv import init_quantizers
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    base = os.path.join(root, "configs", "palquant", "palquant_r18_g2w2a2_synthetic_128x128_2k.yml")
+    config = tmp_path / "tiny.yml"
+    config.write_text(yaml.safe_dump({"_base_": base, "model": dict(
+        head_channels=16, backbone=dict(base_channels=4))}))
+    model = paddle_rtseg.build_model(str(config))
+    init_quantizers(model, paddle.randn([2, 3, 64, 64]))
+    model.eval()
+    weights = str(tmp_path / "w.pdparams")
+    paddle.save(model.state_dict(), weights)
+    out = subprocess.run([sys.executable, "-m", "paddle_rtseg.export", "--config", str(config),
+                          "--model_path", weights, "--save_dir", str(tmp_path / "q" / "fp32"),
+                          "--output_op", "none"], capture_output=True, text=True, cwd=root)
+    assert out.returncode == 0, out.stderr[-3000:]
+    from paddle_rtseg.quantization.palquant_int8 import quantize_exact  # quantize's PalQuant step
+    quantize_exact(str(tmp_path / "q" / "fp32"), str(tmp_path / "q" / "ptq_int8"),
+                   [np.zeros((1, 3, 64, 64), "float32")])
+    x = np.random.default_rng(0).normal(size=(2, 3, 64, 96)).astype("float32")
+    want = model(paddle.to_tensor(x))[0].numpy()
+    for folder, flags in (("fp32", {}), ("ptq_int8", dict(use_mkldnn=False))):
+        got = du.PaddleInferencePredictor(str(tmp_path / "q" / folder), threads=1, **flags)(x)
+        np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max(), rtol=0)

@@ -86,9 +86,23 @@ def post_training_quantize(fp32_dir, out_dir, calib_batches, algo, log=print, qd
     from paddle.static.quantization import PostTrainingQuantization
     from paddle.static.quantization import post_training_quantization as ptq_module
 
-    def data_loader():  # Paddle 3.0's PTQ asserts a data_loader: a callable yielding feed dicts
-        for x in calib_batches:
-            yield {"x": x}
+    class Feed(paddle.io.DataLoader):
+        """The calibration batches as feed dicts: Paddle's PTQ calls its ``data_loader`` and
+        iterates the result (Paddle 3.0 accepts any callable; 2.6 asserts a DataLoader)."""
+
+        def __init__(self):  # noqa: the base class's set-up is for datasets, unused here
+            pass
+
+        def __call__(self):
+            return ({"x": x} for x in calib_batches)
+
+        def __iter__(self):
+            return self()
+
+        def __len__(self):
+            return len(calib_batches)
+
+    data_loader = Feed()
 
     paddle.enable_static()
     try:

@@ -20,8 +20,15 @@ def _run(cmd, what, ok_codes=(0,)):
     """Run a converter in a subprocess (paddle2onnx and paddle_lite_opt can abort or segfault),
     in a scratch working directory: paddle2onnx leaves uuid-named weight files in its cwd."""
     with tempfile.TemporaryDirectory(prefix="rtseg-convert-") as scratch:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              cwd=scratch)
+        try:
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True, cwd=scratch)
+        except FileNotFoundError:
+            package = {"paddle2onnx": "paddle2onnx", "paddle_lite_opt": "paddlelite"}.get(
+                os.path.basename(cmd[0]), os.path.basename(cmd[0]))
+            raise DeployError("{} needs the `{}` command, which is not installed here: `pip "
+                              "install {}` (the versions pinned in requirements.txt).".format(
+                                  what, os.path.basename(cmd[0]), package)) from None
     if proc.returncode not in ok_codes:
         reason = "crashed with signal {}".format(-proc.returncode) if proc.returncode < 0 else \
             "exited with code {}".format(proc.returncode)
