@@ -66,8 +66,17 @@ def tiff_declaring(width, height):
     return b"II*\x00" + struct.pack("<I", 8 + 16) + b"\0" * 16 + ifd + b"\0\0\0\0"
 
 
+def hdr_declaring(width, height, axes_swapped=False):
+    """A real small Radiance .hdr (run-length coded: a few MB can declare 12000x12000, which
+    OpenCV decoded to 3.4 GB) whose resolution line is rewritten to ``width`` x ``height``."""
+    ok, buf = cv2.imencode(".hdr", np.ones((36, 48, 3), np.float32))
+    resolution = ("+X {} -Y {}" if axes_swapped else "-Y {1} +X {0}").format(width, height)
+    return buf.tobytes().replace(b"-Y 36 +X 48", resolution.encode())
+
+
 DECLARING = {"png": png_declaring, "jpg": jpeg_declaring, "bmp": bmp_declaring,
-             "webp": webp_declaring, "tif": tiff_declaring}
+             "webp": webp_declaring, "tif": tiff_declaring, "hdr": hdr_declaring,
+             "hdr_xy": lambda w, h: hdr_declaring(w, h, axes_swapped=True)}
 
 
 @pytest.mark.parametrize("fmt", DECLARING)
@@ -78,7 +87,7 @@ def test_declared_bombs_refused_before_decoding(tmp_path, fmt, side):
     data = DECLARING[fmt](side, side)
     assert len(data) < 200 << 10
     assert tuple(image_size(data)) == (side, side)
-    path = str(tmp_path / ("bomb." + fmt))
+    path = str(tmp_path / ("bomb." + fmt.split("_")[0]))
     open(path, "wb").write(data)
     for read, error in ((deployment_read_image, DeployError), (read_image, DataError),
                         (read_label, DataError)):

@@ -123,7 +123,29 @@ def image_size(data):
         return _webp_size(data) or _pil_size(data)
     if data[:4] in (b"II*\x00", b"MM\x00*") and len(data) >= 8:
         return _tiff_size(data) or _pil_size(data)
+    if data[:10] == b"#?RADIANCE" or data[:6] == b"#?RGBE":
+        return _hdr_size(data)
     return _pil_size(data)
+
+
+def _hdr_size(data):
+    """Radiance ``.hdr`` (run-length coded, so a few MB can declare 12000x12000 pixels: OpenCV
+    decoded 3.4 GB before the pixel limit could refuse it): header lines, an empty line, then the
+    resolution line such as ``-Y 360 +X 480`` (the axes may come in either order)."""
+    end = data.find(b"\n\n", 0, 65536)
+    if end < 0:
+        return None
+    line = data[end + 2:end + 2 + 64].split(b"\n", 1)[0].split()
+    if len(line) != 4:
+        return None
+    sizes = {}
+    for sign_axis, number in ((line[0], line[1]), (line[2], line[3])):
+        if len(sign_axis) != 2 or sign_axis[:1] not in b"+-" or not number.isdigit():
+            return None
+        sizes[sign_axis[1:2]] = int(number)
+    if set(sizes) != {b"X", b"Y"}:
+        return None
+    return sizes[b"X"], sizes[b"Y"]
 
 
 def check_pixels(path, width, height):
