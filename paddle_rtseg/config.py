@@ -18,6 +18,7 @@ from paddleseg.cvlibs.config import merge_config_dicts
 
 from paddle_rtseg_runtime import limits
 from paddle_rtseg.weights.safe_pickle import short_repr
+from paddle_rtseg_runtime.files import not_a_file
 
 TOP_LEVEL_KEYS = {
     "batch_size", "iters", "train_dataset", "val_dataset", "test_dataset", "model", "loss",
@@ -113,9 +114,10 @@ def _read_yaml(path, named_by=None, chain=()):
     ``_base_`` cycles are reported as :class:`ConfigError`. ``chain``: the files naming this one."""
     if not os.path.isfile(path):
         if named_by is None:
-            raise ConfigError("Config file {} does not exist.".format(path))
-        raise ConfigError("Config file {} (the _base_ of {}) does not exist. Fix the _base_ path; it "
-                          "is relative to the file that names it.".format(path, named_by))
+            raise ConfigError("Config file {} {}.".format(path, not_a_file(path)))
+        raise ConfigError("Config file {} (the _base_ of {}) {}. Fix the _base_ path; it is "
+                          "relative to the file that names it.".format(path, named_by,
+                                                                        not_a_file(path)))
     real = os.path.realpath(path)
     seen = [r for r, _ in chain]
     chain = chain + ((real, os.path.normpath(path)),)
@@ -257,8 +259,9 @@ def _check_flags(learning_rate, batch_size, iters):
 def load_config(path, learning_rate=None, batch_size=None, iters=None, opts=None):
     """Parse and check a PaddleSeg YAML config; returns ``paddleseg.cvlibs.Config``."""
     if not os.path.isfile(path):
-        raise ConfigError("Config file {} does not exist. Pass --config with a YAML file, e.g. "
-                          "configs/rtformer/rtformer_slim_synthetic_128x128_2k.yml".format(path))
+        raise ConfigError("Config file {} {}. Pass --config with a YAML file, e.g. "
+                          "configs/rtformer/rtformer_slim_synthetic_128x128_2k.yml".format(
+                              path, not_a_file(path)))
     if not path.endswith((".yml", ".yaml")):
         raise ConfigError("Config file {} must be YAML (.yml or .yaml)".format(path))
     for item in opts or []:

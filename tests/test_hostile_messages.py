@@ -66,3 +66,20 @@ def test_quoted_values_are_short_even_when_huge_or_deep():
     for value in ["x" * 10 ** 6, list(range(10 ** 5)), {i: i for i in range(10 ** 4)}, deep,
                   ("storage",) * 1000, b"\0" * 10 ** 6]:
         assert len(short_repr(value)) <= 203
+
+
+@pytest.mark.parametrize("kind", ["folder", "device"])
+def test_a_path_that_is_not_a_file_is_named_as_such(tmp_path, kind):
+    """A folder or /dev/null as a checkpoint, a config or a _base_: the message says what it is
+    (it said "does not exist")."""
+    from paddle_rtseg.config import load_config
+    from paddle_rtseg.weights.checkpoints import read_checkpoint
+    path = str(tmp_path) if kind == "folder" else "/dev/null"
+    what = "is a folder, not a file" if kind == "folder" else "is not a regular file"
+    with pytest.raises(FileNotFoundError, match=what):
+        read_checkpoint(path)
+    config = tmp_path / "c.yml"
+    config.write_text("_base_: {}\n".format(path))
+    for target in (path, str(config)):  # the config itself, and a config naming it as _base_
+        with pytest.raises(ConfigError, match=what):
+            load_config(target)

@@ -846,8 +846,10 @@ def check_args(args):
             raise BudgetError("--backend lite_arm computes each model's mIoU on the ARM kernels "
                               "(qemu) here: " + reason)
     if not os.path.isfile(args.model_path):
-        raise BudgetError("--model_path {} does not exist. Pass the .pdparams written by training "
-                          "(e.g. output/best_model/model.pdparams).".format(args.model_path))
+        from paddle_rtseg_runtime.files import not_a_file
+        raise BudgetError("--model_path {} {}. Pass the .pdparams written by training (e.g. "
+                          "output/best_model/model.pdparams).".format(
+                              args.model_path, not_a_file(args.model_path)))
     args.scales = list(dict.fromkeys(args.scales))
     args.precision = list(dict.fromkeys(args.precision))
     if args.merging:

@@ -266,9 +266,10 @@ def export(config, save_dir, model_path=None, input_shape=None, output_op="argma
     """
     check_args(input_shape, output_op, fmt)
     if model_path is not None and not os.path.isfile(model_path):
-        raise ExportError("--model_path {} does not exist. Pass the .pdparams written by training "
-                          "(e.g. output/best_model/model.pdparams) or a PyTorch .pth.".format(
-                              model_path))
+        from paddle_rtseg_runtime.files import not_a_file
+        raise ExportError("--model_path {} {}. Pass the .pdparams written by training (e.g. "
+                          "output/best_model/model.pdparams) or a PyTorch .pth.".format(
+                              model_path, not_a_file(model_path)))
     check_save_dir(save_dir)
     with run_lock.run_folder(save_dir):
         _remove_stale_exports(save_dir)

@@ -59,8 +59,9 @@ def read_file(path, read, *args):
 def read_checkpoint(path, model=None):
     """``{name: numpy array}`` in our naming, from a ``.pdparams`` or a PyTorch ``.pth``."""
     if not os.path.isfile(path):
-        raise FileNotFoundError("Checkpoint {} does not exist (pass the path of a .pdparams or "
-                                ".pth file)".format(path))
+        from paddle_rtseg_runtime.files import not_a_file
+        raise FileNotFoundError("Checkpoint {} {} (pass the path of a .pdparams or "
+                                ".pth file)".format(path, not_a_file(path)))
     torch_format = read_file(path, is_torch_file)  # reads the header: an I/O error is a paragraph
     state = read_file(path, load_torch_state_dict if torch_format else load_paddle)
     if torch_format:

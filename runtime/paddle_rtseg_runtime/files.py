@@ -28,3 +28,14 @@ def write_bytes_atomic(path, data):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def not_a_file(path):
+    """Why ``path`` is not a file to read, as the end of a sentence: ``does not exist``, ``is a
+    folder, not a file`` or ``is not a regular file (a device, pipe or socket)``; messages said
+    "does not exist" for a folder or ``/dev/null``."""
+    if os.path.isdir(path):
+        return "is a folder, not a file"
+    if os.path.lexists(path):
+        return "is not a regular file (a device, pipe or socket)"
+    return "does not exist"
