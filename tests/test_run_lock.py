@@ -168,3 +168,36 @@ def test_runners_clean_only_the_top_of_their_folder(tmp_path):
     assert not (tmp_path / ".tmp-mask.png").exists()
     assert (tmp_path / "results" / ".tmp-other.png").exists()
     assert logged and ".tmp-mask.png" in logged[0] and "other" not in logged[0]
+
+
+def test_a_re_run_child_dies_with_its_killed_parent(tmp_path):
+    """export / quantize / fit_budget re-run themselves in a child (FLAGS_enable_pir_api) with
+    ``preexec_fn=run_lock.die_with_parent``: ``kill -9`` of the command the user started ends the
+    child too (it went on writing and holding the lock as an orphan)."""
+    pid_file = tmp_path / "child.pid"
+    (tmp_path / "child.py").write_text(
+        "import os, sys, time\nopen(sys.argv[1], 'w').write(str(os.getpid()))\ntime.sleep(60)\n")
+    (tmp_path / "parent.py").write_text(
+        "import subprocess, sys\nfrom paddle_rtseg_runtime.run_lock import die_with_parent\n"
+        "subprocess.Popen([sys.executable] + sys.argv[1:], preexec_fn=die_with_parent).wait()\n")
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "parent.py"),
+                               str(tmp_path / "child.py"), str(pid_file)])
+    deadline = time.time() + 30
+    while not (pid_file.exists() and pid_file.read_text()) and time.time() < deadline:
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        with open("/proc/{}/stat".format(child)) as f:  # reaped by init once it has exited
+            if f.read().split()[2] == "Z":
+                break
+        time.sleep(0.05)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the child outlived its killed parent by 10 s")

@@ -217,8 +217,9 @@ def main(argv=None):
     from paddle_rtseg.exporting.static_graph import pir_active
     if args.paddle_inference and pir_active():  # the per-strategy exports in this process, not
         env = dict(os.environ, FLAGS_enable_pir_api="0")  # one re-run exporter each (as quantize)
+        from paddle_rtseg_runtime.run_lock import die_with_parent
         return subprocess.call([sys.executable, "-m", "paddle_rtseg.bench_segformer_pp"] + argv,
-                               env=env)
+                               env=env, preexec_fn=die_with_parent)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))  # before Paddle starts its pools
     import paddle
     import paddle_rtseg

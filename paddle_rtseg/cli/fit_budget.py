@@ -880,7 +880,9 @@ def main(argv=None):
     from paddle_rtseg.exporting.static_graph import pir_active
     if pir_active():  # PTQ and Paddle Lite need the legacy program: re-run with it (as quantize)
         env = dict(os.environ, FLAGS_enable_pir_api="0")
-        return subprocess.call([sys.executable, "-m", "paddle_rtseg.fit_budget"] + argv, env=env)
+        from paddle_rtseg_runtime.run_lock import die_with_parent
+        return subprocess.call([sys.executable, "-m", "paddle_rtseg.fit_budget"] + argv, env=env,
+                               preexec_fn=die_with_parent)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     from paddle_rtseg.cli.errors import run_cli  # BudgetError (a ValueError raised here): one paragraph
     return run_cli(lambda: run(args, argv))

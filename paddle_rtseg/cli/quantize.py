@@ -266,8 +266,10 @@ def main(argv=None):
     from paddle_rtseg.exporting.static_graph import pir_active
     if pir_active():
         env = dict(os.environ, FLAGS_enable_pir_api="0")
+        from paddle_rtseg_runtime.run_lock import die_with_parent
         return subprocess.call([sys.executable, "-m", "paddle_rtseg.quantize"] +
-                               (argv if argv is not None else sys.argv[1:]), env=env)
+                               (argv if argv is not None else sys.argv[1:]), env=env,
+                               preexec_fn=die_with_parent)
     from paddle_rtseg.cli.errors import run_cli
     return run_cli(lambda: run(args))
 

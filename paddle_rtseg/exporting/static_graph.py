@@ -248,7 +248,8 @@ def _rerun(argv, fmt, save_dir):
     env = dict(os.environ, FLAGS_enable_pir_api="1" if fmt == "pir" else "0",
                _RTSEG_EXPORT_CHILD="1", **run_lock.child_env(save_dir))
     proc = subprocess.run([sys.executable, "-m", "paddle_rtseg.export"] + argv, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=run_lock.die_with_parent)
     if proc.returncode != 0:
         lines = [l for l in proc.stderr.strip().splitlines() if l.lower().startswith("error:")]
         message = lines[-1][len("error:"):].strip() if lines else proc.stderr.strip()[-2000:]

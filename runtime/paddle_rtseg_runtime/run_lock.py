@@ -362,3 +362,17 @@ def child_env(save_dir):
     """Environment entries that hand this process's lock of ``save_dir`` to a child process."""
     key = os.path.realpath(save_dir)
     return {_INHERIT_ENV: "{}:{}".format(key, os.getpid())} if key in _held else {}
+
+
+def die_with_parent():
+    """``preexec_fn`` for a child that does its parent's work (the ``FLAGS_enable_pir_api`` re-runs
+    of export and quantize): the kernel sends it SIGTERM when the parent dies, so a killed command
+    does not go on writing and holding its folder's lock in an orphan (seen after ``kill -9`` of
+    quantize). Linux only (``prctl(PR_SET_PDEATHSIG)``); elsewhere nothing."""
+    import signal
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
