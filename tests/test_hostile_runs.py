@@ -333,17 +333,21 @@ def test_lr_scheduler_type_that_is_not_a_scheduler(cli, tmp_path, tiny_rtformer_
 
 def test_resuming_at_or_past_the_last_iteration_is_one_paragraph(cli, tmp_path):
     """--resume_model iter_2 with --iters 2 (PaddleSeg's loop then died on an unset variable), or
-    a folder not named iter_N (PaddleSeg reads the iteration from the name): one paragraph."""
+    a folder not named iter_N (PaddleSeg reads the iteration from the name): one paragraph, after
+    the checkpoint itself was checked."""
+    import shutil
+    code, error, out = cli("--save_interval", 2)  # a real 2-iteration checkpoint
+    assert code == 0, error
     for name, iters, message in (("iter_2", 2, "is at iteration 2, and the run is 2 iterations"),
                                  ("iter_9", 3, "Pass --iters larger than 9"),
                                  ("checkpoint", 3, "must end in _N")):
         folder = tmp_path / "old" / name
-        folder.mkdir(parents=True)
-        for f in ("model.pdparams", "model.pdopt"):
-            (folder / f).write_bytes(b"x")
-        code, error, out = cli("--resume_model", str(folder), "--iters", iters)
+        shutil.copytree(str(out / "iter_2"), str(folder))
+        shutil.rmtree(str(out))
+        code, error, _ = cli("--resume_model", str(folder), "--iters", iters)
         assert code == 2 and message in error, error
         assert not out.exists()
+        shutil.copytree(str(folder), str(out / "iter_2"))
 
 
 def test_a_checkpoint_folder_holding_the_users_files_is_never_rotated_away(cli, tmp_path):

@@ -213,7 +213,6 @@ def main(argv=None):
     cfg = paddle_rtseg.load_config(args.config, learning_rate=args.learning_rate,
                                    batch_size=args.batch_size, iters=args.iters, opts=args.opts)
     resume = check_resume(args.resume_model)
-    check_resume_iteration(resume, cfg.iters)
     if paddle.distributed.get_rank() != 0:  # only rank 0 writes to --save_dir
         return _train(args, cfg, resume)
     existed = os.path.isdir(args.save_dir)
@@ -241,7 +240,8 @@ def _train(args, cfg, resume):
     builder = SegBuilder(cfg)
     model = builder.model
     if resume:
-        check_resume_fits(model, resume)
+        check_resume_fits(model, resume)  # what the checkpoint holds first, then where it is
+        check_resume_iteration(resume, cfg.iters)
     if device == "gpu" and paddle.distributed.get_world_size() > 1:
         model = paddle.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     train_dataset = check_dataset(builder.train_dataset, "train_dataset")

@@ -141,6 +141,9 @@ def check_resume_fits(model, resume_dir):
     path = os.path.join(resume_dir, "model.pdparams")
     missing, unexpected, mismatched = compare_state_dicts(model.state_dict(),
                                                           read_checkpoint(path, model))
+    # the optimizer state too, through the same safe reader (PaddleSeg reads it when training
+    # starts): a refused file is refused before any other judgement of the run
+    read_file(os.path.join(resume_dir, "model.pdopt"), load_paddle)
     if missing or unexpected or mismatched:
         raise CheckpointMismatchError(_describe(
             path, model, missing, unexpected, mismatched,

@@ -103,9 +103,6 @@ def read_deploy_yaml(model_dir, program_files=True):
     info = doc.get("Deploy") if isinstance(doc, dict) else None
     if not isinstance(info, dict) or "model" not in info:
         raise DeployError("{} has no `Deploy: {{model, params, transforms}}` section.".format(path))
-    if program_files and "params" not in info:  # the Paddle program's weights file
-        raise DeployError("{} names no `params:` file (Deploy: {{model, params, transforms}}). "
-                          "Re-export the model, or add `params: model.pdiparams`.".format(path))
     for key in ("model", "params"):
         if key in info:
             if not isinstance(info[key], str):
@@ -117,6 +114,9 @@ def read_deploy_yaml(model_dir, program_files=True):
     if missing:
         raise DeployError("Model directory {} is missing {} (named in deploy.yaml). Re-run the "
                           "export into this directory.".format(model_dir, ", ".join(missing)))
+    if program_files and "params" not in info:  # the Paddle program's weights file
+        raise DeployError("{} names no `params:` file (Deploy: {{model, params, transforms}}). "
+                          "Re-export the model, or add `params: model.pdiparams`.".format(path))
     info.setdefault("transforms", [{"type": "Normalize"}])
     info.setdefault("input_shape", [-1, 3, -1, -1])
     info.setdefault("output_op", "argmax")
