@@ -64,6 +64,11 @@ def publish(staging, dest, marker=MARKER):
                           "{}); it is not replaced. Write into another folder, or move {} away."
                           .format(dest, ", ".join(foreign), MANIFEST,
                                   "it" if len(foreign) == 1 else "them"))
+    for name in names:  # programs we wrote load without a probe (program_probe)
+        stem, ext = os.path.splitext(name)
+        if ext in (".pdmodel", ".json") and stem + ".pdiparams" in names:
+            from .program_probe import record_written
+            record_written(os.path.join(staging, name), os.path.join(staging, stem + ".pdiparams"))
     _write(dest, old | set(names))  # a kill from here on leaves every file we touch listed
     if marker in names and os.path.lexists(os.path.join(dest, marker)):
         os.remove(os.path.join(dest, marker))  # the folder reads as incomplete until the end

@@ -10,6 +10,7 @@ from . import cpu_features
 from .errors import DeployError
 from .model_dir import check_program_files, model_paths, read_deploy_yaml
 from .predictor import Predictor
+from .program_probe import check_loads
 from .program import onednn_resize_is_exact, read_program
 
 # The ops oneDNN runs in int8: the convolutions PTQ calibrated (``quantize``), under the names they
@@ -55,6 +56,10 @@ OPENVINO_INT8_PREFIX = "model_qdq"
 # deploy.yaml key `quantize` writes into ptq_int8/: the bits of the QDQ program's weights (7 with
 # --reduce_range true, for CPUs without VNNI/AMX; absent = 8)
 WEIGHT_BITS_KEY = "qdq_weight_bits"
+
+
+def _dims(shape):
+    return None if shape is None else [int(d) for d in shape]
 
 
 def openvino_int8_paths(model_dir):
@@ -160,6 +165,12 @@ class PaddleInferencePredictor(Predictor):
         if use_openvino and precision == "int8":
             model_file, params_file = openvino_int8_paths(model_dir)
         check_program_files(model_file, params_file)  # before Paddle's native loader sees them
+        # a program that parses can still crash the native loader: unknown ones load in a child
+        check_loads(model_file, params_file, dict(
+            model_dir=model_dir, device=device, use_mkldnn=use_mkldnn, threads=threads,
+            use_trt=use_trt, precision=precision, min_shape=_dims(min_shape),
+            opt_shape=_dims(opt_shape), max_shape=_dims(max_shape), ir_optim=ir_optim, use_openvino=use_openvino,
+            allow_slow=allow_slow))
         config = pi.Config(model_file, params_file)
         config.switch_ir_optim(ir_optim)
         cache = None
