@@ -173,7 +173,7 @@ def write_table(save_dir, table):
     return table
 
 
-def _train(config, save_dir, seed, args, opts):
+def train_run(config, save_dir, seed, args, opts):
     command = [sys.executable, "-m", "paddle_rtseg.train", "--config", config, "--save_dir",
                save_dir, "--seed", str(seed), "--device", "cpu", "--keep_checkpoint_max", "1",
                "--log_iters", "50"]
@@ -232,7 +232,7 @@ def main(argv=None):
         run_dir = os.path.join(save_dir, key)
         print("{}: training {} iterations x batch {} ...".format(key, cfg.iters, cfg.batch_size),
               flush=True)
-        cfg, seconds, weights = _train(config, run_dir, seed, args, opts)
+        cfg, seconds, weights = train_run(config, run_dir, seed, args, opts)
         result = paddle_rtseg.cli.val.main(["--config", config, "--model_path", weights, "--device",
                                         "cpu", "--opts"] + opts)
         run = dict(key=key, model=model, name=_name(model), seed=seed, config=os.path.relpath(

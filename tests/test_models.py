@@ -23,6 +23,7 @@ from conftest import CONFIGS, randomize_state
 from paddleseg.cvlibs import manager
 
 from paddle_rtseg import build_model, load_checkpoint, load_config
+from paddle_rtseg.layers.palquant_conv import QConv
 from paddle_rtseg.registry import registered_names
 
 # RTFormer at tiny width; cross_size 12 (RTFormer's default) so the pooled 1/32 map is never a
@@ -52,10 +53,14 @@ MODELS = dict(
     palquant=(os.path.join(CONFIGS, "palquant", "palquant_r18_g2w2a2_synthetic_128x128_2k.yml"),
               dict(head_channels=16, backbone=dict(type="RTSeg_PalQuantResNet18", groups=2,
                                                    weight_levels=4, act_levels=4, base_channels=4))),
+    # RTFormer's conv stages as G=2 parallel W2A2 groups, RTFormer's tiny widths
+    palquant_rtformer=(os.path.join(CONFIGS, "palquant",
+                                    "palquant_rtformer_slim_g2w2a2_synthetic_128x128_2k.yml"),
+                       dict(RTFORMER_TINY, base_channels=4)),
 )
 NAMES = sorted(MODELS)
 # logit maps in training (main + aux heads); eval gives the first one only
-TRAIN_OUTPUTS = {"rtformer": 2, "mixformer_upernet": 2}
+TRAIN_OUTPUTS = {"rtformer": 2, "mixformer_upernet": 2, "palquant_rtformer": 2}
 SIZES = [(65, 97), (96, 128)]  # odd sides, and one that is not a multiple of 64
 
 
@@ -76,7 +81,7 @@ def trained_like(name, seed=0):
     training batch (PalQuant), non-trivial BatchNorm statistics and attention keys/values
     (conftest.randomize_state)."""
     model = build(name, seed)
-    if hasattr(getattr(model, "backbone", None), "quantized_convs"):
+    if any(isinstance(m, QConv) for m in model.sublayers()):
         with paddle.no_grad():
             model(paddle.randn([2, 3, 64, 64]))  # training mode: PalQuant's one-batch init
     randomize_state(model, seed=seed)

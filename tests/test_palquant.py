@@ -325,3 +325,95 @@ def test_palquant_optimizer_follows_the_schedule_and_round_trips():
 # The fake-quant segmentor (quantizers initialised on a training batch) exported with dynamic shapes
 # and run on every backend against dygraph, class maps equal: the conformance suite,
 # tests/test_models_export.py (palquant).
+
+
+# PalQuant's parallel groups inside RTFormer (issue 27 item 2b): RTSeg_PalQuantRTFormer
+PALQUANT_RTFORMER = os.path.join(CONFIGS, "palquant",
+                                 "palquant_rtformer_slim_g2w2a2_synthetic_128x128_2k.yml")
+RTFORMER_TINY = dict(base_channels=4, head_channels=8, spp_channels=8, num_heads=2, cross_size=4)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_rtformer_conv_stages_are_parallel_low_bit_groups(groups):
+    """The conv stages are PalQuant's (QConvs grouped by G, widths x G, cyclic shuffles before
+    layer2/layer3); from layer4 on the model is RTFormer's, with its names and shapes; the
+    quantizers initialise on the first training batch only."""
+    from paddle_rtseg.models import PalQuantRTFormer, RTFormer
+    from paddle_rtseg.models.palquant import PalQuantBasicBlock
+    paddle.seed(0)
+    model = paddle_rtseg.build_model(PALQUANT_RTFORMER, groups=groups, **RTFORMER_TINY)
+    assert isinstance(model, PalQuantRTFormer)
+    c = RTFORMER_TINY["base_channels"]
+    stages = {"layer1": c * groups, "layer2": 2 * c * groups, "layer3": 4 * c * groups,
+              "layer3_": 2 * c * groups}
+    for name, width in stages.items():
+        blocks = list(getattr(model, name))
+        assert all(isinstance(b, PalQuantBasicBlock) for b in blocks)
+        assert blocks[-1].conv2._out_channels == width
+    qconvs = [m for m in model.sublayers() if isinstance(m, QConv)]
+    assert qconvs and all(m._groups == groups and m.weight_levels == 4 == m.act_levels
+                          for m in qconvs)
+    assert model.shuffle2.groups == model.shuffle3.groups == groups
+    assert (model.merge_high is None) == (groups == 1)
+    reference = RTFormer(5, **RTFORMER_TINY).state_dict()
+    ours = model.state_dict()
+    for key, value in reference.items():
+        if key.split(".")[0] in ("layer4", "layer5", "spp", "seghead", "seghead_extra"):
+            assert list(ours[key].shape) == list(value.shape), key
+    x = paddle.randn([2, 3, 65, 97])
+    model.eval()
+    assert model(x)[0].shape == [2, 5, 65, 97]
+    assert all(int(m.init) == 1 for m in qconvs)  # eval never initialises
+    model.train()
+    out = model(x)
+    assert len(out) == 2 and all(o.shape == [2, 5, 65, 97] for o in out)
+    assert all(int(m.init) == 0 and float(m.uA) > 0 and float(m.output_scale) != 1
+               for m in qconvs)
+    uw = float(model.layer2[0].conv1.uW)
+    model(x)
+    assert float(model.layer2[0].conv1.uW) == uw  # once only
+
+
+def test_rtformer_variant_trains_with_adamw_and_quantizer_adam(tmp_path, synthetic_root):
+    """``weight_optimizer: AdamW``: AdamW (with weight decay) on the weights, Adam on every QConv's
+    quantizer parameters at quant_learning_rate x the schedule; a few PaddleSeg training steps
+    lower the loss of a fixed batch; bad weight_optimizer names are refused."""
+    from paddleseg.cvlibs import manager
+    from paddle_rtseg.models.palquant import PalQuantAdamW
+    paddle.seed(0)
+    model = paddle_rtseg.build_model(PALQUANT_RTFORMER, **RTFORMER_TINY)
+    x = paddle.randn([4, 3, 64, 64])
+    label = (paddle.rand([4, 64, 64]) * 5).astype("int64")
+    model.train()
+    model(x)  # quantizer initialisation
+    factory = manager.OPTIMIZERS["RTSeg_PalQuantOptimizer"]
+    opt = factory(weight_optimizer="AdamW", weight_decay=0.0125, quant_learning_rate=1e-4)(
+        model, 2e-3)
+    assert isinstance(opt, PalQuantAdamW) and isinstance(opt, paddle.optimizer.AdamW)
+    quant_ids = {id(p) for p in opt.quant_optimizer._parameter_list}
+    assert len(quant_ids) == 5 * len([m for m in model.sublayers() if isinstance(m, QConv)])
+    assert not quant_ids & {id(p) for p in opt._parameter_list}
+    np.testing.assert_allclose(opt.quant_optimizer.get_lr(), 1e-4, rtol=1e-6)
+
+    def loss():
+        return sum(paddle.nn.functional.cross_entropy(o.transpose([0, 2, 3, 1]), label.unsqueeze(-1))
+                   for o in model(x))
+
+    first = float(loss())
+    for _ in range(8):
+        loss().backward()
+        opt.step()
+        opt.clear_grad()
+    assert float(loss()) < 0.9 * first
+    assert any(k.startswith("quant/") for k in opt.state_dict())
+    with pytest.raises(ValueError, match="weight_optimizer must be one of"):
+        factory(weight_optimizer="SGD")
+    datasets = {k: {"dataset_root": synthetic_root} for k in ("train_dataset", "val_dataset")}
+    config = write_config(tmp_path / "tiny.yml", PALQUANT_RTFORMER, **datasets,
+                          model=RTFORMER_TINY)
+    out = run_module("paddle_rtseg.train", "--config", config, "--iters", 3, "--batch_size", 2,
+                     "--log_iters", 1, "--save_interval", 3, "--save_dir", tmp_path / "out",
+                     "--seed", 0, cwd=tmp_path)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    state = paddle.load(str(tmp_path / "out" / "iter_3" / "model.pdparams"))
+    assert int(state["layer3.0.conv2.init"][0]) == 0 and float(state["layer3.0.conv2.uA"]) > 0

@@ -39,7 +39,8 @@ from ..layers.palquant_conv import QConv, QConv1x1, QConv3x3, init_quantizers
 from ..layers.shape import spatial_size
 from ..registry import register, register_variant
 
-__all__ = ["PalQuantResNet", "PalQuantBasicBlock", "PalQuantSeg", "DEPTHS"]
+__all__ = ["PalQuantResNet", "PalQuantBasicBlock", "PalQuantSeg", "FirstBatchQuantizerInit",
+           "make_palquant_stage", "DEPTHS"]
 
 DEPTHS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3]}  # the authors' resnet18_quant / resnet34_quant
 
@@ -74,6 +75,15 @@ class PalQuantBasicBlock(nn.Layer):
             out = channel_shuffle(out, self.groups)
             x = self.downsample(x)
         return self.relu(out + x)
+
+
+def make_palquant_stage(in_channels, channels, num_blocks, stride=1, **block_args):
+    """A stage of ``num_blocks`` :class:`PalQuantBasicBlock` (the authors' ``_make_layer``); the
+    first may downsample. ``block_args``: ``groups``, ``weight_levels``, ``act_levels``."""
+    blocks = [PalQuantBasicBlock(in_channels, channels, stride, **block_args)]
+    blocks += [PalQuantBasicBlock(channels, channels, 1, **block_args)
+               for _ in range(1, num_blocks)]
+    return nn.Sequential(*blocks)
 
 
 class PalQuantResNet(nn.Layer):
@@ -112,9 +122,8 @@ class PalQuantResNet(nn.Layer):
         for i, (width, blocks) in enumerate(zip(widths, DEPTHS[depth])):
             if i:
                 setattr(self, "shuffle{}".format(i + 1), CyclicShuffle(in_ch, **levels))
-            stage = [PalQuantBasicBlock(in_ch, width, 2 if i else 1, **levels)]
-            stage += [PalQuantBasicBlock(width, width, 1, **levels) for _ in range(1, blocks)]
-            setattr(self, "layer{}".format(i + 1), nn.Sequential(*stage))
+            setattr(self, "layer{}".format(i + 1),
+                    make_palquant_stage(in_ch, width, blocks, 2 if i else 1, **levels))
             in_ch = width
         self.feat_channels = widths
         self.fc = None
@@ -190,20 +199,47 @@ PalQuantResNet18 = _variant(18)
 PalQuantResNet34 = _variant(34)
 
 
+class FirstBatchQuantizerInit:
+    """Mixin for segmentation models holding QConvs: the quantizers start uninitialised (every
+    QConv ``init`` buffer 1); the first forward in training mode runs
+    :func:`~paddle_rtseg.layers.palquant_conv.init_quantizers` on that batch (the authors'
+    one-batch ``init_quant_model``), which sets them to 0, so PaddleSeg's trainer needs nothing
+    more; a loaded checkpoint (``init`` 0) is not re-initialised. With data parallel training every
+    rank initialises on its own first batch (the authors initialise on rank 0 before wrapping the
+    model)."""
+
+    def _track_quantizer_init(self, network):
+        self._qconvs = [m for m in network.sublayers(include_self=True) if isinstance(m, QConv)]
+        for m in self._qconvs:
+            m.init.set_value(paddle.ones([1], "int64"))
+        self._init_checked = not self._qconvs
+
+    @paddle.jit.not_to_static
+    def _init_pending(self):
+        """True until the quantizers are initialised (read from the ``init`` buffers once)."""
+        if self._init_checked:
+            return False
+        pending = any(int(m.init.numpy()[0]) == 1 for m in self._qconvs)
+        self._init_checked = not pending
+        return pending
+
+    def _init_quantizers_on_first_batch(self, network, *inputs):
+        """In training mode and while pending: initialise ``network``'s QConvs on ``inputs`` (it
+        may be ``self``: the flag is set first, so the pass through ``forward`` does not recurse)."""
+        if self.training and self._init_pending():
+            self._init_checked = True
+            init_quantizers(network, *inputs)
+
+
 @register(manager.MODELS)
-class PalQuantSeg(nn.Layer):
+class PalQuantSeg(FirstBatchQuantizerInit, nn.Layer):
     """PalQuant ResNet + a light full-precision head (registered as ``RTSeg_PalQuantSeg``).
 
     Head (our choice; PalQuant is a classification paper and keeps its stem and classifier in
     full precision): a 1x1 Conv-BN-ReLU per stage to ``head_channels``, all upsampled to 1/4 and
     summed, a 3x3 Conv-BN-ReLU, dropout, a 1x1 classifier, logits upsampled to the input.
 
-    The quantizers start uninitialised (every QConv ``init`` buffer 1): the first forward in
-    training mode runs :func:`~paddle_rtseg.layers.palquant_conv.init_quantizers` on that batch
-    (the authors' one-batch ``init_quant_model``) and sets them to 0, so PaddleSeg's trainer needs
-    nothing more; a loaded checkpoint (``init`` 0) is not re-initialised. With data parallel
-    training every rank initialises on its own first batch (the authors initialise on rank 0 before
-    wrapping the model).
+    The quantizers initialise on the first training batch (:class:`FirstBatchQuantizerInit`).
 
     Args:
         num_classes: number of classes.
@@ -225,31 +261,17 @@ class PalQuantSeg(nn.Layer):
         self.fuse = layers.ConvBNReLU(head_channels, head_channels, 3, padding=1, bias_attr=False)
         self.dropout = nn.Dropout2D(dropout)
         self.cls = nn.Conv2D(head_channels, num_classes, 1)
-        self._qconvs = [m for m in backbone.sublayers() if isinstance(m, QConv)]
-        for m in self._qconvs:
-            m.init.set_value(paddle.ones([1], "int64"))
-        self._init_checked = not self._qconvs
+        self._track_quantizer_init(backbone)
         self.pretrained = pretrained
         if pretrained is not None:
             from ..weights.checkpoints import load_pretrained
             load_pretrained(self, pretrained)
 
-    @paddle.jit.not_to_static
-    def _init_pending(self):
-        """True until the quantizers are initialised (read from the ``init`` buffers once)."""
-        if self._init_checked:
-            return False
-        pending = any(int(m.init.numpy()[0]) == 1 for m in self._qconvs)
-        self._init_checked = not pending
-        return pending
-
     def _resize(self, x, size):
         return F.interpolate(x, size=size, mode="bilinear", align_corners=self.align_corners)
 
     def forward(self, x):
-        if self.training and self._init_pending():
-            init_quantizers(self.backbone, x)
-            self._init_checked = True
+        self._init_quantizers_on_first_batch(self.backbone, x)
         feats = self.backbone(x)
         size = spatial_size(feats[0])
         out = self.laterals[0](feats[0])
@@ -277,18 +299,15 @@ class _ScaledLR(paddle.optimizer.lr.LRScheduler):
         return self._value()
 
 
-class PalQuantMomentum(paddle.optimizer.Momentum):
-    """The authors' two optimizers as one: Momentum SGD for the network's weights (this object,
-    stepped and scheduled by PaddleSeg's trainer) and Adam for every QConv's ``lW uW lA uA
-    output_scale`` (inside it, at ``quant_lr / lr`` times the same schedule: with the authors'
-    cosine-to-zero schedules both, equal to their separate schedulers). ``state_dict`` holds both
-    (the quantizer optimizer's keys under ``quant/``)."""
+class _WithQuantizerAdam:
+    """The authors' two optimizers as one: this optimizer for the network's weights (stepped and
+    scheduled by PaddleSeg's trainer) and Adam for every QConv's ``lW uW lA uA output_scale``
+    (inside it, at ``quant_lr / lr`` times the same schedule: with the authors' cosine-to-zero
+    schedules both, equal to their separate schedulers). ``state_dict`` holds both (the
+    quantizer optimizer's keys under ``quant/``)."""
 
-    def __init__(self, learning_rate, parameters, quantizer_parameters, quant_lr_ratio,
-                 momentum=0.9, weight_decay=None, use_nesterov=False, grad_clip=None,
-                 beta1=0.9, beta2=0.999, epsilon=1e-8):
-        super().__init__(learning_rate=learning_rate, momentum=momentum, parameters=parameters,
-                         use_nesterov=use_nesterov, weight_decay=weight_decay, grad_clip=grad_clip)
+    def _add_quantizer_adam(self, learning_rate, quantizer_parameters, quant_lr_ratio, beta1,
+                            beta2, epsilon):
         self.quant_optimizer = paddle.optimizer.Adam(
             learning_rate=_ScaledLR(learning_rate, quant_lr_ratio), beta1=beta1, beta2=beta2,
             epsilon=epsilon, parameters=quantizer_parameters)
@@ -313,19 +332,52 @@ class PalQuantMomentum(paddle.optimizer.Momentum):
                                 if not k.startswith("quant/")})
 
 
+class PalQuantMomentum(_WithQuantizerAdam, paddle.optimizer.Momentum):
+    """Momentum SGD on the weights (the authors' recipe) + Adam on the quantizers."""
+
+    def __init__(self, learning_rate, parameters, quantizer_parameters, quant_lr_ratio,
+                 momentum=0.9, weight_decay=None, use_nesterov=False, grad_clip=None,
+                 beta1=0.9, beta2=0.999, epsilon=1e-8):
+        super().__init__(learning_rate=learning_rate, momentum=momentum, parameters=parameters,
+                         use_nesterov=use_nesterov, weight_decay=weight_decay, grad_clip=grad_clip)
+        self._add_quantizer_adam(learning_rate, quantizer_parameters, quant_lr_ratio, beta1,
+                                 beta2, epsilon)
+
+
+class PalQuantAdamW(_WithQuantizerAdam, paddle.optimizer.AdamW):
+    """AdamW on the weights (the recipe of a family trained with AdamW, e.g. RTFormer) + Adam on
+    the quantizers (no weight decay on the quantization intervals, as in the authors' code)."""
+
+    def __init__(self, learning_rate, parameters, quantizer_parameters, quant_lr_ratio,
+                 weight_decay=0.01, grad_clip=None, beta1=0.9, beta2=0.999, epsilon=1e-8):
+        super().__init__(learning_rate=learning_rate, beta1=beta1, beta2=beta2, epsilon=epsilon,
+                         parameters=parameters, weight_decay=weight_decay, grad_clip=grad_clip)
+        self._add_quantizer_adam(learning_rate, quantizer_parameters, quant_lr_ratio, beta1,
+                                 beta2, epsilon)
+
+
 @register(manager.OPTIMIZERS)
 class PalQuantOptimizer:
     """PaddleSeg optimizer component (``type: RTSeg_PalQuantOptimizer``) for the authors' recipe:
     SGD with momentum (``momentum``, ``weight_decay``) on the weights at the config's
     ``lr_scheduler``, Adam on the quantizer parameters at ``quant_learning_rate`` following the
     same schedule shape, with ``beta1 beta2 epsilon`` (the authors: lr 0.1 / 1e-4, momentum 0.9,
-    wd 1e-4, no decay on the quantizers, Adam's default betas, both cosine). Mixed precision is not supported (the loss scaler unscales one
-    optimizer's gradients only)."""
+    wd 1e-4, no decay on the quantizers, Adam's default betas, both cosine).
+    ``weight_optimizer: AdamW`` trains the weights with AdamW instead (``beta1 beta2 epsilon
+    weight_decay``; for families whose own recipe is AdamW). Mixed precision is not supported
+    (the loss scaler unscales one optimizer's gradients only)."""
+
+    WEIGHT_OPTIMIZERS = ("Momentum", "AdamW")
 
     def __init__(self, quant_learning_rate=1e-4, momentum=0.9, weight_decay=1e-4,
-                 use_nesterov=False, beta1=0.9, beta2=0.999, epsilon=1e-8):
+                 use_nesterov=False, beta1=0.9, beta2=0.999, epsilon=1e-8,
+                 weight_optimizer="Momentum"):
+        if weight_optimizer not in self.WEIGHT_OPTIMIZERS:
+            raise ValueError("RTSeg_PalQuantOptimizer weight_optimizer must be one of {}, got "
+                             "{!r}".format(list(self.WEIGHT_OPTIMIZERS), weight_optimizer))
         self.quant_learning_rate, self.momentum = quant_learning_rate, momentum
         self.weight_decay, self.use_nesterov = weight_decay, use_nesterov
+        self.weight_optimizer = weight_optimizer
         self.adam = dict(beta1=beta1, beta2=beta2, epsilon=epsilon)
 
     def __call__(self, model, lr):
@@ -342,7 +394,11 @@ class PalQuantOptimizer:
         if not float(base) > 0:
             raise ValueError("RTSeg_PalQuantOptimizer needs a positive base learning rate, got "
                              "{}".format(base))
-        return PalQuantMomentum(lr, [p for p in rest if not p.stop_gradient], quant,
-                                float(self.quant_learning_rate) / float(base),
-                                momentum=self.momentum, weight_decay=self.weight_decay,
-                                use_nesterov=self.use_nesterov, **self.adam)
+        weights = [p for p in rest if not p.stop_gradient]
+        ratio = float(self.quant_learning_rate) / float(base)
+        if self.weight_optimizer == "AdamW":
+            return PalQuantAdamW(lr, weights, quant, ratio, weight_decay=self.weight_decay,
+                                 **self.adam)
+        return PalQuantMomentum(lr, weights, quant, ratio, momentum=self.momentum,
+                                weight_decay=self.weight_decay, use_nesterov=self.use_nesterov,
+                                **self.adam)

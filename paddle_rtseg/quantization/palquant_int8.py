@@ -92,6 +92,11 @@ def weight_bits(program, scope):
             name = op.input("Filter")[0]
             if _is_integer_weight(name):
                 biggest = max(biggest, int(np.abs(np.array(scope.find_var(name).get_tensor())).max()))
+    return signed_bits(biggest)
+
+
+def signed_bits(biggest):
+    """Bits of a signed integer type holding -biggest..biggest (3 for 3, 5 for 15)."""
     return int(np.ceil(np.log2(biggest + 1))) + 1
 
 
@@ -299,8 +304,8 @@ def onnx_conv_integer(fp32_onnx, out_path):
     del graph.node[:]
     graph.node.extend(nodes)
     graph.initializer.extend(shared)
-    onnx.helper.set_model_props(model, {PRECISION_KEY: "int8", WEIGHT_BITS_KEY: str(
-        int(np.ceil(np.log2(biggest + 1))) + 1)})
+    onnx.helper.set_model_props(model, {PRECISION_KEY: "int8",
+                                        WEIGHT_BITS_KEY: str(signed_bits(biggest))})
     onnx.checker.check_model(model)
     folder = os.path.dirname(os.path.abspath(out_path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-palquant-int8-", suffix=".onnx", dir=folder)
