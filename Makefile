@@ -29,17 +29,18 @@ $(STAMP26): requirements-paddle26.txt setup.py runtime/setup.py scripts/find_pyt
 
 venv: $(STAMP)
 
-## make test: the whole suite (unit, parity, CLIs, exports, ARM kernels), then the Paddle 2.6 smoke test.
+## make test: the whole suite (unit, parity, CLIs, exports, ARM kernels) and the Paddle 2.6 smoke test.
 ## The ARM tests need PADDLE_LITE_ARM_DIR (a Paddle Lite armv8 library) and what arm-setup installs.
 ## The set-up steps run side by side (pip downloads, apt): the main venv with arm-setup, then
-## .venv-paddle26 is built in the background while the suite runs (its log: .venv-paddle26.log).
+## .venv-paddle26 is built in the background while the suite runs (its log: .venv-paddle26.log);
+## tests/test_paddle26_suite.py waits for it and runs compat_tests/ there, on one of the workers.
 test:
 	@$(MAKE) --no-print-directory -j2 --output-sync=target $(STAMP) arm-setup
 	@$(MAKE) --no-print-directory $(STAMP26) > $(VENV26).log 2>&1 & venv26=$$!; \
-	  $(PY) -m pytest $(XDIST) $(PYTEST_ARGS); status=$$?; \
+	  RTSEG_PADDLE26_VENV=$(VENV26) RTSEG_PADDLE26_BUILD_PID=$$venv26 \
+	    $(PY) -m pytest $(XDIST) $(PYTEST_ARGS); status=$$?; \
 	  if ! wait $$venv26; then cat $(VENV26).log; echo "make: building $(VENV26) failed" >&2; exit 1; fi; \
 	  exit $$status
-	$(MAKE) --no-print-directory smoke-paddle26
 
 ## make unit: the suite without the slow (real-size / export / end-to-end) tests.
 unit: $(STAMP)

@@ -318,8 +318,10 @@ def evaluate_family(family, weights, args, val_path, pairs):
     return result
 
 
-def merging(model, config, weights, opts, inputs, labels, num_classes, ignore, out, args):
-    """Each preset on the unmodified checkpoint, dygraph and Paddle Inference: mIoU and latency."""
+def merging(model, config, weights, opts, inputs, labels, num_classes, ignore, out, args,
+            size=SIZE):
+    """Each preset on the unmodified checkpoint, dygraph and Paddle Inference (exported at 1 x 3 x
+    ``size``; an export already in ``out/merging_<preset>`` is reused): mIoU and latency."""
     import paddle
     import paddle_rtseg_runtime as du
     from paddle_rtseg.benchmarks.timing import medians, round_robin
@@ -339,7 +341,7 @@ def merging(model, config, weights, opts, inputs, labels, num_classes, ignore, o
         candidates["dygraph " + strategy] = fn
         export_dir = os.path.join(out, "merging_" + strategy)
         if not os.path.isfile(os.path.join(export_dir, "deploy.yaml")):
-            export(config, export_dir, model_path=weights, input_shape=[1, 3] + list(SIZE),
+            export(config, export_dir, model_path=weights, input_shape=[1, 3] + list(size),
                    output_op="none", opts=opts, model_overrides={"token_merging": strategy})
         pi = du.PaddleInferencePredictor(export_dir, threads=1, use_mkldnn=True)
         mious["Paddle Inference " + strategy] = score(pi, inputs, labels, None, num_classes,

@@ -145,9 +145,10 @@ def test_tiny_mixformer_learns_the_synthetic_task(tmp_path, synthetic_root):
     config = write_config(tmp_path / "tiny.yml", SYNTHETIC, model=dict(
         embedding_dim=32, backbone=dict(type="RTSeg_MixFormer_B0", embed_dim=16, depths=[1, 1, 1, 1],
                                    num_heads=[1, 1, 2, 2])), **datasets)
-    out = run_module("paddle_rtseg.train", "--config", config, "--iters", 100, "--log_iters", 10,
-                     "--save_interval", 50, "--save_dir", tmp_path / "out", "--do_eval",
-                     "--seed", 0, cwd=tmp_path)
+    # 60 iterations, warm-up 30: 0.86 mIoU at iteration 50 of the config's 100 with warm-up 50
+    out = run_module("paddle_rtseg.train", "--config", config, "--iters", 60, "--log_iters", 6,
+                     "--save_interval", 30, "--save_dir", tmp_path / "out", "--do_eval",
+                     "--seed", 0, "--opts", "lr_scheduler.warmup_iters=30", cwd=tmp_path)
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-3000:]
     losses = [float(v) for v in re.findall(r"\[TRAIN\].*? loss: ([0-9.]+)", log)]
@@ -155,7 +156,7 @@ def test_tiny_mixformer_learns_the_synthetic_task(tmp_path, synthetic_root):
     assert len(losses) == 10 and len(mious) == 2
     assert np.mean(losses[-2:]) < 0.5 * losses[0], losses
     chance = all_background_miou(synthetic_root)
-    print("tiny MixFormer synthetic mIoU after 50/100 iterations:", mious, "chance:", chance)
+    print("tiny MixFormer synthetic mIoU after 30/60 iterations:", mious, "chance:", chance)
     assert mious[-1] > max(0.45, 3 * chance), (mious, chance)
 
 

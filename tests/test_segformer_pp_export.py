@@ -161,3 +161,44 @@ def test_export_form_has_materialized_filters(tiny, head, monkeypatch):
                                atol=tol)
     onnx_path = du.convert_onnx(save_dir, os.path.join(save_dir, "model.onnx"))
     np.testing.assert_allclose(du.OnnxPredictor(onnx_path)(x), expected, atol=tol)
+
+
+def test_camvid_deploy_merging_rows(tiny, tmp_path):
+    """scripts/camvid_deploy.py's token-merging table (docs/camvid.md runs it on the real-trained
+    B0) on the tiny checkpoint: every preset scored in dygraph and Paddle Inference, no merging as
+    each engine's reference (change 0, speed-up 1), both engines giving the same classes, the
+    paper's column, and the markdown section. It reuses this file's strategy exports when they ran
+    first (camvid_deploy reuses any export in ``merging_<preset>``), else exports them itself."""
+    import shutil
+    import types
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import camvid_deploy
+    config, path, tmp = tiny
+    out = tmp_path / "deploy"
+    for strategy in camvid_deploy.STRATEGIES:
+        done = tmp / ("export_" + strategy)
+        if (done / "deploy.yaml").is_file():
+            shutil.copytree(str(done), str(out / ("merging_" + strategy)))
+    model = paddle_rtseg.build_model(config)
+    paddle_rtseg.load_checkpoint(model, path)
+    model.eval()
+    rng = np.random.default_rng(3)
+    inputs = [rng.normal(size=(1, 3, 128, 128)).astype("float32") for _ in range(2)]
+    labels = [rng.integers(0, 5, (128, 128)) for _ in range(2)]
+    rows = camvid_deploy.merging(model, config, path, [], inputs, labels, 5, 255, str(out),
+                                 types.SimpleNamespace(rounds=1), size=(128, 128))
+    assert [r["strategy"] for r in rows] == list(camvid_deploy.STRATEGIES)
+    for r in rows:
+        assert r["paper_delta"] == camvid_deploy.PAPER_MERGING_DELTA.get(r["strategy"], 0.0)
+        for engine in ("dygraph", "Paddle Inference"):
+            e = r[engine]
+            assert 0 < e["miou"] <= 1 and e["latency_ms"] > 0 and np.isfinite(e["delta"]), r
+        assert abs(r["dygraph"]["miou"] - r["Paddle Inference"]["miou"]) < 1e-3, r
+    none = rows[0]
+    assert all(none[e]["delta"] == 0 and none[e]["speedup"] == 1 for e in ("dygraph",
+                                                                           "Paddle Inference"))
+    md = camvid_deploy.markdown(dict(val_every=1, val_images=2, arm_every=1, arm_images=0,
+                                     date="today", cpu="cpu", families=[dict(
+                                         name="SegFormer++ B0", weights="w", rows=[],
+                                         merging=rows)]))
+    assert "Token merging on the unmodified checkpoint" in md and "| downsample | " in md
