@@ -40,7 +40,7 @@ from ..layers.shape import spatial_size
 from ..registry import register, register_variant
 
 __all__ = ["PalQuantResNet", "PalQuantBasicBlock", "PalQuantSeg", "FirstBatchQuantizerInit",
-           "make_palquant_stage", "DEPTHS"]
+           "make_palquant_stage", "init_like_the_authors", "DEPTHS"]
 
 DEPTHS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3]}  # the authors' resnet18_quant / resnet34_quant
 
@@ -75,6 +75,23 @@ class PalQuantBasicBlock(nn.Layer):
             out = channel_shuffle(out, self.groups)
             x = self.downsample(x)
         return self.relu(out + x)
+
+
+def init_like_the_authors(layer):
+    """The authors' (torchvision's) initialisation of every sublayer of ``layer``: Kaiming-normal
+    fan-out convs (QConv included), BN 1/0, and PyTorch's default Linear (uniform
+    +-1/sqrt(fan_in))."""
+    for m in layer.sublayers(include_self=True):
+        if isinstance(m, nn.Conv2D):
+            fan_out = m.weight.shape[0] * m.weight.shape[2] * m.weight.shape[3]
+            nn.initializer.Normal(0.0, math.sqrt(2.0 / fan_out))(m.weight)
+        elif isinstance(m, nn.BatchNorm2D):
+            nn.initializer.Constant(1.0)(m.weight)
+            nn.initializer.Constant(0.0)(m.bias)
+        elif isinstance(m, nn.Linear):
+            bound = 1 / math.sqrt(m.weight.shape[0])
+            nn.initializer.Uniform(-bound, bound)(m.weight)
+            nn.initializer.Uniform(-bound, bound)(m.bias)
 
 
 def make_palquant_stage(in_channels, channels, num_blocks, stride=1, **block_args):
@@ -135,16 +152,7 @@ class PalQuantResNet(nn.Layer):
             load_pretrained(self, pretrained)
 
     def _init_weights(self):
-        """The authors' (torchvision's) initialisation: Kaiming-normal fan-out convs, BN 1/0, and
-        PyTorch's default Linear (uniform +-1/sqrt(fan_in))."""
-        for m in self.sublayers():
-            if isinstance(m, nn.Conv2D):  # QConv included
-                fan_out = m.weight.shape[0] * m.weight.shape[2] * m.weight.shape[3]
-                nn.initializer.Normal(0.0, math.sqrt(2.0 / fan_out))(m.weight)
-            elif isinstance(m, nn.Linear):
-                bound = 1 / math.sqrt(m.weight.shape[0])
-                nn.initializer.Uniform(-bound, bound)(m.weight)
-                nn.initializer.Uniform(-bound, bound)(m.bias)
+        init_like_the_authors(self)
 
     def forward_features(self, x):
         """The outputs of layer1..layer4 (strides 4, 8, 16, 32)."""

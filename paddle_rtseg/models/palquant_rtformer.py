@@ -16,8 +16,6 @@ from ``layer4`` on is RTFormer's, with its names.
 ``groups=1`` is RTFormer with plain low-bit conv stages (the baseline PalQuant compares with);
 ``weight_levels=act_levels=None`` keeps the same graph in full precision.
 """
-import math
-
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
@@ -27,7 +25,7 @@ from ..layers.cyclic_shuffle import CyclicShuffle
 from ..layers.norm import bn2d, conv2d
 from ..layers.shape import spatial_size
 from ..registry import register
-from .palquant import FirstBatchQuantizerInit, make_palquant_stage
+from .palquant import FirstBatchQuantizerInit, init_like_the_authors, make_palquant_stage
 from .rtformer import RTFormer
 
 __all__ = ["PalQuantRTFormer"]
@@ -53,12 +51,23 @@ class PalQuantRTFormer(FirstBatchQuantizerInit, RTFormer):
         if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
             raise ValueError("PalQuantRTFormer groups must be a positive integer, got {!r}".format(
                 groups))
+        # read by _build_conv_stages, which RTFormer's constructor calls (before Layer's own
+        # attribute handling exists: a plain attribute)
+        object.__setattr__(self, "_stage_args", dict(groups=groups, weight_levels=weight_levels,
+                                                     act_levels=act_levels))
         super().__init__(num_classes, pretrained=None, **rtformer_args)
-        c, g = self.base_channels, groups
-        layer_nums = rtformer_args.get("layer_nums", (2, 2, 2, 2))
-        levels = dict(groups=g, weight_levels=weight_levels, act_levels=act_levels)
         self.groups, self.weight_levels, self.act_levels = groups, weight_levels, act_levels
-        in_channels = self.conv1[0]._in_channels
+        self._track_quantizer_init(self)
+        self.pretrained = pretrained
+        if pretrained is not None:
+            from ..weights.checkpoints import load_pretrained
+            load_pretrained(self, pretrained)
+
+    def _build_conv_stages(self, in_channels, c, layer_nums):
+        """PalQuant's stages instead of RTFormer's (module docstring), initialised as the authors
+        initialise theirs."""
+        levels = self._stage_args
+        g = levels["groups"]
         self.conv1 = nn.Sequential(
             nn.Conv2D(in_channels, c, 3, stride=2, padding=1), bn2d(c), nn.ReLU(),
             nn.Conv2D(c, c * g, 3, stride=2, padding=1), bn2d(c * g), nn.ReLU())
@@ -67,35 +76,19 @@ class PalQuantRTFormer(FirstBatchQuantizerInit, RTFormer):
         self.layer2 = make_palquant_stage(c * g, 2 * c * g, layer_nums[1], 2, **levels)
         self.shuffle3 = CyclicShuffle(2 * c * g, **levels)
         self.layer3 = make_palquant_stage(2 * c * g, 4 * c * g, layer_nums[2], 2, **levels)
-        self.compression3 = nn.Sequential(bn2d(4 * c * g), nn.ReLU(), conv2d(4 * c * g, 2 * c * g, 1))
+        self.compression3 = nn.Sequential(bn2d(4 * c * g), nn.ReLU(),
+                                          conv2d(4 * c * g, 2 * c * g, 1))
         self.layer3_ = make_palquant_stage(2 * c * g, 2 * c * g, 1, **levels)
         self.merge_high = self.merge_low = None
         if g > 1:
             self.merge_high = nn.Sequential(conv2d(2 * c * g, 2 * c, 1), bn2d(2 * c))
             self.merge_low = nn.Sequential(conv2d(4 * c * g, 4 * c, 1), bn2d(4 * c))
-        self._init_stages()
-        self._track_quantizer_init(self)
-        self.pretrained = pretrained
-        if pretrained is not None:
-            from ..weights.checkpoints import load_pretrained
-            load_pretrained(self, pretrained)
 
-    def _init_stages(self):
-        """PalQuant's initialisation (Kaiming-normal fan-out) for the stem and the quantized stages;
-        RTFormer's own for the rest (done by its constructor)."""
-        names = ["conv1", "layer1", "shuffle2", "layer2", "shuffle3", "layer3", "layer3_",
-                 "compression3", "merge_high", "merge_low"]
-        for name in names:
-            layer = getattr(self, name)
-            if layer is None:
-                continue
-            for m in layer.sublayers(include_self=True):
-                if isinstance(m, nn.Conv2D):
-                    fan_out = m.weight.shape[0] * m.weight.shape[2] * m.weight.shape[3]
-                    nn.initializer.Normal(0.0, math.sqrt(2.0 / fan_out))(m.weight)
-                elif isinstance(m, nn.BatchNorm2D):
-                    nn.initializer.Constant(1.0)(m.weight)
-                    nn.initializer.Constant(0.0)(m.bias)
+    def _init_conv_stages(self):
+        for name in ["conv1", "layer1", "shuffle2", "layer2", "shuffle3", "layer3", "layer3_",
+                     "compression3", "merge_high", "merge_low"]:
+            if getattr(self, name) is not None:
+                init_like_the_authors(getattr(self, name))
 
     def forward(self, x):
         self._init_quantizers_on_first_batch(self, x)

@@ -121,15 +121,8 @@ class RTFormer(nn.Layer):
         super().__init__()
         c = base_channels
         self.base_channels = base_channels
-        self.conv1 = nn.Sequential(
-            nn.Conv2D(in_channels, c, 3, stride=2, padding=1), bn2d(c), nn.ReLU(),
-            nn.Conv2D(c, c, 3, stride=2, padding=1), bn2d(c), nn.ReLU())
         self.relu = nn.ReLU()
-        self.layer1 = make_stage(c, c, layer_nums[0])
-        self.layer2 = make_stage(c, 2 * c, layer_nums[1], stride=2)
-        self.layer3 = make_stage(2 * c, 4 * c, layer_nums[2], stride=2)
-        self.layer3_ = make_stage(2 * c, 2 * c, 1)
-        self.compression3 = nn.Sequential(bn2d(4 * c), nn.ReLU(), conv2d(4 * c, 2 * c, 1))
+        self._build_conv_stages(in_channels, c, layer_nums)
         block = dict(num_heads=num_heads, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
                      cross_size=cross_size)
         self.layer4 = RTFormerBlock([2 * c, 4 * c], [2 * c, 8 * c],
@@ -142,14 +135,30 @@ class RTFormer(nn.Layer):
         if use_aux_head:
             self.seghead_extra = SegHead(2 * c, head_channels, num_classes, lr_mult=lr_mult)
 
-        for name in ["conv1", "layer1", "layer2", "layer3", "layer3_", "compression3", "spp",
-                     "seghead"] + (["seghead_extra"] if use_aux_head else []):
+        self._init_conv_stages()
+        for name in ["spp", "seghead"] + (["seghead_extra"] if use_aux_head else []):
             getattr(self, name).apply(init_kaiming)
         for ffn in [self.layer4.mlp_l, self.layer4.mlp_h, self.layer5.mlp_l, self.layer5.mlp_h]:
             ffn.apply(init_kaiming)
         self.pretrained = pretrained
         if pretrained is not None:
             load_pretrained(self, pretrained)
+
+    def _build_conv_stages(self, in_channels, c, layer_nums):
+        """The stem and the convolutional stages up to 1/16: ``conv1 layer1 layer2 layer3 layer3_
+        compression3`` (a subclass may build them otherwise)."""
+        self.conv1 = nn.Sequential(
+            nn.Conv2D(in_channels, c, 3, stride=2, padding=1), bn2d(c), nn.ReLU(),
+            nn.Conv2D(c, c, 3, stride=2, padding=1), bn2d(c), nn.ReLU())
+        self.layer1 = make_stage(c, c, layer_nums[0])
+        self.layer2 = make_stage(c, 2 * c, layer_nums[1], stride=2)
+        self.layer3 = make_stage(2 * c, 4 * c, layer_nums[2], stride=2)
+        self.layer3_ = make_stage(2 * c, 2 * c, 1)
+        self.compression3 = nn.Sequential(bn2d(4 * c), nn.ReLU(), conv2d(4 * c, 2 * c, 1))
+
+    def _init_conv_stages(self):
+        for name in ["conv1", "layer1", "layer2", "layer3", "layer3_", "compression3"]:
+            getattr(self, name).apply(init_kaiming)
 
     def forward(self, x):
         x1 = self.layer1(self.conv1(x))                           # c, 1/4
