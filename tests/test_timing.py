@@ -1,17 +1,44 @@
 """The side-by-side timer: candidates alternate in an order shuffled per repeat, and each timed call
-waits out the previous one's spinning worker threads (paddle_rtseg/benchmarks/timing.py)."""
+waits out the previous one's spinning worker threads (paddle_rtseg/benchmarks/timing.py).
+
+The timer reads ``time.perf_counter`` and pauses with ``time.sleep``; the tests replace both with
+a virtual clock that only the candidates and the pauses advance, so a loaded machine cannot change
+what they measure (a real 10 ms sleep read 57 ms under load)."""
 import time
+
+import pytest
 
 from paddle_rtseg.benchmarks.timing import medians, round_robin
 
 
-def test_round_robin_alternates_and_pauses_before_each_call():
+@pytest.fixture
+def clock(monkeypatch):
+    """``clock.now`` in seconds; ``clock.log`` records each pause the timer takes."""
+    class Clock:
+        now = 0.0
+        log = []
+
+        def advance(self, seconds):
+            self.now += seconds
+
+    c = Clock()
+
+    def pause(seconds):
+        c.log.append(("pause", seconds))
+        c.advance(seconds)
+
+    monkeypatch.setattr(time, "perf_counter", lambda: c.now)
+    monkeypatch.setattr(time, "sleep", pause)
+    return c
+
+
+def test_round_robin_alternates_and_pauses_before_each_call(clock):
     calls = []
 
     def candidate(name, seconds):
         def run(_):
-            calls.append((name, time.perf_counter()))
-            time.sleep(seconds)
+            calls.append((name, clock.now))
+            clock.advance(seconds)
         return run
 
     times = round_robin({"a": candidate("a", 0.01), "b": candidate("b", 0.03)}, None, repeats=3,
@@ -19,12 +46,12 @@ def test_round_robin_alternates_and_pauses_before_each_call():
     names = [n for n, _ in calls]
     assert names[:2] == ["a", "b"]  # warm-up
     assert all(sorted(names[i:i + 2]) == ["a", "b"] for i in range(2, 8, 2))  # each once a repeat
+    assert [p for p in clock.log] == [("pause", 0.05)] * 6  # one pause before each timed call
     timed = [t for _, t in calls[2:]]
     assert all(later - earlier >= 0.05 for earlier, later in zip(timed, timed[1:]))
-    ms = medians(times)
-    assert len(times["a"]) == len(times["b"]) == 3
-    # the 50 ms pause is not part of the time (else a >= 60 and b >= 80)
-    assert 10 <= ms["a"] < 55 and 30 <= ms["b"] < 75
+    # the 50 ms pause is not part of the time (else a = 60 and b = 80)
+    assert times == {"a": [pytest.approx(10.0)] * 3, "b": [pytest.approx(30.0)] * 3}
+    assert medians(times) == {"a": pytest.approx(10.0), "b": pytest.approx(30.0)}
 
 
 def test_no_candidate_always_follows_the_same_one():
@@ -38,24 +65,27 @@ def test_no_candidate_always_follows_the_same_one():
     assert round_robin(candidates, None, 12, 0, 0) and calls[36:] == calls[:36]  # seeded
 
 
-def test_calls_per_turn_time_the_warm_calls_only(monkeypatch):
-    """calls=3: three back-to-back calls a turn, the first (cold: 50 ms here) not counted."""
+def test_calls_per_turn_time_the_warm_calls_only(clock, monkeypatch):
+    """calls=3: three back-to-back calls a turn, the first (cold: 50 ms here) not counted; the warm
+    ones take 10 and 20 ms, so the turn records their median, 15 ms."""
     log = []
-    real_sleep = time.sleep
 
     def candidate(_):
         cold = not log or log[-1] == "pause"
         log.append("call")
-        real_sleep(0.05 if cold else 0.01)
+        warm_calls = len(log) - 1 - max(i for i, e in enumerate(log) if e == "pause") - 1
+        clock.advance(0.05 if cold else 0.01 * warm_calls)
+
+    real_pause = time.sleep
 
     def pause(seconds):
         log.append("pause")
-        real_sleep(seconds)
+        real_pause(seconds)
 
-    monkeypatch.setattr(time, "sleep", pause)  # the timer's pause between turns
+    monkeypatch.setattr(time, "sleep", pause)
     times = round_robin({"a": candidate}, None, repeats=4, warmup=0, settle_s=0.02, calls=3)
     assert log == ["pause", "call", "call", "call"] * 4
-    assert len(times["a"]) == 4 and all(9 <= t < 40 for t in times["a"]), times
+    assert times == {"a": [pytest.approx(15.0)] * 4}, times
     log.clear()
     single = round_robin({"a": candidate}, None, repeats=2, warmup=0, settle_s=0.02)
-    assert all(t >= 50 for t in single["a"]), single  # calls=1: the single (cold) call
+    assert single == {"a": [pytest.approx(50.0)] * 2}, single  # calls=1: the single (cold) call
