@@ -45,6 +45,7 @@ def register_variant(component_manager, cls, name, settings, doc):
     build.__name__ = build.__qualname__ = name
     build.__doc__ = doc
     build.__module__ = cls.__module__
+    build.component_class = cls  # class-level facts (e.g. lite_arm_int8_float_ops) of the variant
     return register(component_manager)(build)
 
 

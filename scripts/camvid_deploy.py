@@ -148,8 +148,11 @@ def run_quantize(config, weights, out, opts, calib_batches):
     import paddle_rtseg_runtime as du
     if not os.path.isfile(os.path.join(out, "ptq_int8", "deploy.yaml")):
         _quantize(config, weights, out, opts, calib_batches)
+    from paddle_rtseg.quantization.ptq import LITE_ARM_PTQ
     for _, tag, folder, quant in ARM_NBS:
         nb = os.path.join(out, "lite_{}_arm".format(tag))
+        if folder == "ptq_int8" and os.path.isdir(os.path.join(out, LITE_ARM_PTQ)):
+            folder = LITE_ARM_PTQ  # the model keeps some ops float on ARM (quantize's step 4)
         if not os.path.isfile(nb + ".nb"):
             du.convert_lite(os.path.join(out, folder), nb, "arm", quant)
 

@@ -390,7 +390,6 @@ def test_int8_bisect_script_runs_a_chosen_subset_on_the_arm_kernels(exported, tm
     """scripts/arm_int8_bisect.py (docs/camvid.md: which int8 layers crash MixFormer-B0's PTQ .nb)
     on the tiny MixFormer export: convs and the first two linear layers in int8, the attention
     matmuls in float, one input through the ARM kernels; bad arguments refused before any work."""
-    from paddle_rtseg_runtime.program import read_program
     model_dir = exported[1]["mixformer", "none"][0]
     proc = subprocess.run([sys.executable, BISECT, "--model_dir", model_dir, "--shape", "1", "3",
                            "64", "96", "--linears", "0-2", "--save_dir", str(tmp_path)],
@@ -398,17 +397,60 @@ def test_int8_bisect_script_runs_a_chosen_subset_on_the_arm_kernels(exported, tm
     assert proc.returncode == 0, proc.stderr[-3000:]
     name = "conv2d+depthwise_conv2d+matmul_v2_attn-false_lin-0-2"
     assert "{} at 1x3x64x96: ok, output [1, ".format(name) in proc.stdout, proc.stdout
-    ops = read_program(str(tmp_path / name / "model.pdmodel")).blocks[0].ops
-    made_by = {n: op.type for op in ops for a in op.outputs for n in a.arguments}
-    int8_input = {op.type: 0 for op in ops}  # ops whose X/Input Paddle's PTQ quantizes to int8
-    for op in ops:
-        for a in op.inputs:
-            if a.parameter in ("X", "Input") and a.arguments and \
-                    made_by.get(a.arguments[0]) == "fake_quantize_range_abs_max":
-                int8_input[op.type] += 1
+    int8_input = _int8_input_ops(str(tmp_path / name / "model.pdmodel"))
     assert int8_input["matmul_v2"] == 2 and int8_input["conv2d"] > 0, int8_input
     for args, message in ((["--linears", "5-2"], "--linears takes A-B"),
                           (["--model_dir", str(tmp_path)], "has no model.pdmodel")):
         proc = subprocess.run([sys.executable, BISECT, "--model_dir", model_dir, "--shape", "1", "3",
                                "8", "8", *args], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
+
+
+def _int8_input_ops(model_file):
+    """``{op type: how many of them Paddle's PTQ feeds an int8 X/Input}``."""
+    from paddle_rtseg_runtime.program import read_program
+    ops = read_program(model_file).blocks[0].ops
+    made_by = {n: op.type for op in ops for a in op.outputs for n in a.arguments}
+    counts = {op.type: 0 for op in ops}
+    for op in ops:
+        for a in op.inputs:
+            if a.parameter in ("X", "Input") and a.arguments and \
+                    made_by.get(a.arguments[0], "").startswith("fake_quantize"):
+                counts[op.type] += 1
+    return counts
+
+
+@needs_arm
+def test_quantize_keeps_mixformer_linears_float_on_arm(exported, arm_tools, synthetic_root,
+                                                       tmp_path):
+    """MixFormer records that its int8 linear layers crash Lite's ARM kernels at 360x480
+    (``lite_arm_int8_float_ops``, docs/camvid.md): ``quantize --evaluate false`` on the tiny
+    MixFormer writes ``ptq_int8/`` with its linear layers in int8 for the host engines and
+    ``ptq_int8_lite_arm/`` with them in float and the convolutions in int8; the ARM .nb made from
+    that one runs on the ARM kernels and keeps the fp32 .nb's classes on most pixels."""
+    from conftest import run_module
+    config, overrides = FAMILIES["mixformer"]
+    fp32_dir, fp32_nb = exported[1]["mixformer", "none"]
+    weights = os.path.join(os.path.dirname(os.path.dirname(fp32_dir)), "mixformer.pdparams")
+    data = ["{}.dataset_root={}".format(split, synthetic_root)
+            for split in ("train_dataset", "val_dataset")]
+    q = tmp_path / "q"
+    proc = run_module("paddle_rtseg.quantize", "--config", config, "--model_path", weights,
+                      "--save_dir", q, "--calib_batches", 2, "--evaluate", "false",
+                      "--threads", 1, "--opts", *data,
+                      *["model.{}={}".format(k, v) for k, v in overrides.items()],
+                      cwd=ROOT, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "matmul_v2 in float" in proc.stdout, proc.stdout[-2000:]
+    host = _int8_input_ops(str(q / "ptq_int8" / "model.pdmodel"))
+    arm = _int8_input_ops(str(q / "ptq_int8_lite_arm" / "model.pdmodel"))
+    assert host["matmul_v2"] > 0 and host["conv2d"] > 0, host
+    assert arm["matmul_v2"] == 0 and arm["conv2d"] == host["conv2d"] > 0, arm
+    assert du.read_deploy_yaml(str(q / "ptq_int8_lite_arm"))["transforms"] == \
+        du.read_deploy_yaml(fp32_dir)["transforms"]
+    nb = du.convert_lite(str(q / "ptq_int8_lite_arm"), str(q / "lite_ptq_arm"), "arm")
+    x = np.random.RandomState(0).randn(1, 3, 64, 96).astype("float32")
+    int8, fp32 = (lite_arm.run_raw(path, [x], arm_tools)[0] for path in (nb, fp32_nb))
+    agree = float((int8.argmax(1) == fp32.argmax(1)).mean())
+    print("tiny MixFormer, ARM PTQ int8 (linears float) vs fp32: {:.1%} of pixels agree".format(agree))
+    assert int8.shape == fp32.shape and agree > 0.8, agree

@@ -21,6 +21,10 @@
    again, as long as step 2 took for that algorithm.
 4. ``paddle_lite_opt`` to ARM ``.nb`` for fp32, PTQ int8 and weight-only int8
    (``--quant_model=true --quant_type=QUANT_INT8``), plus x86 ``.nb`` where x86 kernels exist.
+   A model whose int8 layers of some op type crash Lite's ARM kernels says so
+   (``lite_arm_int8_float_ops``, MixFormer's linear layers): its ARM PTQ ``.nb`` is made from a
+   second PTQ with those ops in float, ``DIR/ptq_int8_lite_arm`` (written even with
+   ``--evaluate false``).
 A PalQuant model (``RTSeg_PalQuantSeg``) is quantized exactly instead
 (:mod:`paddle_rtseg.quantization.palquant_int8`): its low-bit convolutions become int8 convolutions
 whose scales make the low-bit integers exact, every other layer stays fp32, nothing is calibrated
@@ -36,12 +40,15 @@ with ``FLAGS_enable_pir_api=0`` when needed.
 """
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 
 import paddle_rtseg_runtime as du
 from paddle_rtseg.cli.deploy_all import format_table
-from paddle_rtseg.quantization.ptq import (ALGOS, DEFAULT_ALGO, KL_NOTE, WHY_DEFAULT, lite_x86_miou, miou, post_training_quantize)
+from paddle_rtseg.quantization.ptq import (ALGOS, DEFAULT_ALGO, KL_NOTE, LITE_ARM_PTQ,
+                                           QUANTIZABLE_OPS, WHY_DEFAULT, lite_arm_float_ops,
+                                           lite_x86_miou, miou, post_training_quantize)
 
 
 def _size_mb(path):
@@ -132,6 +139,23 @@ def _run(args):
               .format("exact int8" if exact else "PTQ --algo " + args.algo[0], made["qdq"],
                       os.path.join(finals[args.algo[0]],
                                    os.path.basename(du.openvino_int8_paths(ptq_dir)[0]))))
+    arm_float = () if exact else lite_arm_float_ops(cfg.dic["model"])
+    arm_dir = None  # the int8 program for Lite's ARM kernels where it differs from ptq_int8/
+    if arm_float:
+        arm_final = os.path.join(args.save_dir, LITE_ARM_PTQ)
+        start = time.perf_counter()
+        arm_dir = post_training_quantize(
+            fp32_dir, staging(arm_final), calib, args.algo[0],
+            op_types=[t for t in QUANTIZABLE_OPS if t not in arm_float])
+        made["arm"] = time.perf_counter() - start
+        print("PTQ --algo {} for Paddle Lite's ARM kernels with {} in float (this model's int8 {} "
+              "crash Lite 2.13's ARM kernels): {:.1f} s -> {}".format(
+                  args.algo[0], ", ".join(arm_float), ", ".join(arm_float), made["arm"],
+                  arm_final))
+        publish(arm_dir, arm_final)
+        arm_dir = arm_final
+    elif os.path.isdir(os.path.join(args.save_dir, LITE_ARM_PTQ)):  # an earlier model's
+        shutil.rmtree(os.path.join(args.save_dir, LITE_ARM_PTQ))
     for algo in args.algo:  # every file made: each folder appears complete, deploy.yaml last
         publish(ptq_dirs[algo], finals[algo])
         ptq_dirs[algo] = finals[algo]
@@ -175,7 +199,7 @@ def _run(args):
         first = i == 0
         name = "exact int8 (PalQuant)" if exact else "PTQ int8 ({})".format(algo)
         variants.append((name, "Paddle Inference oneDNN int8", pi(d, "int8"), PI, made[algo],
-                         params(d), lite(d, "arm", tag="ptq") if first else None,
+                         params(d), lite(arm_dir or d, "arm", tag="ptq") if first else None,
                          lite(d, "x86", tag="ptq") if first else None))
         variants.append((name, "Paddle Inference (simulated int8)",
                          lambda d=d: du.PaddleInferencePredictor(d, use_mkldnn=False,

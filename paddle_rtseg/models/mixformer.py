@@ -128,6 +128,14 @@ class MixFormer(nn.Layer):
             a backbone ``.pdparams``.
     """
 
+    # Op types that ``python -m paddle_rtseg.quantize`` leaves in float in the int8 program it
+    # converts for Paddle Lite's ARM kernels (:func:`paddle_rtseg.quantization.ptq.lite_arm_float_ops`).
+    # Measured with scripts/arm_int8_bisect.py on MixFormer-B0 (docs/camvid.md): with its linear
+    # layers (matmul_v2 with a weight, whether on 4-D or flattened 2-D tokens) in int8, Lite 2.13's
+    # ARM int8 GEMM reads past the end of a buffer and the process dies by SIGSEGV at 352x480 and
+    # 360x480 (it computed right up to 192x256); with only the convolutions in int8 it runs.
+    lite_arm_int8_float_ops = ("matmul_v2",)
+
     def __init__(self, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7,
                  dwconv_kernel_size=3, mlp_ratio=4.0, qkv_bias=True, qk_scale=None, drop_rate=0.0,
                  attn_drop_rate=0.0, drop_path_rate=0.1, patch_norm=True, in_channels=3,

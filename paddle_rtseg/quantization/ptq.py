@@ -67,6 +67,30 @@ class _Progress:
 
 
 QUANTIZABLE_OPS = ("conv2d", "depthwise_conv2d", "matmul_v2")
+# the folder ``quantize`` writes the ARM PTQ program to when the model keeps ops float on ARM
+LITE_ARM_PTQ = "ptq_int8_lite_arm"
+
+
+def lite_arm_float_ops(model_cfg):
+    """Op types the int8 program for Paddle Lite's ARM kernels keeps in float for the model of
+    ``model_cfg`` (a config's ``model`` dict): the union of ``lite_arm_int8_float_ops`` over the
+    registered components it names (the model, its backbone, head...), a model's own record of an
+    int8 kernel that crashes Lite (e.g. :class:`paddle_rtseg.models.mixformer.MixFormer`)."""
+    from paddleseg.cvlibs import manager
+    components = {}
+    for m in (manager.MODELS, manager.BACKBONES):
+        components.update(m.components_dict)
+    found, stack = set(), [model_cfg]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            component = components.get(node.get("type")) if isinstance(node.get("type"), str) else None
+            component = getattr(component, "component_class", component)
+            found.update(getattr(component, "lite_arm_int8_float_ops", ()))
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
+    return tuple(op for op in QUANTIZABLE_OPS if op in found)
 
 
 def post_training_quantize(fp32_dir, out_dir, calib_batches, algo, log=print, qdq=False,
