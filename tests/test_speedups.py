@@ -4,6 +4,9 @@
   the same training forward/backward at 1 and at 2 threads, per family.
 * ``paddle.jit.to_static`` (PaddleSeg's ``to_static_training``, and val/predict): the converted
   model against the dygraph one on the same weights, per family.
+* PalQuant's rounding in two float32 ops (``round_to_levels``) against the floor-based
+  ``round_half_even``: the same values on every tie and its neighbours, and the same logits and
+  gradients of a PalQuant ResNet in training and eval mode (exactly: the rounding is exact).
 
 The models are the benchmark's (``paddle_rtseg.benchmarks.bench_train.build_ours``) at tiny widths.
 Train mode: dropout and drop path draw the same masks because the seed is reset before each pass;
@@ -111,3 +114,32 @@ def test_cpu_threads_flag_values(monkeypatch):
     for bad in ("0", "-1", "two"):
         with pytest.raises(ValueError, match="--cpu_threads must be 'auto' or an integer >= 1"):
             cpu_threads.resolve(bad)
+
+
+def test_palquant_fast_rounding_is_exact(monkeypatch):
+    import paddle_rtseg.layers.palquant_conv as pq
+    halves = np.arange(0, 2 ** 12, 0.5, dtype=np.float32)  # every tie up to 4095.5, and neighbours
+    values = np.concatenate([halves, np.nextafter(halves, np.float32(-1)),
+                             np.nextafter(halves, np.float32(2 ** 13)),
+                             np.random.default_rng(0).uniform(0, 255, 10 ** 5).astype("float32")])
+    v = paddle.to_tensor(values)
+    expected = np.round(values)  # numpy rounds ties to even, as torch.round
+    np.testing.assert_array_equal(pq.round_to_levels(v).numpy(), expected)
+    np.testing.assert_array_equal(pq.round_half_even(v).numpy(), expected)
+    np.testing.assert_array_equal(pq.round_to_levels(v.astype("float64")).numpy(), expected)
+
+    x, y = _batch("palquant")
+    model = _model("palquant", x)
+    fast = _logits_and_grads(model, model, "palquant", x, y)
+    model.eval()
+    with paddle.no_grad():
+        fast_eval = model(x).numpy()
+    monkeypatch.setattr(pq, "round_to_levels", pq.round_half_even)  # the plain path
+    plain = _logits_and_grads(model, model, "palquant", x, y)
+    model.eval()
+    with paddle.no_grad():
+        plain_eval = model(x).numpy()
+    assert sorted(fast) == sorted(plain) and len(plain) > 2
+    for key, ref in plain.items():
+        np.testing.assert_array_equal(fast[key], ref, err_msg=key)
+    np.testing.assert_array_equal(fast_eval, plain_eval)

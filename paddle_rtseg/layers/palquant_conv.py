@@ -43,8 +43,9 @@ from .materialize import exporting, materialize
 
 INTEGER_WEIGHT_PREFIX = "palquant_integer_weight"  # names of the exported integer filters
 
-__all__ = ["QConv", "QConv1x1", "QConv3x3", "clamp01", "ste_round", "quantize_weight",
-           "quantize_act", "init_quantizers", "split_quantizer_parameters", "QUANTIZER_PARAMETERS"]
+__all__ = ["QConv", "QConv1x1", "QConv3x3", "clamp01", "round_half_even", "round_to_levels",
+           "ste_round", "quantize_weight", "quantize_act", "init_quantizers",
+           "split_quantizer_parameters", "QUANTIZER_PARAMETERS"]
 
 QUANTIZER_PARAMETERS = ("lW", "uW", "lA", "uA", "output_scale")
 
@@ -68,13 +69,31 @@ def round_half_even(v):
     return r + (frac > 0.5).astype(v.dtype) + (frac == 0.5).astype(v.dtype) * odd
 
 
+# 1.5 * 2**23: a float32 of that size has no fraction bits, so ``v + ROUNDER`` is rounded to an
+# integer by the addition itself, to nearest with ties to even (IEEE 754's default mode)
+ROUNDER = 12582912.0
+
+
+def round_to_levels(v):
+    """:func:`round_half_even` in two float32 ops, ``(v + 1.5 * 2**23) - 1.5 * 2**23``: the same
+    values for |v| <= 2**22 (every level index here: ``clip(., 0, 1) * (levels - 1)``), 25-30x
+    faster in dygraph (1M values: 0.24 ms against 6.8 ms; a PalQuant ResNet-18's inference
+    0.76x, its training forward+backward 0.85x; docs/training_speed.md). Dygraph and training
+    only: a graph optimizer may fold ``(v + c) - c`` to ``v`` (OpenVINO merges additions of
+    constants), so the exported integer form keeps :func:`round_half_even`. Other dtypes (AMP's
+    float16/bfloat16, float64) take :func:`round_half_even` too: the constant is float32's."""
+    if v.dtype != paddle.float32:
+        return round_half_even(v)
+    return (v + ROUNDER) - ROUNDER
+
+
 def ste_round(v, levels):
     """``round(v * (levels - 1)) / (levels - 1)`` forward (ties to even, ``torch.round``), identity
     backward (straight-through).
 
     ``v + (q - v).detach()`` equals ``q`` exactly: for ``v`` within half a step of ``q > 0``,
     ``q / 2 <= v <= 2 q`` so ``q - v`` is exact (Sterbenz), and so is the sum."""
-    q = round_half_even(v * (levels - 1)) / (levels - 1)
+    q = round_to_levels(v * (levels - 1)) / (levels - 1)
     return v + (q - v).detach()
 
 
@@ -82,7 +101,7 @@ def _to_levels(v, levels, differentiable):
     if differentiable:
         return ste_round(clamp01(v), levels)
     # the same values with a few ops (eval / export): clip, and rounding without the STE terms
-    return round_half_even(paddle.clip(v, 0.0, 1.0) * (levels - 1)) / (levels - 1)
+    return round_to_levels(paddle.clip(v, 0.0, 1.0) * (levels - 1)) / (levels - 1)
 
 
 def quantize_weight(weight, lower, upper, levels, differentiable=True):
