@@ -139,7 +139,7 @@ def _run(args):
               .format("exact int8" if exact else "PTQ --algo " + args.algo[0], made["qdq"],
                       os.path.join(finals[args.algo[0]],
                                    os.path.basename(du.openvino_int8_paths(ptq_dir)[0]))))
-    arm_float = () if exact else lite_arm_float_ops(cfg.dic["model"])
+    arm_float = () if exact or not args.lite else lite_arm_float_ops(cfg.dic["model"])
     arm_dir = None  # the int8 program for Lite's ARM kernels where it differs from ptq_int8/
     if arm_float:
         arm_final = os.path.join(args.save_dir, LITE_ARM_PTQ)
