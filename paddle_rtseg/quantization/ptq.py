@@ -74,7 +74,7 @@ LITE_ARM_PTQ = "ptq_int8_lite_arm"
 def lite_arm_float_ops(model_cfg):
     """Op types the int8 program for Paddle Lite's ARM kernels keeps in float for the model of
     ``model_cfg`` (a config's ``model`` dict): the union of ``lite_arm_int8_float_ops`` over the
-    registered components it names (the model, its backbone, head...), a model's own record of an
+    registered models and backbones it names (its type, its backbone's), a model's own record of an
     int8 kernel that crashes Lite (e.g. :class:`paddle_rtseg.models.mixformer.MixFormer`)."""
     from paddleseg.cvlibs import manager
     components = {}
