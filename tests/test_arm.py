@@ -452,5 +452,6 @@ def test_quantize_keeps_mixformer_linears_float_on_arm(exported, arm_tools, synt
     x = np.random.RandomState(0).randn(1, 3, 64, 96).astype("float32")
     int8, fp32 = (lite_arm.run_raw(path, [x], arm_tools)[0] for path in (nb, fp32_nb))
     agree = float((int8.argmax(1) == fp32.argmax(1)).mean())
-    print("tiny MixFormer, ARM PTQ int8 (linears float) vs fp32: {:.1%} of pixels agree".format(agree))
+    print("tiny MixFormer, ARM PTQ int8 (linears float) vs fp32: {:.1%} of pixels agree"
+          .format(agree))
     assert int8.shape == fp32.shape and agree > 0.8, agree

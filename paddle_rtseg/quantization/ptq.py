@@ -84,7 +84,8 @@ def lite_arm_float_ops(model_cfg):
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
-            component = components.get(node.get("type")) if isinstance(node.get("type"), str) else None
+            kind = node.get("type")
+            component = components.get(kind) if isinstance(kind, str) else None
             component = getattr(component, "component_class", component)
             found.update(getattr(component, "lite_arm_int8_float_ops", ()))
             stack.extend(node.values())
