@@ -144,17 +144,22 @@ ARM_NBS = (("Paddle Lite ARM fp32", "fp32", "fp32", None),
 
 def run_quantize(config, weights, out, opts, calib_batches):
     """``quantize``'s models in ``out``, then the ARM ``.nb`` of fp32, PTQ int8 and weight-only int8
-    (``quantize --evaluate false`` stops before its Lite step)."""
+    (``quantize --evaluate false`` stops before its Lite step). An earlier run's outputs are kept,
+    unless they lack the ARM program a model that keeps ops float on ARM needs (written before
+    quantize made one) or a ``.nb`` is older than the program it comes from."""
+    import paddle_rtseg
     import paddle_rtseg_runtime as du
-    if not os.path.isfile(os.path.join(out, "ptq_int8", "deploy.yaml")):
+    from paddle_rtseg.quantization.ptq import LITE_ARM_PTQ, lite_arm_float_ops, lite_arm_ptq_dir
+    keeps_float = lite_arm_float_ops(paddle_rtseg.load_config(config, opts=opts).dic["model"])
+    if not os.path.isfile(os.path.join(out, "ptq_int8", "deploy.yaml")) or \
+            (keeps_float and not os.path.isfile(os.path.join(out, LITE_ARM_PTQ, "deploy.yaml"))):
         _quantize(config, weights, out, opts, calib_batches)
-    from paddle_rtseg.quantization.ptq import LITE_ARM_PTQ
     for _, tag, folder, quant in ARM_NBS:
         nb = os.path.join(out, "lite_{}_arm".format(tag))
-        if folder == "ptq_int8" and os.path.isdir(os.path.join(out, LITE_ARM_PTQ)):
-            folder = LITE_ARM_PTQ  # the model keeps some ops float on ARM (quantize's step 4)
-        if not os.path.isfile(nb + ".nb"):
-            du.convert_lite(os.path.join(out, folder), nb, "arm", quant)
+        source = lite_arm_ptq_dir(out) if folder == "ptq_int8" else os.path.join(out, folder)
+        if not os.path.isfile(nb + ".nb") or \
+                os.path.getmtime(nb + ".nb") < os.path.getmtime(os.path.join(source, "model.pdmodel")):
+            du.convert_lite(source, nb, "arm", quant)
 
 
 def _quantize(config, weights, out, opts, calib_batches):

@@ -60,3 +60,34 @@ def test_profile_lists_operators(tmp_path, capsys):
     assert any(name.startswith("conv2d") for name in ops)
     assert any(name.endswith("GradNode") or "GradNode" in name for name in ops)
     assert "profile seaformer (2 steps, batch 1 at 32px" in capsys.readouterr().out
+
+
+def test_dygraph_probes_script_reports_each_probe():
+    """scripts/dygraph_probes.py (docs/training_speed.md's per-layer and A/B numbers), at a small
+    input: the rounding A/B runs both roundings on equal results, the layer probe lists every
+    convolution slowest first, the oneDNN probe prints both times and the difference."""
+    import re
+    import subprocess
+    import sys
+    from conftest import ROOT
+    script = os.path.join(ROOT, "scripts", "dygraph_probes.py")
+
+    def probe(*args):
+        proc = subprocess.run([sys.executable, script, *args, "--size", "64", "--repeats", "1"],
+                              capture_output=True, text=True, timeout=600, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    out = probe("rounding")
+    assert re.search(r"inference 64x64: fast [\d.]+ ms, floor-based [\d.]+ ms, ratio", out), out
+    assert "training forward+backward 2x224x224: fast" in out, out
+    out = probe("layers", "--family", "palquant", "--top", "1000")
+    assert "conv1 7x7 groups 1 filter [32, 3, 7, 7] stride [2, 2]" in out, out
+    ms = [float(line.split()[0]) for line in out.splitlines() if line.startswith("  ")]
+    assert len(ms) > 20 and ms == sorted(ms, reverse=True), out  # every conv, slowest first
+    assert len(probe("layers", "--family", "palquant", "--top", "3").splitlines()) == 4
+    out = probe("onednn", "--family", "seaformer")
+    assert re.search(r"FLAGS_use_mkldnn off [\d.]+ ms, on [\d.]+ ms, max \|output diff\|", out), out
+    proc = subprocess.run([sys.executable, script, "layers", "--size", "8"], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2 and "--size needs at least 32" in proc.stderr

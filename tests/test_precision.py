@@ -198,6 +198,8 @@ def test_quantize_reports_every_variant(trained_tiny):
     # (tests/test_arm.py: MixFormer's ptq_int8_lite_arm/)
     assert not os.path.exists(os.path.join(q, "ptq_int8_lite_arm")) and \
         "for Paddle Lite's ARM kernels with" not in stdout
+    from paddle_rtseg.quantization.ptq import lite_arm_ptq_dir
+    assert lite_arm_ptq_dir(q) == os.path.join(q, "ptq_int8")
     rows = [[c.strip() for c in line.strip().strip("|").split("|")]
             for line in stdout.splitlines() if line.startswith("|")]
     # every int8 path runs on every CPU with its kernels (AVX2 and up): a row with an mIoU

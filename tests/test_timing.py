@@ -1,34 +1,37 @@
 """The side-by-side timer: candidates alternate in an order shuffled per repeat, and each timed call
 waits out the previous one's spinning worker threads (paddle_rtseg/benchmarks/timing.py).
 
-The timer reads ``time.perf_counter`` and pauses with ``time.sleep``; the tests replace both with
-a virtual clock that only the candidates and the pauses advance, so a loaded machine cannot change
+The timer reads ``time.perf_counter`` and pauses with ``time.sleep``; the tests replace its ``time``
+with a virtual clock that only the candidates and the pauses advance, so a loaded machine cannot change
 what they measure (a real 10 ms sleep read 57 ms under load)."""
-import time
+import types
 
 import pytest
 
+from paddle_rtseg.benchmarks import timing
 from paddle_rtseg.benchmarks.timing import medians, round_robin
+
+
+class Clock:
+    """Seconds that pass only when ``advance`` or ``pause`` says so; ``log`` records each pause."""
+
+    def __init__(self):
+        self.now, self.log = 0.0, []
+
+    def advance(self, seconds):
+        self.now += seconds
+
+    def pause(self, seconds):
+        self.log.append(("pause", seconds))
+        self.advance(seconds)
 
 
 @pytest.fixture
 def clock(monkeypatch):
-    """``clock.now`` in seconds; ``clock.log`` records each pause the timer takes."""
-    class Clock:
-        now = 0.0
-        log = []
-
-        def advance(self, seconds):
-            self.now += seconds
-
     c = Clock()
-
-    def pause(seconds):
-        c.log.append(("pause", seconds))
-        c.advance(seconds)
-
-    monkeypatch.setattr(time, "perf_counter", lambda: c.now)
-    monkeypatch.setattr(time, "sleep", pause)
+    # the timer module's own name ``time`` becomes this clock (the real module stays untouched)
+    monkeypatch.setattr(timing, "time", types.SimpleNamespace(perf_counter=lambda: c.now,
+                                                              sleep=lambda s: c.pause(s)))
     return c
 
 
@@ -65,7 +68,7 @@ def test_no_candidate_always_follows_the_same_one():
     assert round_robin(candidates, None, 12, 0, 0) and calls[36:] == calls[:36]  # seeded
 
 
-def test_calls_per_turn_time_the_warm_calls_only(clock, monkeypatch):
+def test_calls_per_turn_time_the_warm_calls_only(clock):
     """calls=3: three back-to-back calls a turn, the first (cold: 50 ms here) not counted; the warm
     ones take 10 and 20 ms, so the turn records their median, 15 ms."""
     log = []
@@ -76,13 +79,13 @@ def test_calls_per_turn_time_the_warm_calls_only(clock, monkeypatch):
         warm_calls = len(log) - 1 - max(i for i, e in enumerate(log) if e == "pause") - 1
         clock.advance(0.05 if cold else 0.01 * warm_calls)
 
-    real_pause = time.sleep
+    clock_pause = clock.pause
 
     def pause(seconds):
         log.append("pause")
-        real_pause(seconds)
+        clock_pause(seconds)
 
-    monkeypatch.setattr(time, "sleep", pause)
+    clock.pause = pause
     times = round_robin({"a": candidate}, None, repeats=4, warmup=0, settle_s=0.02, calls=3)
     assert log == ["pause", "call", "call", "call"] * 4
     assert times == {"a": [pytest.approx(15.0)] * 4}, times

@@ -48,7 +48,8 @@ import paddle_rtseg_runtime as du
 from paddle_rtseg.cli.deploy_all import format_table
 from paddle_rtseg.quantization.ptq import (ALGOS, DEFAULT_ALGO, KL_NOTE, LITE_ARM_PTQ,
                                            QUANTIZABLE_OPS, WHY_DEFAULT, lite_arm_float_ops,
-                                           lite_x86_miou, miou, post_training_quantize)
+                                           lite_arm_ptq_dir, lite_x86_miou, miou,
+                                           post_training_quantize)
 
 
 def _size_mb(path):
@@ -140,8 +141,7 @@ def _run(args):
                       os.path.join(finals[args.algo[0]],
                                    os.path.basename(du.openvino_int8_paths(ptq_dir)[0]))))
     arm_float = () if exact or not args.lite else lite_arm_float_ops(cfg.dic["model"])
-    arm_dir = None  # the int8 program for Lite's ARM kernels where it differs from ptq_int8/
-    if arm_float:
+    if arm_float:  # the int8 program for Lite's ARM kernels differs from ptq_int8/
         arm_final = os.path.join(args.save_dir, LITE_ARM_PTQ)
         start = time.perf_counter()
         arm_dir = post_training_quantize(
@@ -153,7 +153,6 @@ def _run(args):
                   args.algo[0], ", ".join(arm_float), ", ".join(arm_float), made["arm"],
                   arm_final))
         publish(arm_dir, arm_final)
-        arm_dir = arm_final
     elif os.path.isdir(os.path.join(args.save_dir, LITE_ARM_PTQ)):  # an earlier model's
         shutil.rmtree(os.path.join(args.save_dir, LITE_ARM_PTQ))
     for algo in args.algo:  # every file made: each folder appears complete, deploy.yaml last
@@ -199,7 +198,8 @@ def _run(args):
         first = i == 0
         name = "exact int8 (PalQuant)" if exact else "PTQ int8 ({})".format(algo)
         variants.append((name, "Paddle Inference oneDNN int8", pi(d, "int8"), PI, made[algo],
-                         params(d), lite(arm_dir or d, "arm", tag="ptq") if first else None,
+                         params(d), lite(lite_arm_ptq_dir(args.save_dir), "arm", tag="ptq")
+                         if first else None,
                          lite(d, "x86", tag="ptq") if first else None))
         variants.append((name, "Paddle Inference (simulated int8)",
                          lambda d=d: du.PaddleInferencePredictor(d, use_mkldnn=False,

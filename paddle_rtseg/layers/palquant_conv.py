@@ -76,11 +76,12 @@ ROUNDER = 12582912.0
 
 def round_to_levels(v):
     """:func:`round_half_even` in two float32 ops, ``(v + 1.5 * 2**23) - 1.5 * 2**23``: the same
-    values for |v| <= 2**22 (every level index here: ``clip(., 0, 1) * (levels - 1)``), 25-30x
-    faster in dygraph (1M values: 0.24 ms against 6.8 ms; a PalQuant ResNet-18's inference
-    0.76x, its training forward+backward 0.85x; docs/training_speed.md). Dygraph and training
-    only: a graph optimizer may fold ``(v + c) - c`` to ``v`` (OpenVINO merges additions of
-    constants), so the exported integer form keeps :func:`round_half_even`. Other dtypes (AMP's
+    values for |v| <= 2**22 (every level index here: ``clip(., 0, 1) * (levels - 1)``), and
+    faster (a PalQuant ResNet-18's dygraph inference 0.75-0.80x, its training forward+backward
+    0.85-0.90x: ``scripts/dygraph_probes.py rounding``, docs/training_speed.md). Used in dygraph
+    and in ``to_static``'s programs (Paddle's executor runs both ops); another engine's graph
+    optimizer may fold ``(v + c) - c`` to ``v`` (OpenVINO merges additions of constants), so the
+    exported integer form keeps :func:`round_half_even`. Other dtypes (AMP's
     float16/bfloat16, float64) take :func:`round_half_even` too: the constant is float32's."""
     if v.dtype != paddle.float32:
         return round_half_even(v)

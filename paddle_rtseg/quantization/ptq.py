@@ -94,6 +94,15 @@ def lite_arm_float_ops(model_cfg):
     return tuple(op for op in QUANTIZABLE_OPS if op in found)
 
 
+def lite_arm_ptq_dir(save_dir):
+    """The int8 program of a ``quantize`` run in ``save_dir`` to convert for Lite's ARM kernels:
+    ``ptq_int8_lite_arm/`` where the model keeps ops float on ARM, else ``ptq_int8/``."""
+    arm = os.path.join(save_dir, LITE_ARM_PTQ)
+    if os.path.isfile(os.path.join(arm, "deploy.yaml")):
+        return arm
+    return os.path.join(save_dir, "ptq_int8")
+
+
 def post_training_quantize(fp32_dir, out_dir, calib_batches, algo, log=print, qdq=False,
                            reduce_range=False, op_types=QUANTIZABLE_OPS, skip_tensors=None,
                            adjust=None, weight_bits=None):
