@@ -30,7 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 FAMILY_CONFIGS = {
-    "rtformer": "configs/rtformer/rtformer_slim_camvid_480x360_2k.yml",
+    "rtformer": "configs/rtformer/rtformer_slim_camvid_480x360_1k.yml",
     "seaformer": "configs/seaformer/seaformer_tiny_camvid_480x360_3k.yml",
     "segformer_pp": "configs/segformer_pp/segformer_pp_b0_camvid_480x360_1k.yml",
     "mixformer": "configs/mixformer/mixformer_b0_camvid_480x360_1k.yml",

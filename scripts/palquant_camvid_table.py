@@ -13,7 +13,7 @@ Two families of variants:
   (``--opts model.backbone.groups=G ...weight_levels=L ...act_levels=L``) and the cosine schedule
   fitted to ``--iters`` (``lr_scheduler.T_max``).
 * RTFormer-Slim (``rtformer_fp32 rtformer_w2a2 rtformer_g2w2a2``): RTFormer's CamVid config
-  (``configs/rtformer/rtformer_slim_camvid_480x360_2k.yml``) against
+  (``configs/rtformer/rtformer_slim_camvid_480x360_1k.yml``) against
   ``configs/palquant/palquant_rtformer_slim_g2w2a2_camvid_480x360_2k.yml`` (the same recipe, its
   conv stages W2A2 with G = 1 or 2 parallel groups; ``model.groups=G``).
 
@@ -43,7 +43,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 RESNET = "configs/palquant/palquant_r18_g2w2a2_camvid_480x360_2k.yml"
-RTFORMER = "configs/rtformer/rtformer_slim_camvid_480x360_2k.yml"
+RTFORMER = "configs/rtformer/rtformer_slim_camvid_480x360_1k.yml"
 PALQUANT_RTFORMER = "configs/palquant/palquant_rtformer_slim_g2w2a2_camvid_480x360_2k.yml"
 # name: (label, config, groups, weight and activation levels; None = full precision)
 VARIANTS = {

@@ -135,7 +135,7 @@ def _seed():
 # --- Real data: CamVid (../shared/camvid beside the clone, or RTSEG_CAMVID_DIR) -------------------
 CAMVID_DEFAULT = os.path.join(os.path.dirname(ROOT), "shared", "camvid")
 # the CPU config the tiny CamVid model shrinks (RTFormer, widths 16/32, images downscaled 3x)
-CAMVID_TINY_BASE = os.path.join(CONFIGS, "rtformer", "rtformer_slim_camvid_480x360_2k.yml")
+CAMVID_TINY_BASE = os.path.join(CONFIGS, "rtformer", "rtformer_slim_camvid_480x360_1k.yml")
 CAMVID_TINY_SIZE = [160, 120]
 CAMVID_TINY_ITERS = 80
 CAMVID_VAL_EVERY = 5  # the tiny model's val subset: every 5th val image (21 of 101)

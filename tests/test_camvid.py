@@ -22,7 +22,7 @@ import paddle_rtseg
 from paddle_rtseg.datasets import camvid, check_dataset
 
 CPU_CONFIGS = [os.path.join(CONFIGS, family, name) for family, name in (
-    ("rtformer", "rtformer_slim_camvid_480x360_2k.yml"),
+    ("rtformer", "rtformer_slim_camvid_480x360_1k.yml"),
     ("seaformer", "seaformer_tiny_camvid_480x360_3k.yml"),
     ("segformer_pp", "segformer_pp_b0_camvid_480x360_1k.yml"),
     ("mixformer", "mixformer_b0_camvid_480x360_1k.yml"))]
